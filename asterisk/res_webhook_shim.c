@@ -1,0 +1,322 @@
+/*
+ * res_webhook_shim.c — everything macro-shaped that Rust cannot express: AST_MODULE_INFO,
+ * the Stasis router, CLI and dialplan function registration, config walking and logging.
+ *
+ * It reads Asterisk structures (whose layout changes between releases) only here, compiled
+ * against the headers of the Asterisk that loads the module, flattens them into the plain
+ * structs of include/res_webhook.h and hands them to Rust. See SAFETY.md for which thread
+ * calls what.
+ */
+
+#include "asterisk.h"
+
+#include <time.h>
+
+#include "asterisk/module.h"
+#include "asterisk/logger.h"
+#include "asterisk/paths.h"
+#include "asterisk/config.h"
+#include "asterisk/cli.h"
+#include "asterisk/pbx.h"
+#include "asterisk/channel.h"
+#include "asterisk/json.h"
+#include "asterisk/stasis.h"
+#include "asterisk/stasis_channels.h"
+#include "asterisk/stasis_message_router.h"
+
+#include "res_webhook.h"
+
+#define CONFIG_FILE "webhook.conf"
+
+static struct stasis_message_router *router;
+
+/* ---------------------------------------------------------------- host services for Rust */
+
+static void host_log(int level, const char *file, int line, const char *func, const char *msg)
+{
+	int ast_level;
+
+	switch (level) {
+	case RW_LOG_DEBUG: ast_level = __LOG_DEBUG; break;
+	case RW_LOG_NOTICE: ast_level = __LOG_NOTICE; break;
+	case RW_LOG_WARNING: ast_level = __LOG_WARNING; break;
+	case RW_LOG_ERROR: ast_level = __LOG_ERROR; break;
+	default: ast_level = __LOG_VERBOSE; break;
+	}
+	ast_log(ast_level, file ? file : "res_webhook", line, func ? func : "rust", "%s\n", msg ? msg : "");
+}
+
+static void host_cli_print(int fd, const char *text)
+{
+	ast_cli(fd, "%s", text ? text : "");
+}
+
+static const struct rw_host host = {
+	.log = host_log,
+	.cli_print = host_cli_print,
+};
+
+/* ---------------------------------------------------------------- call-path hooks */
+
+static inline uint64_t now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t) ts.tv_sec * 1000000000ull + (uint64_t) ts.tv_nsec;
+}
+
+#define S(x) ((x) ? (x) : "")
+
+static void snapshot_cb(void *data, struct stasis_subscription *sub, struct stasis_message *msg)
+{
+	uint64_t t0 = now_ns();
+	struct ast_channel_snapshot_update *update = stasis_message_data(msg);
+	struct ast_channel_snapshot *old = update->old_snapshot;
+	struct ast_channel_snapshot *new = update->new_snapshot;
+	struct rw_channel c;
+
+	if (!new || (new->base->tech_properties & AST_CHAN_TP_INTERNAL)) {
+		return;
+	}
+	if (!old) {
+		c.change = RW_CHANNEL_NEW;
+	} else if (ast_test_flag(&new->flags, AST_FLAG_DEAD) && !ast_test_flag(&old->flags, AST_FLAG_DEAD)) {
+		c.change = RW_CHANNEL_DEAD;
+	} else if (new->state == AST_STATE_UP && old->state != AST_STATE_UP) {
+		c.change = RW_CHANNEL_UP;
+	} else {
+		return;
+	}
+
+	c.linkedid = S(new->peer->linkedid);
+	c.uniqueid = S(new->base->uniqueid);
+	c.name = S(new->base->name);
+	c.caller_number = S(new->caller->number);
+	c.caller_name = S(new->caller->name);
+	c.dnid = S(new->caller->dnid);
+	c.context = S(new->dialplan->context);
+	c.exten = S(new->dialplan->exten);
+	c.appl = S(new->dialplan->appl);
+	c.accountcode = S(new->base->accountcode);
+	c.hangup_source = S(new->hangup->source);
+	c.hangup_cause = new->hangup->cause;
+	c.creation_sec = new->base->creationtime.tv_sec;
+	c.creation_usec = new->base->creationtime.tv_usec;
+	rw_on_channel(&c);
+	rw_record_hook_ns(now_ns() - t0);
+}
+
+static void dial_cb(void *data, struct stasis_subscription *sub, struct stasis_message *msg)
+{
+	uint64_t t0 = now_ns();
+	struct ast_multi_channel_blob *blob = stasis_message_data(msg);
+	struct ast_channel_snapshot *caller = ast_multi_channel_blob_get_channel(blob, "caller");
+	struct ast_channel_snapshot *peer = ast_multi_channel_blob_get_channel(blob, "peer");
+	struct ast_json *json = ast_multi_channel_blob_get_json(blob);
+	struct rw_dial d;
+
+	if (!peer || (peer->base->tech_properties & AST_CHAN_TP_INTERNAL)) {
+		return;
+	}
+	d.caller_uniqueid = caller ? S(caller->base->uniqueid) : "";
+	d.peer_uniqueid = S(peer->base->uniqueid);
+	d.peer_linkedid = S(peer->peer->linkedid);
+	d.peer_name = S(peer->base->name);
+	d.dialstring = S(ast_json_string_get(ast_json_object_get(json, "dialstring")));
+	d.dialstatus = S(ast_json_string_get(ast_json_object_get(json, "dialstatus")));
+	rw_on_dial(&d);
+	rw_record_hook_ns(now_ns() - t0);
+}
+
+static void varset_cb(void *data, struct stasis_subscription *sub, struct stasis_message *msg)
+{
+	uint64_t t0 = now_ns();
+	struct ast_channel_blob *blob = stasis_message_data(msg);
+	struct ast_channel_snapshot *snap = blob->snapshot;
+
+	if (!snap || (snap->base->tech_properties & AST_CHAN_TP_INTERNAL)) {
+		return; /* global variable */
+	}
+	rw_on_varset(S(snap->peer->linkedid), S(snap->base->uniqueid),
+		S(ast_json_string_get(ast_json_object_get(blob->blob, "variable"))),
+		S(ast_json_string_get(ast_json_object_get(blob->blob, "value"))));
+	rw_record_hook_ns(now_ns() - t0);
+}
+
+/* ---------------------------------------------------------------- configuration */
+
+static void load_config(int reload)
+{
+	struct ast_flags flags = { 0 };
+	struct ast_config *cfg = ast_config_load2(CONFIG_FILE, AST_MODULE, flags);
+	struct ast_category *cat = NULL;
+
+	rw_config_begin(CONFIG_FILE);
+	if (!cfg || cfg == CONFIG_STATUS_FILEMISSING) {
+		rw_config_end(1);
+		return;
+	}
+	if (cfg == CONFIG_STATUS_FILEINVALID) {
+		ast_log(LOG_ERROR, "%s has a syntax error; %s\n", CONFIG_FILE,
+			reload ? "keeping the configuration in force" : "no sections loaded");
+		if (!reload) {
+			rw_config_end(1);
+		}
+		return;
+	}
+	while ((cat = ast_category_browse_filtered(cfg, NULL, cat, NULL))) {
+		struct ast_variable *v;
+
+		if (ast_category_is_template(cat)) {
+			continue;
+		}
+		rw_config_section(ast_category_get_name(cat));
+		for (v = ast_category_first(cat); v; v = v->next) {
+			rw_config_entry(S(v->name), S(v->value), S(v->file), v->lineno);
+		}
+	}
+	ast_config_destroy(cfg);
+	rw_config_end(0);
+}
+
+/* ---------------------------------------------------------------- dialplan functions */
+
+static int webhook_write(struct ast_channel *chan, const char *cmd, char *data, const char *value)
+{
+	char linkedid[AST_MAX_UNIQUEID];
+
+	if (!chan) {
+		ast_log(LOG_WARNING, "WEBHOOK(%s) needs a channel\n", S(data));
+		return -1;
+	}
+	if (ast_strlen_zero(data)) {
+		ast_log(LOG_WARNING, "WEBHOOK() needs a name: Set(WEBHOOK(NAME)=value)\n");
+		return -1;
+	}
+	ast_channel_lock(chan);
+	ast_copy_string(linkedid, ast_channel_linkedid(chan), sizeof(linkedid));
+	ast_channel_unlock(chan);
+	return rw_on_call_data(linkedid, data, S(value)) ? -1 : 0;
+}
+
+static struct ast_custom_function webhook_function = {
+	.name = "WEBHOOK",
+	.synopsis = "Attach a value to the current call's webhooks",
+	.syntax = "WEBHOOK(name)",
+	.desc = "Write-only. Set(WEBHOOK(NAME)=value) makes ${NAME} available to every webhook\n"
+		"of the current call (all channels sharing its linkedid), e.g. for the end event.\n"
+		"Values set this way win over a channel variable of the same name.\n",
+	.docsrc = AST_STATIC_DOC,
+	.write = webhook_write,
+};
+
+/* ---------------------------------------------------------------- CLI */
+
+static char *cli_dispatch(struct ast_cli_entry *e, int cmd, struct ast_cli_args *a,
+	const char *command, const char *usage)
+{
+	if (cmd == CLI_INIT) {
+		e->command = command;
+		e->usage = usage;
+		return NULL;
+	}
+	if (cmd == CLI_GENERATE) {
+		return NULL;
+	}
+	/* argv[0] is "webhook" */
+	return rw_cli(a->fd, a->argc - 1, (const char *const *) a->argv + 1) ? CLI_SHOWUSAGE : CLI_SUCCESS;
+}
+
+static char *cli_status(struct ast_cli_entry *e, int cmd, struct ast_cli_args *a)
+{
+	return cli_dispatch(e, cmd, a, "webhook show status",
+		"Usage: webhook show status\n"
+		"       Per section: queued, in flight, delivered, retrying, dead, spooled,\n"
+		"       last error and latency; and the call-path hook cost.\n");
+}
+
+static char *cli_errors(struct ast_cli_entry *e, int cmd, struct ast_cli_args *a)
+{
+	return cli_dispatch(e, cmd, a, "webhook show errors",
+		"Usage: webhook show errors [section]\n"
+		"       The last failed delivery attempts: time, section, call, event, HTTP status or error.\n");
+}
+
+static char *cli_test(struct ast_cli_entry *e, int cmd, struct ast_cli_args *a)
+{
+	return cli_dispatch(e, cmd, a, "webhook test",
+		"Usage: webhook test <section> [start|answer|end]\n"
+		"       Sends a synthetic event to one section now and prints what happened.\n");
+}
+
+static char *cli_replay(struct ast_cli_entry *e, int cmd, struct ast_cli_args *a)
+{
+	return cli_dispatch(e, cmd, a, "webhook replay",
+		"Usage: webhook replay <section|all>\n"
+		"       Re-sends dead-lettered deliveries.\n");
+}
+
+static struct ast_cli_entry cli_entries[] = {
+	AST_CLI_DEFINE(cli_status, "Show webhook delivery status"),
+	AST_CLI_DEFINE(cli_errors, "Show failed webhook deliveries"),
+	AST_CLI_DEFINE(cli_test, "Send a synthetic webhook"),
+	AST_CLI_DEFINE(cli_replay, "Re-send dead-lettered webhooks"),
+};
+
+/* ---------------------------------------------------------------- lifecycle */
+
+static int unload_module(void)
+{
+	/* Only reached at Asterisk shutdown: load_module took a shutdown reference, because Rust's
+	 * thread-local destructors keep the library mapped after dlclose (ASTERISK-NOTES). */
+	if (router) {
+		stasis_message_router_unsubscribe_and_join(router);
+		router = NULL;
+	}
+	ast_cli_unregister_multiple(cli_entries, ARRAY_LEN(cli_entries));
+	ast_custom_function_unregister(&webhook_function);
+	rw_unload();
+	return 0;
+}
+
+static int load_module(void)
+{
+	if (rw_load(&host, ast_config_AST_SPOOL_DIR)) {
+		return AST_MODULE_LOAD_DECLINE;
+	}
+	load_config(0);
+
+	router = stasis_message_router_create(ast_channel_topic_all());
+	if (!router) {
+		rw_unload();
+		return AST_MODULE_LOAD_DECLINE;
+	}
+	if (stasis_message_router_add(router, ast_channel_snapshot_type(), snapshot_cb, NULL)
+		|| stasis_message_router_add(router, ast_channel_dial_type(), dial_cb, NULL)
+		|| stasis_message_router_add(router, ast_channel_varset_type(), varset_cb, NULL)) {
+		stasis_message_router_unsubscribe_and_join(router);
+		router = NULL;
+		rw_unload();
+		return AST_MODULE_LOAD_DECLINE;
+	}
+	ast_custom_function_register(&webhook_function);
+	ast_cli_register_multiple(cli_entries, ARRAY_LEN(cli_entries));
+
+	ast_module_shutdown_ref(AST_MODULE_SELF);
+	return AST_MODULE_LOAD_SUCCESS;
+}
+
+static int reload_module(void)
+{
+	load_config(1);
+	return AST_MODULE_LOAD_SUCCESS;
+}
+
+AST_MODULE_INFO(ASTERISK_GPL_KEY, AST_MODFLAG_LOAD_ORDER, "Call webhooks, CRM lookup and click-to-call",
+	.support_level = AST_MODULE_SUPPORT_EXTENDED,
+	.load = load_module,
+	.unload = unload_module,
+	.reload = reload_module,
+	.load_pri = AST_MODPRI_DEFAULT,
+);

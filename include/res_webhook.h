@@ -1,0 +1,98 @@
+/*
+ * res_webhook.h — the one boundary between the C shim (asterisk/res_webhook_shim.c) and Rust.
+ *
+ * Direction C -> Rust: the rw_* functions below, implemented in Rust (src/asterisk/entry.rs),
+ * each behind one panic guard. Strings passed in are borrowed for the duration of the call only.
+ *
+ * Direction Rust -> C: the struct rw_host of function pointers the shim hands to rw_load().
+ * Rust never links against an Asterisk symbol directly, so the Rust core and its tests build
+ * and run without Asterisk; only the cdylib links the shim.
+ *
+ * No Asterisk header is included here: bindgen runs on this file alone.
+ */
+#ifndef RES_WEBHOOK_H
+#define RES_WEBHOOK_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Log levels Rust may ask for; the shim maps them onto Asterisk's __LOG_* values. */
+enum rw_log_level {
+	RW_LOG_DEBUG = 0,
+	RW_LOG_NOTICE = 1,
+	RW_LOG_WARNING = 2,
+	RW_LOG_ERROR = 3,
+	RW_LOG_VERBOSE = 4,
+};
+
+/* What happened to a channel (see ASTERISK-NOTES: new, state Up, DEAD flag). */
+enum rw_channel_change {
+	RW_CHANNEL_NEW = 1,
+	RW_CHANNEL_UP = 2,
+	RW_CHANNEL_DEAD = 3,
+};
+
+/* A channel snapshot, flattened. Every string is non-NULL (possibly ""). */
+struct rw_channel {
+	int change; /* enum rw_channel_change */
+	const char *linkedid;
+	const char *uniqueid;
+	const char *name;
+	const char *caller_number;
+	const char *caller_name;
+	const char *dnid;
+	const char *context;
+	const char *exten;
+	const char *appl;
+	const char *accountcode;
+	const char *hangup_source;
+	int hangup_cause;
+	int64_t creation_sec;
+	int64_t creation_usec;
+};
+
+/* A dial begin/end. caller_uniqueid is "" for originated legs. */
+struct rw_dial {
+	const char *caller_uniqueid;
+	const char *peer_uniqueid;
+	const char *peer_linkedid;
+	const char *peer_name;
+	const char *dialstring;
+	const char *dialstatus;
+};
+
+/* Services the host gives Rust. All function pointers are non-NULL. */
+struct rw_host {
+	/* Writes one line to Asterisk's logger. msg is a plain string, never a format. */
+	void (*log)(int level, const char *file, int line, const char *func, const char *msg);
+	/* Prints text on a CLI connection. */
+	void (*cli_print)(int fd, const char *text);
+};
+
+/* Module lifecycle. rw_load returns 0 on success; on failure the module declines to load.
+ * spool_default is Asterisk's spool directory (e.g. /var/spool/asterisk). */
+int rw_load(const struct rw_host *host, const char *spool_default);
+/* Stops and joins every Rust thread. Safe to call once after rw_load. */
+void rw_unload(void);
+
+/* Configuration, fed section by section from ast_config (templates and #include resolved). */
+void rw_config_begin(const char *file);
+void rw_config_section(const char *name);
+void rw_config_entry(const char *key, const char *value, const char *file, int line);
+/* Applies what was fed since rw_config_begin. missing = the file does not exist. */
+void rw_config_end(int missing);
+
+/* Call-path hand-off. Copy and enqueue; never block. Called on Stasis threads. */
+void rw_on_channel(const struct rw_channel *channel);
+void rw_on_dial(const struct rw_dial *dial);
+void rw_on_varset(const char *linkedid, const char *uniqueid, const char *name, const char *value);
+/* Set(WEBHOOK(name)=value), on the channel's thread. Returns 0 when accepted. */
+int rw_on_call_data(const char *linkedid, const char *name, const char *value);
+/* Time the shim measured for one hook invocation (C callback + copy + enqueue). */
+void rw_record_hook_ns(uint64_t ns);
+
+/* CLI: argv are the words after "webhook". Output goes through host->cli_print(fd, …).
+ * Returns 0 when handled, -1 for a usage error. */
+int rw_cli(int fd, int argc, const char *const *argv);
+
+#endif

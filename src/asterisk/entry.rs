@@ -1,0 +1,280 @@
+//! The `extern "C"` functions declared in `include/res_webhook.h`. Each one runs inside
+//! [`guard`], copies what it is given into owned Rust values, and returns quickly.
+
+use std::ffi::CStr;
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use libc::c_char;
+use once_cell::sync::OnceCell;
+
+use super::ffi;
+use super::guard::guard;
+use super::host_log;
+use crate::core::config::raw::{RawConfig, RawEntry, RawSection};
+use crate::core::engine::{Engine, EngineSettings, Hook};
+use crate::core::host_event::{ChannelChange, ChannelInfo, HostEvent};
+
+/// The running engine; `None` before load and after unload.
+static ENGINE: Mutex<Option<Engine>> = Mutex::new(None);
+/// The call path's hand-off, reachable without taking any lock.
+static HOOK: OnceCell<Hook> = OnceCell::new();
+/// Host services handed over at load.
+static HOST: OnceCell<HostServices> = OnceCell::new();
+/// Configuration being fed by the shim between `rw_config_begin` and `rw_config_end`.
+static PENDING_CONFIG: Mutex<Option<RawConfig>> = Mutex::new(None);
+
+struct HostServices {
+    cli_print: unsafe extern "C" fn(fd: i32, text: *const c_char),
+}
+
+/// Copies a borrowed C string; NULL and invalid UTF-8 are tolerated (lossy), never trusted.
+fn owned(p: *const c_char) -> String {
+    if p.is_null() {
+        return String::new();
+    }
+    // SAFETY: the shim passes NUL-terminated strings valid for the duration of the call.
+    unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned()
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+#[no_mangle]
+pub extern "C" fn rw_load(host: *const ffi::rw_host, spool_default: *const c_char) -> i32 {
+    guard("rw_load", -1, || {
+        // SAFETY: the shim passes a pointer to a static struct that lives as long as the module.
+        let Some(host) = (unsafe { host.as_ref() }) else {
+            return -1;
+        };
+        host_log::install(host);
+        if let Some(cli_print) = host.cli_print {
+            let _ = HOST.set(HostServices { cli_print });
+        }
+        let settings = EngineSettings {
+            spool_default: std::path::PathBuf::from(owned(spool_default)).join("webhook"),
+        };
+        match Engine::start(settings) {
+            Ok(engine) => {
+                let _ = HOOK.set(engine.hook());
+                *lock(&ENGINE) = Some(engine);
+                0
+            }
+            Err(e) => {
+                log::error!("res_webhook not loaded: {e}");
+                -1
+            }
+        }
+    })
+}
+
+#[no_mangle]
+pub extern "C" fn rw_unload() {
+    guard("rw_unload", (), || {
+        if let Some(hook) = HOOK.get() {
+            hook.close();
+        }
+        if let Some(engine) = lock(&ENGINE).take() {
+            engine.shutdown();
+        }
+    })
+}
+
+#[no_mangle]
+pub extern "C" fn rw_config_begin(file: *const c_char) {
+    guard("rw_config_begin", (), || {
+        *lock(&PENDING_CONFIG) = Some(RawConfig {
+            file: owned(file),
+            missing: false,
+            sections: Vec::new(),
+        });
+    })
+}
+
+#[no_mangle]
+pub extern "C" fn rw_config_section(name: *const c_char) {
+    guard("rw_config_section", (), || {
+        if let Some(cfg) = lock(&PENDING_CONFIG).as_mut() {
+            cfg.sections.push(RawSection {
+                name: owned(name),
+                entries: Vec::new(),
+            });
+        }
+    })
+}
+
+#[no_mangle]
+pub extern "C" fn rw_config_entry(
+    key: *const c_char,
+    value: *const c_char,
+    file: *const c_char,
+    line: i32,
+) {
+    guard("rw_config_entry", (), || {
+        if let Some(section) = lock(&PENDING_CONFIG)
+            .as_mut()
+            .and_then(|c| c.sections.last_mut())
+        {
+            section.entries.push(RawEntry {
+                key: owned(key),
+                value: owned(value),
+                file: owned(file),
+                line: line.max(0) as u32,
+            });
+        }
+    })
+}
+
+#[no_mangle]
+pub extern "C" fn rw_config_end(missing: i32) {
+    guard("rw_config_end", (), || {
+        let Some(mut cfg) = lock(&PENDING_CONFIG).take() else {
+            return;
+        };
+        cfg.missing = missing != 0;
+        if let Some(engine) = lock(&ENGINE).as_ref() {
+            engine.apply_config(cfg);
+        }
+    })
+}
+
+fn time_from(sec: i64, usec: i64) -> Option<SystemTime> {
+    if sec <= 0 {
+        return None;
+    }
+    Some(UNIX_EPOCH + Duration::from_secs(sec as u64) + Duration::from_micros(usec.max(0) as u64))
+}
+
+#[no_mangle]
+pub extern "C" fn rw_on_channel(c: *const ffi::rw_channel) {
+    guard("rw_on_channel", (), || {
+        let (Some(hook), Some(c)) = (HOOK.get(), unsafe { c.as_ref() }) else {
+            return;
+        };
+        let change = match c.change as u32 {
+            ffi::rw_channel_change_RW_CHANNEL_NEW => ChannelChange::New,
+            ffi::rw_channel_change_RW_CHANNEL_UP => ChannelChange::Up,
+            ffi::rw_channel_change_RW_CHANNEL_DEAD => ChannelChange::Dead,
+            _ => return,
+        };
+        let info = ChannelInfo {
+            linkedid: owned(c.linkedid),
+            uniqueid: owned(c.uniqueid),
+            name: owned(c.name),
+            caller_number: owned(c.caller_number),
+            caller_name: owned(c.caller_name),
+            dnid: owned(c.dnid),
+            context: owned(c.context),
+            exten: owned(c.exten),
+            appl: owned(c.appl),
+            accountcode: owned(c.accountcode),
+            hangup_cause: c.hangup_cause,
+            hangup_source: owned(c.hangup_source),
+            created: time_from(c.creation_sec, c.creation_usec),
+        };
+        hook.send(HostEvent::Channel {
+            change,
+            info,
+            at: SystemTime::now(),
+        });
+    })
+}
+
+#[no_mangle]
+pub extern "C" fn rw_on_dial(d: *const ffi::rw_dial) {
+    guard("rw_on_dial", (), || {
+        let (Some(hook), Some(d)) = (HOOK.get(), unsafe { d.as_ref() }) else {
+            return;
+        };
+        let caller = owned(d.caller_uniqueid);
+        hook.send(HostEvent::Dial {
+            caller_uniqueid: (!caller.is_empty()).then_some(caller),
+            peer_uniqueid: owned(d.peer_uniqueid),
+            peer_linkedid: owned(d.peer_linkedid),
+            peer_name: owned(d.peer_name),
+            dialstring: owned(d.dialstring),
+            status: owned(d.dialstatus),
+            at: SystemTime::now(),
+        });
+    })
+}
+
+#[no_mangle]
+pub extern "C" fn rw_on_varset(
+    linkedid: *const c_char,
+    uniqueid: *const c_char,
+    name: *const c_char,
+    value: *const c_char,
+) {
+    guard("rw_on_varset", (), || {
+        let Some(hook) = HOOK.get() else { return };
+        let name = owned(name);
+        if !hook.wants_variable(&name) {
+            return;
+        }
+        hook.send(HostEvent::VarSet {
+            linkedid: owned(linkedid),
+            uniqueid: owned(uniqueid),
+            name,
+            value: owned(value),
+            at: SystemTime::now(),
+        });
+    })
+}
+
+#[no_mangle]
+pub extern "C" fn rw_on_call_data(
+    linkedid: *const c_char,
+    name: *const c_char,
+    value: *const c_char,
+) -> i32 {
+    guard("rw_on_call_data", -1, || {
+        let Some(hook) = HOOK.get() else { return -1 };
+        let accepted = hook.send(HostEvent::CallData {
+            linkedid: owned(linkedid),
+            name: owned(name),
+            value: owned(value),
+            at: SystemTime::now(),
+        });
+        if accepted {
+            0
+        } else {
+            -1
+        }
+    })
+}
+
+#[no_mangle]
+pub extern "C" fn rw_record_hook_ns(ns: u64) {
+    guard("rw_record_hook_ns", (), || {
+        if let Some(hook) = HOOK.get() {
+            hook.record_cost_ns(ns);
+        }
+    })
+}
+
+#[no_mangle]
+pub extern "C" fn rw_cli(fd: i32, argc: i32, argv: *const *const c_char) -> i32 {
+    guard("rw_cli", -1, || {
+        let args: Vec<String> = (0..argc.max(0) as usize)
+            // SAFETY: the shim passes argc valid string pointers.
+            .map(|i| owned(unsafe { *argv.add(i) }))
+            .collect();
+        let reply = match lock(&ENGINE).as_ref() {
+            Some(engine) => engine.cli(&args),
+            None => Ok("res_webhook is not running\n".to_string()),
+        };
+        match reply {
+            Ok(text) => {
+                if let Some(host) = HOST.get() {
+                    let text = std::ffi::CString::new(text.replace('\0', "")).unwrap_or_default();
+                    // SAFETY: cli_print copies the text to the CLI connection before returning.
+                    unsafe { (host.cli_print)(fd, text.as_ptr()) };
+                }
+                0
+            }
+            Err(()) => -1,
+        }
+    })
+}

@@ -1,0 +1,3 @@
+//! The configuration model (`webhook.conf`).
+
+pub mod raw;

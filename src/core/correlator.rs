@@ -1,0 +1,1 @@
+//! Correlates channel events into calls (filled in next).

@@ -1,0 +1,77 @@
+//! What a PBX adapter tells the core, as owned values: the adapter copies out of the host's
+//! structures on the call path and hands these over a channel; nothing here borrows from the host.
+
+use std::time::SystemTime;
+
+/// A change in one channel's life that matters to a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChannelChange {
+    /// The channel was created.
+    New,
+    /// The channel's state became Up (answered, by a person or by the dialplan).
+    Up,
+    /// The channel is gone.
+    Dead,
+}
+
+/// A snapshot of one channel at a change.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ChannelInfo {
+    /// All channels of one call share this id.
+    pub linkedid: String,
+    pub uniqueid: String,
+    /// e.g. `PJSIP/100-00000001`.
+    pub name: String,
+    pub caller_number: String,
+    pub caller_name: String,
+    /// Number the caller dialed, as the channel driver saw it.
+    pub dnid: String,
+    pub context: String,
+    pub exten: String,
+    /// Dialplan application running at the time (`Dial`, `Playback`, …).
+    pub appl: String,
+    pub accountcode: String,
+    /// Q.850 cause; meaningful at `Dead`.
+    pub hangup_cause: i32,
+    /// Who asked for the hangup: the channel's own name when its far end hung up,
+    /// `dialplan/builtin` for `Hangup()`, empty when unknown.
+    pub hangup_source: String,
+    /// When the channel was created.
+    pub created: Option<SystemTime>,
+}
+
+/// Everything an adapter reports. Each carries the time the adapter saw it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum HostEvent {
+    Channel {
+        change: ChannelChange,
+        info: ChannelInfo,
+        at: SystemTime,
+    },
+    /// A dial attempt began (`status` empty) or ended (`ANSWER`, `BUSY`, …).
+    Dial {
+        /// Calling channel; `None` for an originated leg with no caller.
+        caller_uniqueid: Option<String>,
+        peer_uniqueid: String,
+        peer_linkedid: String,
+        peer_name: String,
+        dialstring: String,
+        status: String,
+        at: SystemTime,
+    },
+    /// A channel variable was set.
+    VarSet {
+        linkedid: String,
+        uniqueid: String,
+        name: String,
+        value: String,
+        at: SystemTime,
+    },
+    /// `Set(WEBHOOK(name)=value)`: data attached to the whole call.
+    CallData {
+        linkedid: String,
+        name: String,
+        value: String,
+        at: SystemTime,
+    },
+}

@@ -1,0 +1,32 @@
+//! Typed values that templates read, so a bare `${duration}` stays a JSON number.
+
+use chrono::{DateTime, Utc};
+
+/// One field's value as the payload engine sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    /// Absent: `null` in JSON, empty in query strings and forms.
+    Null,
+    Str(String),
+    Int(i64),
+    Bool(bool),
+    /// A point in time, formatted by each webhook's `date_format`.
+    Time(DateTime<Utc>),
+}
+
+impl Value {
+    /// A string value, or `Null` when the string is empty (missing data is `null`, not `""`).
+    pub fn non_empty(s: &str) -> Value {
+        if s.is_empty() {
+            Value::Null
+        } else {
+            Value::Str(s.to_string())
+        }
+    }
+}
+
+/// Anything templates can read fields from: a call event, a lookup request, a synthetic test event.
+pub trait FieldSource {
+    /// The value of `name`, or `None` when this source has no such field at all.
+    fn field(&self, name: &str) -> Option<Value>;
+}
