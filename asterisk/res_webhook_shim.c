@@ -217,8 +217,8 @@ static char *cli_dispatch(struct ast_cli_entry *e, int cmd, struct ast_cli_args 
 	const char *command, const char *usage)
 {
 	if (cmd == CLI_INIT) {
-		e->command = command;
-		e->usage = usage;
+		e->command = (char *) command;
+		e->usage = (char *) usage;
 		return NULL;
 	}
 	if (cmd == CLI_GENERATE) {
