@@ -60,13 +60,19 @@ pub fn extension_of_channel(name: &str) -> String {
     no_suffix.split('@').next().unwrap_or(no_suffix).to_string()
 }
 
-/// Normalises a DIALSTATUS word to the ones SPEC §2 lists.
-fn normalise_status(s: &str) -> String {
-    match s {
-        "ANSWER" | "BUSY" | "NOANSWER" | "CANCEL" | "CONGESTION" | "CHANUNAVAIL" => s.to_string(),
-        "INVALIDARGS" | "DONTCALL" => "CHANUNAVAIL".to_string(),
-        _ => "NOANSWER".to_string(),
-    }
+/// A final DIALSTATUS as one of the words SPEC §2 lists; `None` for progress reports
+/// (`RINGING`, `PROCEEDING`, `PROGRESS`) and dial begin (empty).
+fn final_status(s: &str) -> Option<&'static str> {
+    Some(match s {
+        "ANSWER" => "ANSWER",
+        "BUSY" => "BUSY",
+        "NOANSWER" => "NOANSWER",
+        "CANCEL" => "CANCEL",
+        "CONGESTION" => "CONGESTION",
+        "CHANUNAVAIL" | "INVALIDARGS" | "DONTCALL" => "CHANUNAVAIL",
+        "TORTURE" => "NOANSWER",
+        _ => return None,
+    })
 }
 
 impl Correlator {
@@ -238,10 +244,10 @@ impl Correlator {
             return Vec::new();
         };
         call.last_activity = at;
-        if status.is_empty() {
-            return Vec::new(); // dial begin
-        }
-        call.last_dialstatus = Some(normalise_status(status));
+        let Some(status) = final_status(status) else {
+            return Vec::new(); // dial begin or progress
+        };
+        call.last_dialstatus = Some(status.to_string());
         if status != "ANSWER" || call.answered {
             return Vec::new();
         }
@@ -407,6 +413,7 @@ mod tests {
                 new(&a, 0.0),
                 new(&b, 0.1),
                 dial(&b, "", 0.1),
+                dial(&b, "RINGING", 0.2),
                 dial(&b, "ANSWER", 4.2),
                 dead(&b, 10.5, 16, "PJSIP/100-00000002"),
                 dead(&a, 10.6, 16, ""),
@@ -438,6 +445,7 @@ mod tests {
                 new(&a, 0.0),
                 new(&b, 0.1),
                 dial(&b, "", 0.1),
+                dial(&b, "RINGING", 0.2),
                 dial(&b, "BUSY", 0.3),
                 dead(&b, 0.3, 17, ""),
                 dead(&a, 0.5, 17, "dialplan/builtin"),

@@ -82,9 +82,8 @@ pub struct Engine {
     tx: Sender<HostEvent>,
     shared: Arc<HookShared>,
     #[allow(dead_code)]
-    rx: Receiver<HostEvent>,
-    #[allow(dead_code)]
     settings: EngineSettings,
+    thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Engine {
@@ -96,11 +95,15 @@ impl Engine {
             cost_ns: Histogram::default(),
             wanted_vars: RwLock::new(Arc::new(HashSet::new())),
         });
+        let thread = std::thread::Builder::new()
+            .name("webhook-calls".into())
+            .spawn(move || run(rx))
+            .map_err(|e| e.to_string())?;
         Ok(Engine {
             tx,
             shared,
-            rx,
             settings,
+            thread: Some(thread),
         })
     }
 
@@ -120,5 +123,21 @@ impl Engine {
     }
 
     /// Stops and joins every thread.
-    pub fn shutdown(self) {}
+    pub fn shutdown(mut self) {
+        drop(self.tx);
+        self.shared.closed.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn run(rx: Receiver<HostEvent>) {
+    let mut correlator = super::correlator::Correlator::new(vec!["from-internal".into()]);
+    while let Ok(ev) = rx.recv() {
+        log::info!("host event {ev:?}");
+        for ce in correlator.handle(ev) {
+            log::info!("CALL EVENT {} {:?}", ce.kind.as_str(), ce.call);
+        }
+    }
 }
