@@ -1,0 +1,185 @@
+#!/usr/bin/env bash
+# The real Asterisk 22 for tests and the demo: Debian sid's asterisk packages in a debootstrap
+# chroot (Debian bookworm has no Asterisk), started in a private mount namespace so nothing
+# leaks onto the host. Run as root.
+#
+#   sandbox.sh deps                 install host prerequisites (debootstrap, sipp, libclang, …)
+#   sandbox.sh ensure               build the sandbox once (cached in $RW_CACHE)
+#   sandbox.sh include-dir          print the Asterisk headers folder (for ASTERISK_INCLUDE_DIR)
+#   sandbox.sh install-module SO    copy a built module into the sandbox's module directory
+#   sandbox.sh start INSTANCE       start Asterisk with INSTANCE/etc as /etc/asterisk
+#   sandbox.sh cli INSTANCE CMD     run one CLI command (asterisk -rx)
+#   sandbox.sh stop INSTANCE        stop gracefully (bounded), then kill
+#   sandbox.sh kill9 INSTANCE       SIGKILL Asterisk (crash tests)
+#
+# An INSTANCE folder holds etc/ (the configuration), and gets spool/ (kept across restarts:
+# the module's durable spool lives there), log/, run/ and asterisk.pid.
+set -euo pipefail
+
+CACHE="${RW_CACHE:-/var/cache/res_webhook}"
+ROOT="$CACHE/sandbox"
+INCLUDE="$CACHE/include"
+MODDIR=/usr/lib/x86_64-linux-gnu/asterisk/modules
+
+die() { echo "sandbox.sh: $*" >&2; exit 1; }
+need_root() { [ "$(id -u)" = 0 ] || die "must run as root (debootstrap, chroot and mount namespaces)"; }
+
+mirror() {
+    # The Debian mirror the host already uses (the only one reachable here).
+    local uri
+    uri=$(grep -rhoE '^(URIs:|deb) +https?://[^ ]+/debian/?' /etc/apt/sources.list /etc/apt/sources.list.d/ 2>/dev/null \
+        | grep -v security | head -n1 | awk '{print $NF}') || true
+    echo "${uri:-http://deb.debian.org/debian}"
+}
+
+cmd_deps() {
+    need_root
+    local missing=()
+    command -v debootstrap >/dev/null || missing+=(debootstrap)
+    command -v sipp >/dev/null || missing+=(sip-tester)
+    command -v unshare >/dev/null || missing+=(util-linux)
+    command -v nsenter >/dev/null || missing+=(util-linux)
+    command -v cc >/dev/null || missing+=(gcc)
+    [ -e /usr/lib/llvm-14/lib/libclang.so ] || ls /usr/lib/x86_64-linux-gnu/libclang*.so* >/dev/null 2>&1 \
+        || ls /usr/lib/llvm-*/lib/libclang.so >/dev/null 2>&1 || missing+=(libclang-dev)
+    command -v openssl >/dev/null || missing+=(openssl)
+    [ -e /etc/ssl/certs/ca-certificates.crt ] || missing+=(ca-certificates)
+    if [ ${#missing[@]} -gt 0 ]; then
+        echo "sandbox.sh: installing ${missing[*]}"
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+    fi
+}
+
+cmd_ensure() {
+    need_root
+    if [ ! -f "$ROOT/.complete" ]; then
+        command -v debootstrap >/dev/null || cmd_deps
+        local tmp="$ROOT.tmp.$$"
+        rm -rf "$tmp"
+        mkdir -p "$CACHE"
+        echo "sandbox.sh: building the Debian sid + Asterisk 22 sandbox in $ROOT (about a minute)"
+        debootstrap --variant=minbase --include=asterisk,asterisk-modules,asterisk-dev \
+            sid "$tmp" "$(mirror)" >"$CACHE/debootstrap.log" 2>&1 \
+            || { tail -n 20 "$CACHE/debootstrap.log" >&2; rm -rf "$tmp"; die "debootstrap failed"; }
+        touch "$tmp/.complete"
+        rm -rf "$ROOT"
+        mv "$tmp" "$ROOT"
+        rm -rf "$INCLUDE"
+    fi
+    if [ ! -f "$INCLUDE/asterisk.h" ]; then
+        # Only Asterisk's headers: the sandbox's whole usr/include would mix sid's libc headers in.
+        rm -rf "$INCLUDE.tmp" && mkdir -p "$INCLUDE.tmp"
+        cp -a "$ROOT/usr/include/asterisk.h" "$ROOT/usr/include/asterisk" "$INCLUDE.tmp/"
+        rm -rf "$INCLUDE" && mv "$INCLUDE.tmp" "$INCLUDE"
+    fi
+    # Asterisk resolves these on every call; without them each lookup blocks (ASTERISK-NOTES).
+    local h
+    for h in "$(hostname)" A.ROOT-SERVERS.NET; do
+        grep -qE "^127\.0\.0\.1[[:space:]]+$h\$" "$ROOT/etc/hosts" 2>/dev/null || echo "127.0.0.1 $h" >>"$ROOT/etc/hosts"
+    done
+}
+
+cmd_include_dir() { echo "$INCLUDE"; }
+
+cmd_install_module() {
+    local so="${1:?usage: sandbox.sh install-module path/to/libres_webhook.so}"
+    [ -f "$so" ] || die "no module at $so"
+    install -m 0644 "$so" "$ROOT$MODDIR/res_webhook.so"
+}
+
+pid_of() {
+    local inst="$1" pid
+    [ -f "$inst/asterisk.pid" ] || return 1
+    pid=$(cat "$inst/asterisk.pid")
+    kill -0 "$pid" 2>/dev/null || return 1
+    echo "$pid"
+}
+
+cli() {
+    local pid="$1"; shift
+    nsenter --target "$pid" --mount -- chroot "$ROOT" /usr/sbin/asterisk -rx "$*"
+}
+
+cmd_start() {
+    need_root
+    local inst="${1:?usage: sandbox.sh start INSTANCE}"
+    inst=$(cd "$inst" && pwd)
+    [ -f "$inst/etc/asterisk.conf" ] || die "$inst/etc/asterisk.conf missing"
+    [ -f "$ROOT/.complete" ] || die "no sandbox: run sandbox.sh ensure"
+    # A stale Asterisk from a crashed run (of any instance) in this sandbox holds the ports.
+    local p
+    for p in $(pgrep -x asterisk || true); do
+        [ "$(readlink "/proc/$p/root" 2>/dev/null)" = "$ROOT" ] && kill -9 "$p" 2>/dev/null || true
+    done
+    mkdir -p "$inst/spool" "$inst/log" "$inst/run" "$inst/lib"
+    [ -e "$inst/lib/.seeded" ] || { cp -a "$ROOT/var/lib/asterisk/." "$inst/lib/" && touch "$inst/lib/.seeded"; }
+    : >"$inst/asterisk.log"
+    # Mounts live in a private namespace: they disappear with the process, whatever happens.
+    setsid unshare --mount --propagation private -- /bin/bash -c '
+        set -e
+        root="$1"; inst="$2"
+        mount --bind "$inst/etc" "$root/etc/asterisk"
+        mount --bind "$inst/spool" "$root/var/spool/asterisk"
+        mount --bind "$inst/log" "$root/var/log/asterisk"
+        mount --bind "$inst/run" "$root/var/run/asterisk"
+        mount --bind "$inst/lib" "$root/var/lib/asterisk"
+        mount -t proc proc "$root/proc"
+        exec chroot "$root" /usr/sbin/asterisk -f -n' bash "$ROOT" "$inst" \
+        </dev/null >>"$inst/asterisk.log" 2>&1 &
+    local pid=$!
+    echo "$pid" >"$inst/asterisk.pid"
+    local i
+    for i in $(seq 1 120); do
+        kill -0 "$pid" 2>/dev/null || { tail -n 30 "$inst/asterisk.log" "$inst/log/messages" 2>/dev/null >&2; die "Asterisk exited during start"; }
+        if cli "$pid" "core waitfullybooted" 2>/dev/null | grep -q "fully booted"; then
+            return 0
+        fi
+        sleep 0.25
+    done
+    tail -n 30 "$inst/log/messages" 2>/dev/null >&2 || true
+    cmd_kill9 "$inst"
+    die "Asterisk did not finish booting within 30 s"
+}
+
+cmd_cli() {
+    local inst="${1:?usage: sandbox.sh cli INSTANCE COMMAND}"; shift
+    local pid
+    pid=$(pid_of "$inst") || die "Asterisk of $inst is not running"
+    cli "$pid" "$*"
+}
+
+cmd_stop() {
+    local inst="${1:?usage: sandbox.sh stop INSTANCE}" pid i
+    pid=$(pid_of "$inst") || { rm -f "$inst/asterisk.pid"; return 0; }
+    cli "$pid" "core stop now" >/dev/null 2>&1 || true
+    for i in $(seq 1 60); do
+        kill -0 "$pid" 2>/dev/null || { rm -f "$inst/asterisk.pid"; return 0; }
+        sleep 0.25
+    done
+    echo "sandbox.sh: Asterisk did not stop within 15 s; killing it" >&2
+    cmd_kill9 "$inst"
+}
+
+cmd_kill9() {
+    local inst="${1:?usage: sandbox.sh kill9 INSTANCE}" pid i
+    pid=$(pid_of "$inst") || return 0
+    kill -9 "$pid" 2>/dev/null || true
+    for i in $(seq 1 40); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.05
+    done
+    rm -f "$inst/asterisk.pid"
+}
+
+case "${1:-}" in
+    deps) cmd_deps ;;
+    ensure) cmd_ensure ;;
+    include-dir) cmd_include_dir ;;
+    install-module) shift; cmd_install_module "$@" ;;
+    start) shift; cmd_start "$@" ;;
+    cli) shift; cmd_cli "$@" ;;
+    stop) shift; cmd_stop "$@" ;;
+    kill9) shift; cmd_kill9 "$@" ;;
+    *) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+esac
