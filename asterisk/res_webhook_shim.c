@@ -23,10 +23,16 @@
 #include "asterisk/stasis.h"
 #include "asterisk/stasis_channels.h"
 #include "asterisk/stasis_message_router.h"
+#include "asterisk/app.h"
+#include "asterisk/http.h"
+#include "asterisk/tcptls.h"
+#include "asterisk/format_cache.h"
+#include "asterisk/format_cap.h"
 
 #include "res_webhook.h"
 
 #define CONFIG_FILE "webhook.conf"
+#define S(x) ((x) ? (x) : "")
 
 static struct stasis_message_router *router;
 
@@ -51,9 +57,31 @@ static void host_cli_print(int fd, const char *text)
 	ast_cli(fd, "%s", text ? text : "");
 }
 
+static int host_originate(const char *context, const char *from, const char *to,
+	const char *caller_id, int timeout_ms, const char *call_id)
+{
+	struct ast_format_cap *cap = ast_format_cap_alloc(AST_FORMAT_CAP_FLAG_DEFAULT);
+	struct ast_assigned_ids ids = { .uniqueid = call_id, .uniqueid2 = NULL };
+	char addr[AST_MAX_EXTENSION + AST_MAX_CONTEXT + 2];
+	int reason = 0;
+	int res;
+
+	if (!cap) {
+		return -1;
+	}
+	ast_format_cap_append(cap, ast_format_slin, 0);
+	snprintf(addr, sizeof(addr), "%s@%s", from, context);
+	res = ast_pbx_outgoing_exten("Local", cap, addr, timeout_ms, context, to, 1, &reason,
+		AST_OUTGOING_NO_WAIT, S(caller_id), S(caller_id), NULL, NULL, NULL, 0,
+		ast_strlen_zero(call_id) ? NULL : &ids);
+	ao2_ref(cap, -1);
+	return res;
+}
+
 static const struct rw_host host = {
 	.log = host_log,
 	.cli_print = host_cli_print,
+	.originate = host_originate,
 };
 
 /* ---------------------------------------------------------------- call-path hooks */
@@ -65,8 +93,6 @@ static inline uint64_t now_ns(void)
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (uint64_t) ts.tv_sec * 1000000000ull + (uint64_t) ts.tv_nsec;
 }
-
-#define S(x) ((x) ? (x) : "")
 
 static void snapshot_cb(void *data, struct stasis_subscription *sub, struct stasis_message *msg)
 {
@@ -211,6 +237,117 @@ static struct ast_custom_function webhook_function = {
 	.write = webhook_write,
 };
 
+static int lookup_read(struct ast_channel *chan, const char *cmd, char *data, char *buf, size_t len)
+{
+	char status[16] = "ERROR";
+	AST_DECLARE_APP_ARGS(args,
+		AST_APP_ARG(section);
+		AST_APP_ARG(number);
+		AST_APP_ARG(field);
+	);
+
+	buf[0] = '\0';
+	AST_STANDARD_APP_ARGS(args, data);
+	if (ast_strlen_zero(args.section)) {
+		ast_log(LOG_WARNING, "WEBHOOK_LOOKUP(section,number[,field]) needs a section\n");
+	} else {
+		if (chan) {
+			ast_autoservice_start(chan);
+		}
+		rw_lookup(args.section, S(args.number), S(args.field), buf, len, status, sizeof(status));
+		if (chan) {
+			ast_autoservice_stop(chan);
+		}
+	}
+	if (chan) {
+		pbx_builtin_setvar_helper(chan, "WEBHOOK_LOOKUP_STATUS", status);
+	}
+	return 0;
+}
+
+static struct ast_custom_function lookup_function = {
+	.name = "WEBHOOK_LOOKUP",
+	.synopsis = "Ask a CRM about a phone number (contact name, responsible agent)",
+	.syntax = "WEBHOOK_LOOKUP(section,number[,field])",
+	.arguments = "section: a [section] of webhook.conf with type = lookup\n"
+		"number: the phone number to ask about, usually ${CALLERID(num)}\n"
+		"field: the answer's field to return (default contact_name), e.g. responsible\n",
+	.desc = "Sends the section's request (its url, method, format and params, with ${number})\n"
+		"and returns one field of the CRM's JSON answer. Strict JSON and the lenient form\n"
+		"{ contact_name: 'Name', responsible: '100' } are accepted. Answers are cached for the\n"
+		"section's 'cache' seconds, so several reads in one call cost one request.\n"
+		"The dialplan never waits longer than the section's 'timeout' (audio keeps flowing).\n"
+		"Sets WEBHOOK_LOOKUP_STATUS to FOUND, NOTFOUND, TIMEOUT or ERROR.\n"
+		"Values are cleaned for dialplan use: control characters and , & | ( ) ; $ { } [ ] and\n"
+		"quotes are removed, so a CRM can never change a Dial string.\n"
+		"Example:\n"
+		" same => n,Set(CALLERID(name)=${WEBHOOK_LOOKUP(crm-contact,${CALLERID(num)},contact_name)})\n"
+		" same => n,GotoIf($[\"${WEBHOOK_LOOKUP_STATUS}\" != \"FOUND\"]?queue)\n"
+		" same => n,Dial(PJSIP/${WEBHOOK_LOOKUP(crm-contact,${CALLERID(num)},responsible)},20)\n",
+	.docsrc = AST_STATIC_DOC,
+	.read = lookup_read,
+};
+
+/* ---------------------------------------------------------------- click-to-call HTTP */
+
+#define HTTP_MAX_PARAMS 64
+
+static int http_callback(struct ast_tcptls_session_instance *ser, const struct ast_http_uri *urih,
+	const char *uri, enum ast_http_method method, struct ast_variable *get_params,
+	struct ast_variable *headers)
+{
+	const char *names[HTTP_MAX_PARAMS];
+	const char *values[HTTP_MAX_PARAMS];
+	struct ast_variable *post = NULL;
+	struct ast_variable *v;
+	char body[1024] = "";
+	int n = 0;
+	int code;
+	struct ast_str *out;
+	struct ast_str *hdr;
+
+	if (method != AST_HTTP_GET && method != AST_HTTP_POST) {
+		ast_http_error(ser, 405, "Method Not Allowed", "Use GET or POST");
+		return 0;
+	}
+	for (v = get_params; v && n < HTTP_MAX_PARAMS; v = v->next, n++) {
+		names[n] = v->name;
+		values[n] = v->value;
+	}
+	if (method == AST_HTTP_POST) {
+		post = ast_http_get_post_vars(ser, headers);
+		for (v = post; v && n < HTTP_MAX_PARAMS; v = v->next, n++) {
+			names[n] = v->name;
+			values[n] = v->value;
+		}
+	}
+	code = rw_http(S(uri), method == AST_HTTP_POST ? "POST" : "GET",
+		ast_sockaddr_stringify(&ser->remote_address), n, names, values, body, sizeof(body));
+	ast_variables_destroy(post);
+
+	out = ast_str_create(sizeof(body));
+	hdr = ast_str_create(64);
+	if (!out || !hdr) {
+		ast_free(out);
+		ast_free(hdr);
+		ast_http_error(ser, 500, "Server Error", "Out of memory");
+		return 0;
+	}
+	ast_str_set(&out, 0, "%s", body);
+	ast_str_set(&hdr, 0, "Content-Type: application/json\r\n");
+	ast_http_send(ser, method, code, code == 200 ? "OK" : "Error", hdr, out, 0, 0);
+	return 0;
+}
+
+static struct ast_http_uri http_uri = {
+	.description = "res_webhook click-to-call",
+	.uri = "webhook",
+	.callback = http_callback,
+	.has_subtree = 1,
+	.data = NULL,
+	.key = __FILE__,
+};
+
 /* ---------------------------------------------------------------- CLI */
 
 static char *cli_dispatch(struct ast_cli_entry *e, int cmd, struct ast_cli_args *a,
@@ -274,8 +411,10 @@ static int unload_module(void)
 		stasis_message_router_unsubscribe_and_join(router);
 		router = NULL;
 	}
+	ast_http_uri_unlink(&http_uri);
 	ast_cli_unregister_multiple(cli_entries, ARRAY_LEN(cli_entries));
 	ast_custom_function_unregister(&webhook_function);
+	ast_custom_function_unregister(&lookup_function);
 	rw_unload();
 	return 0;
 }
@@ -301,6 +440,8 @@ static int load_module(void)
 		return AST_MODULE_LOAD_DECLINE;
 	}
 	ast_custom_function_register(&webhook_function);
+	ast_custom_function_register(&lookup_function);
+	ast_http_uri_link(&http_uri);
 	ast_cli_register_multiple(cli_entries, ARRAY_LEN(cli_entries));
 
 	ast_module_shutdown_ref(AST_MODULE_SELF);

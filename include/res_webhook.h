@@ -67,6 +67,11 @@ struct rw_host {
 	void (*log)(int level, const char *file, int line, const char *func, const char *msg);
 	/* Prints text on a CLI connection. */
 	void (*cli_print)(int fd, const char *text);
+	/* Click-to-call: rings Local/<from>@<context>; when it answers, continues at <to>@<context>.
+	 * call_id becomes the first channel's uniqueid (so the call's linkedid). Returns 0 when the
+	 * originate was queued, non-zero when Asterisk refused it. Does not wait for the call. */
+	int (*originate)(const char *context, const char *from, const char *to, const char *caller_id,
+		int timeout_ms, const char *call_id);
 };
 
 /* Module lifecycle. rw_load returns 0 on success; on failure the module declines to load.
@@ -90,6 +95,19 @@ void rw_on_varset(const char *linkedid, const char *uniqueid, const char *name, 
 int rw_on_call_data(const char *linkedid, const char *name, const char *value);
 /* Time the shim measured for one hook invocation (C callback + copy + enqueue). */
 void rw_record_hook_ns(uint64_t ns);
+
+/* WEBHOOK_LOOKUP(section,number[,field]) on the channel's thread (the shim keeps the channel's
+ * audio flowing with autoservice meanwhile). Writes the value (NUL-terminated, truncated to
+ * len) into buf and FOUND / NOTFOUND / TIMEOUT / ERROR into status. Never waits longer than
+ * the section's timeout. */
+void rw_lookup(const char *section, const char *number, const char *field,
+	char *buf, size_t len, char *status, size_t status_len);
+
+/* An HTTP request to /webhook/<path> on Asterisk's HTTP server (click-to-call). params holds
+ * the query string and, for POST, the form body, as n name/value pairs. Writes the JSON reply
+ * into body (NUL-terminated) and returns the HTTP status code. */
+int rw_http(const char *path, const char *method, const char *remote, int n,
+	const char *const *names, const char *const *values, char *body, size_t body_len);
 
 /* CLI: argv are the words after "webhook". Output goes through host->cli_print(fd, …).
  * Returns 0 when handled, -1 for a usage error. */

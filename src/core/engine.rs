@@ -1,16 +1,29 @@
 //! The runtime: the call path's hand-off ([`Hook`]) and the background thread that turns host
 //! events into calls and calls into deliveries.
+//!
+//! Threads: the host's callbacks only touch [`Hook`]; one `webhook-calls` thread owns the
+//! [`Correlator`] and renders requests; the [`Dispatcher`] runs one worker per section.
+//! Configuration is applied on the caller's thread (module load / reload / CLI).
 
 use std::collections::HashSet;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, SystemTime};
 
-use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
+use crossbeam_channel::{bounded, select, tick, Receiver, Sender, TrySendError};
+use once_cell::sync::OnceCell;
 
+use super::call::{CallEvent, EventKind};
+use super::caller_history::CallerHistory;
 use super::config::raw::RawConfig;
+use super::config::{Config, SectionKind};
+use super::correlator::{Correlator, RECORDING_VARIABLE};
+use super::delivery::{Delivery, Dispatcher, EndpointPolicy};
 use super::host_event::HostEvent;
 use super::latency::Histogram;
+use super::synthetic;
 
 /// How many host events may wait for the correlator before the hook starts dropping them.
 pub const HOOK_QUEUE_CAPACITY: usize = 100_000;
@@ -28,8 +41,8 @@ struct HookShared {
     wanted_vars: RwLock<Arc<HashSet<String>>>,
 }
 
-/// The call path's side: copy in, `try_send`, return. Never blocks, never allocates a lock-held
-/// resource, never touches the network or the disk.
+/// The call path's side: copy in, `try_send`, return. Never blocks, never touches the network
+/// or the disk.
 pub struct Hook {
     tx: Sender<HostEvent>,
     shared: Arc<HookShared>,
@@ -44,11 +57,10 @@ impl Hook {
         match self.tx.try_send(ev) {
             Ok(()) => true,
             Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
-                let n = self.shared.dropped.fetch_add(1, Ordering::Relaxed);
+                let n = self.shared.dropped.fetch_add(1, Ordering::Relaxed) + 1;
                 if n.is_power_of_two() {
                     log::error!(
-                        "event queue full ({HOOK_QUEUE_CAPACITY}): {} channel events dropped so far",
-                        n + 1
+                        "event queue full ({HOOK_QUEUE_CAPACITY}): {n} channel events dropped so far"
                     );
                 }
                 false
@@ -77,33 +89,64 @@ impl Hook {
     }
 }
 
-/// The running engine. Dropping it without [`Engine::shutdown`] leaves threads running.
+/// What the CLI, the loader and the correlation thread share.
+struct Runtime {
+    config: RwLock<Arc<Config>>,
+    generation: AtomicU64,
+    dispatcher: OnceCell<Dispatcher>,
+    history: OnceCell<CallerHistory>,
+    spool_default: PathBuf,
+    active_calls: AtomicUsize,
+    call_events: AtomicU64,
+    render_failures: AtomicU64,
+}
+
+impl Runtime {
+    fn config(&self) -> Arc<Config> {
+        self.config.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+/// The running engine. Call [`Engine::shutdown`] to stop it; dropping it leaves threads running.
 pub struct Engine {
     tx: Sender<HostEvent>,
     shared: Arc<HookShared>,
-    #[allow(dead_code)]
-    settings: EngineSettings,
-    thread: Option<std::thread::JoinHandle<()>>,
+    stop: Sender<()>,
+    thread: Option<JoinHandle<()>>,
+    runtime: Arc<Runtime>,
 }
 
 impl Engine {
     pub fn start(settings: EngineSettings) -> Result<Engine, String> {
         let (tx, rx) = bounded(HOOK_QUEUE_CAPACITY);
+        let (stop, stop_rx) = bounded(1);
         let shared = Arc::new(HookShared {
             closed: AtomicBool::new(false),
             dropped: AtomicU64::new(0),
             cost_ns: Histogram::default(),
             wanted_vars: RwLock::new(Arc::new(HashSet::new())),
         });
+        let runtime = Arc::new(Runtime {
+            config: RwLock::new(Arc::new(Config::default())),
+            generation: AtomicU64::new(0),
+            dispatcher: OnceCell::new(),
+            history: OnceCell::new(),
+            spool_default: settings.spool_default,
+            active_calls: AtomicUsize::new(0),
+            call_events: AtomicU64::new(0),
+            render_failures: AtomicU64::new(0),
+        });
+        let rt = runtime.clone();
         let thread = std::thread::Builder::new()
             .name("webhook-calls".into())
-            .spawn(move || run(rx))
-            .map_err(|e| e.to_string())?;
+            .spawn(move || correlate(rx, stop_rx, rt))
+            .map_err(|e| format!("cannot start the correlation thread: {e}"))?;
         Ok(Engine {
             tx,
             shared,
-            settings,
+            stop,
             thread: Some(thread),
+            runtime,
         })
     }
 
@@ -115,29 +158,248 @@ impl Engine {
         }
     }
 
-    pub fn apply_config(&self, _raw: RawConfig) {}
+    /// Loads (first call) or reloads the configuration. Bad sections are logged and skipped;
+    /// on reload a section that became invalid keeps its previous version. What is queued stays.
+    pub fn apply_config(&self, raw: RawConfig) {
+        let rt = &self.runtime;
+        let previous = rt.config();
+        let first = rt.generation.load(Ordering::SeqCst) == 0;
+        if raw.missing {
+            log::warn!(
+                "{} not found: no webhooks are sent until it exists and the module is reloaded",
+                raw.file
+            );
+        }
+        let (config, errors) = if first {
+            Config::from_raw(&raw)
+        } else {
+            Config::reload(&previous, &raw)
+        };
+        for e in &errors {
+            log::error!("{e}");
+        }
 
-    /// Runs a CLI command (words after `webhook`); `Err` means a usage error.
-    pub fn cli(&self, _args: &[String]) -> Result<String, ()> {
-        Err(())
+        let spool_dir = config
+            .general
+            .spool_dir
+            .clone()
+            .unwrap_or_else(|| rt.spool_default.clone());
+        if rt.dispatcher.get().is_none() {
+            match Dispatcher::open(&spool_dir) {
+                Ok(d) => {
+                    let _ = rt.dispatcher.set(d);
+                }
+                Err(e) => log::error!("spool {}: {e}; deliveries are kept in memory only", spool_dir.display()),
+            }
+            match CallerHistory::open(&spool_dir.join("history.redb")) {
+                Ok(h) => {
+                    let _ = rt.history.set(h);
+                }
+                Err(e) => log::error!("caller history {}: {e}; is_new/is_duplicate are empty", spool_dir.display()),
+            }
+        } else if previous.general.spool_dir != config.general.spool_dir {
+            log::warn!("spool_dir changes take effect after an Asterisk restart");
+        }
+
+        let mut wanted = config.referenced_variables();
+        wanted.insert(RECORDING_VARIABLE.to_string());
+        *self
+            .shared
+            .wanted_vars
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = Arc::new(wanted);
+
+        if let Some(d) = rt.dispatcher.get() {
+            d.configure(endpoint_policies(&config));
+        }
+        let webhooks = config
+            .sections
+            .iter()
+            .filter(|s| matches!(s.kind, SectionKind::Webhook(_)))
+            .count();
+        log::info!(
+            "{}: {} section(s) loaded ({} webhook), {} error(s)",
+            raw.file,
+            config.sections.len(),
+            webhooks,
+            errors.len()
+        );
+        *rt.config.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(config);
+        rt.generation.fetch_add(1, Ordering::SeqCst);
     }
 
-    /// Stops and joins every thread.
+    /// Runs a CLI command (the words after `webhook`); `Err` means a usage error.
+    pub fn cli(&self, args: &[String]) -> Result<String, ()> {
+        let words: Vec<&str> = args.iter().map(String::as_str).collect();
+        let rt = &self.runtime;
+        let Some(dispatcher) = rt.dispatcher.get() else {
+            return Ok("res_webhook: no spool open (see the log); nothing to show\n".into());
+        };
+        match words.as_slice() {
+            ["show", "status"] => Ok(format!(
+                "{}\nCalls in progress: {}   call events: {}   render failures: {}\n\
+                 Hook cost (C callback + copy + enqueue): p50 {}  p99 {}  over {} events; dropped: {}\n",
+                dispatcher.status_text(),
+                rt.active_calls.load(Ordering::Relaxed),
+                rt.call_events.load(Ordering::Relaxed),
+                rt.render_failures.load(Ordering::Relaxed),
+                fmt_ns(self.shared.cost_ns.quantile(0.5)),
+                fmt_ns(self.shared.cost_ns.quantile(0.99)),
+                self.shared.cost_ns.count(),
+                self.shared.dropped.load(Ordering::Relaxed),
+            )),
+            ["show", "errors"] => Ok(dispatcher.errors_text(None)),
+            ["show", "errors", section] => Ok(dispatcher.errors_text(Some(section))),
+            ["test", section] => Ok(self.test(dispatcher, section, EventKind::Start)),
+            ["test", section, event] => match EventKind::parse(event) {
+                Some(kind) => Ok(self.test(dispatcher, section, kind)),
+                None => Err(()),
+            },
+            ["replay", "all"] => Ok(format!("{} delivery(ies) re-queued\n", dispatcher.replay(None))),
+            ["replay", section] => Ok(format!(
+                "{} delivery(ies) of [{section}] re-queued\n",
+                dispatcher.replay(Some(section))
+            )),
+            _ => Err(()),
+        }
+    }
+
+    fn test(&self, dispatcher: &Dispatcher, section: &str, kind: EventKind) -> String {
+        let config = self.runtime.config();
+        let Some(webhook) = config.sections.iter().find_map(|s| match &s.kind {
+            SectionKind::Webhook(w) if s.name == section => Some(w),
+            _ => None,
+        }) else {
+            return format!("no webhook section [{section}]\n");
+        };
+        let event = synthetic::call_event(kind, SystemTime::now());
+        match webhook.render(&event) {
+            Ok(request) => {
+                let head = format!("[{section}] {} {} {}\n", kind.as_str(), request.method.as_str(), request.url);
+                head + &dispatcher.send_now(section, request)
+            }
+            Err(e) => format!("[{section}] cannot render the {} event: {e}\n", kind.as_str()),
+        }
+    }
+
+    /// Stops the correlation thread and the dispatcher (which spools what is still queued) and
+    /// joins every thread.
     pub fn shutdown(mut self) {
-        drop(self.tx);
-        self.shared.closed.store(true, Ordering::Relaxed);
+        self.shared.closed.store(true, Ordering::SeqCst);
+        let _ = self.stop.send(());
         if let Some(t) = self.thread.take() {
             let _ = t.join();
+        }
+        if let Some(d) = Arc::get_mut(&mut self.runtime).and_then(|rt| rt.dispatcher.take()) {
+            d.shutdown();
+        } else {
+            log::error!("dispatcher still shared at shutdown; its threads were not joined");
         }
     }
 }
 
-fn run(rx: Receiver<HostEvent>) {
-    let mut correlator = super::correlator::Correlator::new(vec!["from-internal".into()]);
-    while let Ok(ev) = rx.recv() {
-        log::info!("host event {ev:?}");
-        for ce in correlator.handle(ev) {
-            log::info!("CALL EVENT {} {:?}", ce.kind.as_str(), ce.call);
+fn fmt_ns(ns: Option<u64>) -> String {
+    match ns {
+        None => "-".into(),
+        Some(ns) if ns < 10_000 => format!("{ns} ns"),
+        Some(ns) => format!("{:.1} µs", ns as f64 / 1000.0),
+    }
+}
+
+fn endpoint_policies(config: &Config) -> Vec<EndpointPolicy> {
+    config
+        .sections
+        .iter()
+        .filter_map(|s| match &s.kind {
+            SectionKind::Webhook(w) => Some(EndpointPolicy {
+                name: s.name.clone(),
+                timeout: w.timeout,
+                retry: w.retry.clone(),
+                secret: w.secret.clone(),
+                tls_ca: w.tls_ca.clone(),
+            }),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The `webhook-calls` thread: host events in, deliveries out.
+fn correlate(rx: Receiver<HostEvent>, stop: Receiver<()>, rt: Arc<Runtime>) {
+    let mut generation = u64::MAX;
+    let mut config = rt.config();
+    let mut correlator = Correlator::new(config.general.internal_contexts.clone());
+    let sweep = tick(Duration::from_secs(60));
+    loop {
+        let g = rt.generation.load(Ordering::SeqCst);
+        if g != generation {
+            generation = g;
+            config = rt.config();
+            correlator.set_internal_contexts(config.general.internal_contexts.clone());
+        }
+        let events = select! {
+            recv(rx) -> ev => match ev {
+                Ok(ev) => correlator.handle(ev),
+                Err(_) => break,
+            },
+            recv(sweep) -> _ => correlator.expire(SystemTime::now()),
+            recv(stop) -> _ => break,
+        };
+        rt.active_calls
+            .store(correlator.active_calls(), Ordering::Relaxed);
+        for ev in events {
+            dispatch(&rt, &config, ev);
+        }
+    }
+    let unfinished = correlator.active_calls();
+    if unfinished > 0 {
+        log::warn!("stopping with {unfinished} call(s) in progress: their remaining events are not sent");
+    }
+}
+
+/// Renders one call event for every interested section and hands the requests over.
+fn dispatch(rt: &Runtime, config: &Config, mut ev: CallEvent) {
+    rt.call_events.fetch_add(1, Ordering::Relaxed);
+    if ev.kind == EventKind::Start {
+        if let Some(h) = rt.history.get() {
+            let (is_new, is_dup) =
+                h.observe(&ev.call.caller, ev.call.time_start, config.general.repeat_window_days);
+            ev.call.is_new = Some(is_new);
+            ev.call.is_duplicate = Some(is_dup);
+        }
+    }
+    if let Some(t) = &config.general.recording_url {
+        if !ev.call.recording.is_empty() {
+            ev.call.recording_url = t.render_text(&ev, &config.general.format_context());
+        }
+    }
+    let Some(dispatcher) = rt.dispatcher.get() else {
+        return;
+    };
+    for section in &config.sections {
+        let SectionKind::Webhook(w) = &section.kind else {
+            continue;
+        };
+        if !w.wants(ev.kind, ev.call.direction) {
+            continue;
+        }
+        match w.render(&ev) {
+            Ok(request) => dispatcher.submit(Delivery {
+                id: Delivery::new_id(),
+                section: section.name.clone(),
+                call_id: ev.call.call_id.clone(),
+                event: ev.kind.as_str().to_string(),
+                request,
+                created_ms: chrono::Utc::now().timestamp_millis(),
+            }),
+            Err(e) => {
+                rt.render_failures.fetch_add(1, Ordering::Relaxed);
+                log::error!(
+                    "[{}] call {} {}: cannot render the request: {e}",
+                    section.name,
+                    ev.call.call_id,
+                    ev.kind.as_str()
+                );
+            }
         }
     }
 }

@@ -1,10 +1,15 @@
 //! The host-neutral core: everything here is plain Rust, unit-tested without a PBX.
 
 pub mod call;
+pub mod caller_history;
 pub mod config;
 pub mod engine;
 pub mod correlator;
+pub mod delivery;
 pub mod host_event;
 pub mod latency;
+pub mod payload;
 pub mod request;
+pub mod synthetic;
+pub mod template;
 pub mod value;

@@ -30,7 +30,7 @@ impl Method {
 }
 
 /// A request ready to send: URL already carries the query string, headers already rendered.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct HttpRequest {
     pub method: Method,
     pub url: String,

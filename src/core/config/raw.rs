@@ -26,3 +26,43 @@ pub struct RawConfig {
     pub missing: bool,
     pub sections: Vec<RawSection>,
 }
+
+impl RawConfig {
+    /// Parses the subset of Asterisk's config syntax tests and tools need: `[section]`,
+    /// `key = value`, `key => value`, `;` comments. (The module itself uses Asterisk's own
+    /// loader, which adds templates and `#include`.)
+    pub fn parse_text(file: &str, text: &str) -> RawConfig {
+        let mut cfg = RawConfig { file: file.to_string(), missing: false, sections: Vec::new() };
+        for (i, line) in text.lines().enumerate() {
+            let line = match line.find(';') {
+                Some(p) if !line[..p].ends_with('\\') => &line[..p],
+                _ => line,
+            };
+            let line = line.trim();
+            if line.is_empty() {
+                continue;
+            }
+            if let Some(rest) = line.strip_prefix('[') {
+                let name = rest.split(']').next().unwrap_or("").trim().to_string();
+                cfg.sections.push(RawSection { name, entries: Vec::new() });
+                continue;
+            }
+            let (key, value) = match (line.find("=>"), line.find('=')) {
+                (Some(a), Some(b)) if a <= b => (&line[..a], &line[a + 2..]),
+                (_, Some(b)) => (&line[..b], &line[b + 1..]),
+                _ => (line, ""),
+            };
+            if cfg.sections.is_empty() {
+                cfg.sections.push(RawSection { name: String::new(), entries: Vec::new() });
+            }
+            let section = cfg.sections.last_mut().expect("pushed above");
+            section.entries.push(RawEntry {
+                key: key.trim().to_string(),
+                value: value.trim().to_string(),
+                file: file.to_string(),
+                line: i as u32 + 1,
+            });
+        }
+        cfg
+    }
+}

@@ -1,0 +1,105 @@
+//! `type = originate`: click-to-call, served on Asterisk's HTTP server at `/webhook/<path>`.
+
+use std::time::Duration;
+
+use regex::Regex;
+
+use super::values;
+
+/// A click-to-call endpoint.
+#[derive(Debug, Clone)]
+pub struct Originate {
+    /// Served at `/webhook/<path>`.
+    pub path: String,
+    pub token: String,
+    /// Where `from` is rung and `to` dialed.
+    pub context: String,
+    /// Destinations a CRM may make the PBX dial.
+    pub allowed_to: Regex,
+    /// Extensions that may be rung first (`from`).
+    pub allowed_from: Regex,
+    /// Requests per minute per endpoint.
+    pub rate_limit: u32,
+    /// How long `from` rings before the attempt is given up.
+    pub ring_timeout: Duration,
+    /// Caller ID shown on `from`'s phone; default `to`.
+    pub caller_id: Option<String>,
+    /// Accept XVB's `cmd=makeCall` parameter set.
+    pub xvb: bool,
+}
+
+impl PartialEq for Originate {
+    fn eq(&self, o: &Self) -> bool {
+        self.path == o.path
+            && self.token == o.token
+            && self.context == o.context
+            && self.allowed_to.as_str() == o.allowed_to.as_str()
+            && self.allowed_from.as_str() == o.allowed_from.as_str()
+            && self.rate_limit == o.rate_limit
+            && self.ring_timeout == o.ring_timeout
+            && self.caller_id == o.caller_id
+            && self.xvb == o.xvb
+    }
+}
+
+fn anchored(re: &str) -> Result<Regex, String> {
+    Regex::new(re).map_err(|e| format!("bad regular expression: {e}"))
+}
+
+impl Default for Originate {
+    fn default() -> Self {
+        Originate {
+            path: String::new(),
+            token: String::new(),
+            context: String::new(),
+            allowed_to: anchored(r"^\+?[0-9]{3,16}$").expect("valid"),
+            allowed_from: anchored(r"^[0-9A-Za-z_-]{1,32}$").expect("valid"),
+            rate_limit: 60,
+            ring_timeout: Duration::from_secs(30),
+            caller_id: None,
+            xvb: false,
+        }
+    }
+}
+
+impl Originate {
+    /// Applies one key; `Err("unknown key")` for keys this type does not have.
+    pub fn apply(&mut self, key: &str, value: &str) -> Result<(), String> {
+        let v = value.trim();
+        match key {
+            "path" => {
+                let p = v.trim_matches('/');
+                if p.is_empty() || !p.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_./".contains(&b)) || p.contains("..") {
+                    return Err(format!("bad path `{v}` (letters, digits, - _ . /)"));
+                }
+                self.path = p.to_string();
+            }
+            "token" if v.len() < 8 => return Err("token must be at least 8 characters".into()),
+            "token" => self.token = v.to_string(),
+            "context" => self.context = v.to_string(),
+            "allowed_to" => self.allowed_to = anchored(v)?,
+            "allowed_from" => self.allowed_from = anchored(v)?,
+            "rate_limit" => {
+                let n = values::number(v.trim_end_matches("/min").trim())?;
+                self.rate_limit = u32::try_from(n).map_err(|_| "too large".to_string())?.max(1);
+            }
+            "ring_timeout" | "timeout" => self.ring_timeout = values::duration(v, Duration::from_secs(1))?,
+            "caller_id" => self.caller_id = Some(v.to_string()),
+            _ => return Err("unknown key".into()),
+        }
+        Ok(())
+    }
+
+    pub fn validate(&self) -> Result<(), (&'static str, String)> {
+        if self.path.is_empty() {
+            return Err(("path", "missing".into()));
+        }
+        if self.token.is_empty() {
+            return Err(("token", "missing (click-to-call is never open without a token)".into()));
+        }
+        if self.context.is_empty() {
+            return Err(("context", "missing".into()));
+        }
+        Ok(())
+    }
+}

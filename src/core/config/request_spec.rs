@@ -1,0 +1,238 @@
+//! The part of a section that describes one HTTP request (url, method, format, params, headers,
+//! body), shared by `type = webhook` and `type = lookup`, and its rendering into an
+//! [`HttpRequest`].
+
+use std::fmt;
+
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+
+use crate::core::call::EventKind;
+use crate::core::payload::{flat_pairs, json_object, urlencode, Format, Param};
+use crate::core::request::{HttpRequest, Method};
+use crate::core::template::{DateFormat, FormatContext, Template};
+use crate::core::value::{FieldSource, Value};
+
+/// Characters a value keeps unescaped inside a URL (RFC 3986 unreserved).
+const URL_VALUE: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');
+
+/// Why a request could not be rendered for one event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RenderError(pub String);
+
+impl fmt::Display for RenderError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A param and the events it is sent for (`None`: all). Presets send different fields at
+/// `start` and `end` (Roistat's two objects); `param =` lines written by hand go to every event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventParam {
+    pub param: Param,
+    pub events: Option<Vec<EventKind>>,
+}
+
+/// How to build one HTTP request from fields.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RequestSpec {
+    pub url: Template,
+    pub method: Method,
+    /// `None` until set: defaults to `query` for GET and `json` otherwise.
+    pub format: Option<Format>,
+    pub params: Vec<EventParam>,
+    pub headers: Vec<(String, Template)>,
+    pub body: Option<Template>,
+    pub content_type: Option<String>,
+    pub jsonrpc_method: Option<String>,
+    pub ctx: FormatContext,
+}
+
+impl RequestSpec {
+    /// An empty spec whose times use the `[general]` defaults.
+    pub fn new(ctx: FormatContext) -> RequestSpec {
+        RequestSpec {
+            url: Template::default(),
+            method: Method::Post,
+            format: None,
+            params: Vec::new(),
+            headers: Vec::new(),
+            body: None,
+            content_type: None,
+            jsonrpc_method: None,
+            ctx,
+        }
+    }
+
+    /// The format in force.
+    pub fn format(&self) -> Format {
+        self.format.unwrap_or(if self.method == Method::Get { Format::Query } else { Format::Json })
+    }
+
+    /// Applies one key if it describes the request; `None` when the key is not a request key.
+    pub fn apply(&mut self, key: &str, value: &str) -> Option<Result<(), String>> {
+        let v = value.trim();
+        let r = match key {
+            "url" => parse_url(v).map(|t| self.url = t),
+            "method" => Method::parse(v)
+                .map(|m| self.method = m)
+                .ok_or_else(|| format!("unknown method `{v}` (GET, POST or PUT)")),
+            "format" => Format::parse(v)
+                .map(|f| self.format = Some(f))
+                .ok_or_else(|| format!("unknown format `{v}` (query, form, json, jsonrpc or raw)")),
+            "param" => Param::parse(v).map(|p| self.set_param(p, None)),
+            "header" => parse_header(v).map(|h| self.headers.push(h)),
+            "body" => Template::parse(v).map(|t| self.body = Some(t)).map_err(|e| e.to_string()),
+            "content_type" => {
+                self.content_type = Some(v.to_string());
+                Ok(())
+            }
+            "jsonrpc_method" => {
+                self.jsonrpc_method = Some(v.to_string());
+                Ok(())
+            }
+            "date_format" => DateFormat::parse(v).map(|d| self.ctx.date_format = d).map_err(|e| e.to_string()),
+            "timezone" => v
+                .parse::<chrono_tz::Tz>()
+                .map(|tz| self.ctx.timezone = tz)
+                .map_err(|_| format!("unknown time zone `{v}` (e.g. Europe/Moscow, UTC)")),
+            _ => return None,
+        };
+        Some(r)
+    }
+
+    /// Adds a param, replacing an earlier one of the same name and events (so a section's own
+    /// `param` overrides its preset's).
+    pub fn set_param(&mut self, param: Param, events: Option<Vec<EventKind>>) {
+        let name = param.flat_name();
+        if !param.append {
+            self.params.retain(|p| p.param.flat_name() != name || (events.is_some() && p.events != events));
+        }
+        self.params.push(EventParam { param, events });
+    }
+
+    /// Checks what only makes sense once every key is read.
+    pub fn validate(&self) -> Result<(), (&'static str, String)> {
+        if self.url == Template::default() {
+            return Err(("url", "missing (every request section needs a url)".into()));
+        }
+        if self.format() == Format::Raw && self.body.is_none() {
+            return Err(("body", "format = raw needs a body template".into()));
+        }
+        if self.format() != Format::Query && self.method == Method::Get && self.format() != Format::Raw {
+            // GET with a body is legal HTTP but most servers ignore it: say so rather than guess.
+            return Err(("format", "method = GET sends params in the query string: use format = query".into()));
+        }
+        Ok(())
+    }
+
+    fn params_for(&self, src: &dyn FieldSource) -> Vec<Param> {
+        let event = match src.field("event") {
+            Some(Value::Str(e)) => EventKind::parse(&e),
+            _ => None,
+        };
+        self.params
+            .iter()
+            .filter(|p| match (&p.events, event) {
+                (None, _) => true,
+                (Some(evs), Some(e)) => evs.contains(&e),
+                (Some(_), None) => true,
+            })
+            .map(|p| p.param.clone())
+            .collect()
+    }
+
+    /// Renders the request for one event (or one lookup).
+    pub fn render(&self, src: &dyn FieldSource) -> Result<HttpRequest, RenderError> {
+        let params = self.params_for(src);
+        let mut url = self
+            .url
+            .render_with(src, &self.ctx, &|v| utf8_percent_encode(v, URL_VALUE).to_string());
+        let format = self.format();
+        let body = match format {
+            Format::Query => {
+                let q = urlencode(&flat_pairs(&params, src, &self.ctx));
+                if !q.is_empty() {
+                    url.push(if url.contains('?') { '&' } else { '?' });
+                    url.push_str(&q);
+                }
+                Vec::new()
+            }
+            Format::Form => urlencode(&flat_pairs(&params, src, &self.ctx)).into_bytes(),
+            Format::Json => serde_json::to_vec(&json_object(&params, src, &self.ctx))
+                .map_err(|e| RenderError(e.to_string()))?,
+            Format::JsonRpc => {
+                let id = match (src.field("call_id"), src.field("event")) {
+                    (Some(Value::Str(c)), Some(Value::Str(e))) => format!("{c}-{e}"),
+                    (Some(Value::Str(c)), _) => c,
+                    _ => "1".to_string(),
+                };
+                let call = serde_json::json!({
+                    "jsonrpc": "2.0",
+                    "method": self.jsonrpc_method.clone().unwrap_or_else(|| "call.event".into()),
+                    "params": json_object(&params, src, &self.ctx),
+                    "id": id,
+                });
+                serde_json::to_vec(&call).map_err(|e| RenderError(e.to_string()))?
+            }
+            Format::Raw => self
+                .body
+                .as_ref()
+                .map(|b| b.render_text(src, &self.ctx).into_bytes())
+                .unwrap_or_default(),
+        };
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            return Err(RenderError(format!("rendered url is not http(s): {url}")));
+        }
+        let mut headers: Vec<(String, String)> = Vec::new();
+        if let Some(ct) = self.content_type.as_deref().or(format.default_content_type()) {
+            if format != Format::Query || self.content_type.is_some() {
+                headers.push(("Content-Type".into(), ct.to_string()));
+            }
+        }
+        for (name, t) in &self.headers {
+            // Header injection guard: a value can never start a new header line.
+            let value: String = t.render_text(src, &self.ctx).chars().filter(|c| *c != '\r' && *c != '\n').collect();
+            headers.retain(|(n, _)| !n.eq_ignore_ascii_case(name));
+            headers.push((name.clone(), value));
+        }
+        Ok(HttpRequest { method: self.method, url, headers, body })
+    }
+
+    /// Every field the templates read.
+    pub fn fields(&self) -> Vec<String> {
+        let mut out: Vec<String> = self.url.fields().into_iter().map(String::from).collect();
+        for p in &self.params {
+            out.extend(p.param.template.fields().into_iter().map(String::from));
+        }
+        for (_, t) in &self.headers {
+            out.extend(t.fields().into_iter().map(String::from));
+        }
+        if let Some(b) = &self.body {
+            out.extend(b.fields().into_iter().map(String::from));
+        }
+        out
+    }
+}
+
+fn parse_url(v: &str) -> Result<Template, String> {
+    let lower = v.to_ascii_lowercase();
+    if !(lower.starts_with("http://") || lower.starts_with("https://")) {
+        return Err(format!("not an http(s) URL: {v}"));
+    }
+    if v.len() <= "https://".len() || v.contains(char::is_whitespace) {
+        return Err(format!("not a valid URL: {v}"));
+    }
+    Template::parse(v).map_err(|e| e.to_string())
+}
+
+fn parse_header(v: &str) -> Result<(String, Template), String> {
+    let (name, value) = v
+        .split_once(':')
+        .ok_or_else(|| format!("expected `Name: value`, got `{v}`"))?;
+    let name = name.trim();
+    if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+        return Err(format!("bad header name `{name}`"));
+    }
+    Ok((name.to_string(), Template::parse(value.trim()).map_err(|e| e.to_string())?))
+}

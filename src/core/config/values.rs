@@ -1,0 +1,65 @@
+//! Parsers for the value shapes `webhook.conf` uses: durations, lists, numbers, booleans.
+
+use std::time::Duration;
+
+/// `5s`, `30s`, `2m`, `1h`, `1d`, `250ms`, or a bare number of `bare_unit`s.
+pub fn duration(s: &str, bare_unit: Duration) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("not a duration: `{s}` (e.g. 500ms, 5s, 2m, 1h)"))?;
+    let d = match unit.trim() {
+        "" => bare_unit * n as u32,
+        "ms" => Duration::from_millis(n),
+        "s" => Duration::from_secs(n),
+        "m" | "min" => Duration::from_secs(n * 60),
+        "h" => Duration::from_secs(n * 3600),
+        "d" => Duration::from_secs(n * 86400),
+        other => return Err(format!("unknown time unit `{other}` in `{s}`")),
+    };
+    Ok(d)
+}
+
+/// A comma-separated list, trimmed, empty items dropped.
+pub fn list(s: &str) -> Vec<String> {
+    s.split(',')
+        .map(str::trim)
+        .filter(|x| !x.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// A comma-separated list of durations (`retry = 5s, 30s, 2m`).
+pub fn durations(s: &str) -> Result<Vec<Duration>, String> {
+    list(s)
+        .iter()
+        .map(|d| duration(d, Duration::from_secs(1)))
+        .collect()
+}
+
+/// A non-negative integer.
+pub fn number(s: &str) -> Result<u64, String> {
+    s.trim()
+        .parse()
+        .map_err(|_| format!("not a number: `{}`", s.trim()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_and_lists() {
+        assert_eq!(
+            durations("5s, 30s, 2m, 10m, 1h, 6h").unwrap(),
+            [5, 30, 120, 600, 3600, 21600].map(Duration::from_secs)
+        );
+        assert_eq!(duration("1500", Duration::from_millis(1)).unwrap(), Duration::from_millis(1500));
+        assert_eq!(duration("250ms", Duration::from_secs(1)).unwrap(), Duration::from_millis(250));
+        assert!(duration("5 parsecs", Duration::from_secs(1)).is_err());
+        assert!(duration("", Duration::from_secs(1)).is_err());
+        assert_eq!(list(" a, ,b ,"), ["a", "b"]);
+    }
+}

@@ -1,0 +1,75 @@
+//! `type = webhook`: one endpoint that hears about calls.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::request_spec::{RenderError, RequestSpec};
+use super::values;
+use crate::core::call::{Direction, EventKind};
+use crate::core::request::HttpRequest;
+use crate::core::value::FieldSource;
+
+/// A webhook endpoint and what it wants to hear.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Webhook {
+    pub request: RequestSpec,
+    pub events: Vec<EventKind>,
+    pub directions: Vec<Direction>,
+    pub timeout: Duration,
+    pub retry: Vec<Duration>,
+    /// Standard Webhooks signing secret (`whsec_…` base64, or raw bytes).
+    pub secret: Option<String>,
+    /// PEM file of extra CAs to trust (a private CA); public CAs are always trusted.
+    pub tls_ca: Option<PathBuf>,
+}
+
+impl Webhook {
+    /// A webhook with `[general]`'s defaults: every event, both directions.
+    pub fn new(request: RequestSpec, timeout: Duration, retry: Vec<Duration>) -> Webhook {
+        Webhook {
+            request,
+            events: EventKind::ALL.to_vec(),
+            directions: vec![Direction::In, Direction::Out],
+            timeout,
+            retry,
+            secret: None,
+            tls_ca: None,
+        }
+    }
+
+    /// Applies one key that is not a request key; `Err("unknown key")` otherwise.
+    pub fn apply(&mut self, key: &str, value: &str) -> Result<(), String> {
+        let v = value.trim();
+        match key {
+            "events" => {
+                self.events = values::list(v)
+                    .iter()
+                    .map(|e| EventKind::parse(e).ok_or_else(|| format!("unknown event `{e}` (start, answer, end)")))
+                    .collect::<Result<_, _>>()?
+            }
+            "direction" => {
+                self.directions = values::list(v)
+                    .iter()
+                    .map(|d| Direction::parse(d).ok_or_else(|| format!("unknown direction `{d}` (in, out)")))
+                    .collect::<Result<_, _>>()?
+            }
+            "timeout" => self.timeout = values::duration(v, Duration::from_millis(1))?,
+            "retry" => self.retry = values::durations(v)?,
+            "secret" if v.is_empty() => return Err("empty secret".into()),
+            "secret" => self.secret = Some(v.to_string()),
+            "tls_ca" => self.tls_ca = Some(PathBuf::from(v)),
+            _ => return Err("unknown key".into()),
+        }
+        Ok(())
+    }
+
+    /// Whether this endpoint wants this event of a call in this direction.
+    pub fn wants(&self, kind: EventKind, dir: Direction) -> bool {
+        self.events.contains(&kind) && self.directions.contains(&dir)
+    }
+
+    /// The request for one event.
+    pub fn render(&self, ev: &dyn FieldSource) -> Result<HttpRequest, RenderError> {
+        self.request.render(ev)
+    }
+}

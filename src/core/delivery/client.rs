@@ -1,0 +1,94 @@
+//! One HTTP attempt with hard limits: connect and overall timeouts from the section, TLS
+//! verified (optionally against the section's own CA), at most 4 KiB of the answer read.
+
+use std::io::Read;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use ureq::tls::{parse_pem, PemItem, RootCerts, TlsConfig};
+use ureq::Agent;
+
+use super::retry::{parse_retry_after, Attempt};
+use crate::core::request::{HttpRequest, Method};
+
+/// How much of an endpoint's answer is kept (for the error log); the rest is never read.
+pub const BODY_EXCERPT: u64 = 4096;
+
+/// What one attempt returned, for the classifier and the error log.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub attempt: Attempt,
+    pub latency: Duration,
+    pub excerpt: String,
+}
+
+/// Builds the HTTP agent of one section. Keep-alive connections are reused between attempts.
+pub fn agent(timeout: Duration, tls_ca: Option<&Path>) -> Result<Agent, String> {
+    let mut tls = TlsConfig::builder();
+    if let Some(path) = tls_ca {
+        let pem = std::fs::read(path).map_err(|e| format!("tls_ca {}: {e}", path.display()))?;
+        let certs: Vec<_> = parse_pem(&pem)
+            .filter_map(|i| match i {
+                Ok(PemItem::Certificate(c)) => Some(c),
+                _ => None,
+            })
+            .collect();
+        if certs.is_empty() {
+            return Err(format!("tls_ca {}: no PEM certificate in it", path.display()));
+        }
+        tls = tls.root_certs(RootCerts::new_with_certs(&certs));
+    }
+    let config = Agent::config_builder()
+        .timeout_global(Some(timeout))
+        .timeout_connect(Some(timeout.min(Duration::from_secs(5))))
+        .http_status_as_error(false)
+        .max_redirects(0)
+        .user_agent("res_webhook/0.1 (Asterisk)")
+        .tls_config(tls.build())
+        .build();
+    Ok(config.into())
+}
+
+/// Sends `req` once, with `extra` headers (signing) added.
+pub fn send(agent: &Agent, req: &HttpRequest, extra: &[(String, String)]) -> Outcome {
+    let started = Instant::now();
+    let headers = req.headers.iter().chain(extra.iter());
+    let result = match req.method {
+        Method::Get => {
+            let mut b = agent.get(&req.url);
+            for (k, v) in headers {
+                b = b.header(k, v);
+            }
+            b.call()
+        }
+        Method::Post | Method::Put => {
+            let mut b = if req.method == Method::Post { agent.post(&req.url) } else { agent.put(&req.url) };
+            for (k, v) in headers {
+                b = b.header(k, v);
+            }
+            b.send(&req.body[..])
+        }
+    };
+    match result {
+        Ok(mut resp) => {
+            let code = resp.status().as_u16();
+            let retry_after = resp
+                .headers()
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok())
+                .and_then(parse_retry_after);
+            let mut buf = Vec::new();
+            let _ = resp.body_mut().as_reader().take(BODY_EXCERPT).read_to_end(&mut buf);
+            Outcome {
+                attempt: Attempt::Status { code, retry_after },
+                latency: started.elapsed(),
+                excerpt: String::from_utf8_lossy(&buf).chars().filter(|c| !c.is_control()).take(200).collect(),
+            }
+        }
+        Err(e) => Outcome {
+            attempt: Attempt::Error(e.to_string()),
+            latency: started.elapsed(),
+            excerpt: String::new(),
+        },
+    }
+}

@@ -1,0 +1,307 @@
+//! The delivery engine: per-section queues and workers, retries, the durable spool, signing.
+//! One file per stage: [`client`] (one HTTP attempt), [`retry`] (the classifier),
+//! [`signing`], [`spool`], [`worker`], [`stats`].
+
+pub mod client;
+pub mod retry;
+pub mod signing;
+pub mod spool;
+pub mod stats;
+pub mod worker;
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::core::request::{HttpRequest, Method};
+use spool::Spool;
+use stats::ErrorLog;
+use worker::{SectionShared, WorkerEnv};
+
+/// One webhook to send. Rendered once at the event; byte-identical on every retry and re-send.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Delivery {
+    /// `webhook-id`: the same across retries and replays, so a CRM can drop duplicates.
+    pub id: String,
+    pub section: String,
+    pub call_id: String,
+    pub event: String,
+    pub request: HttpRequest,
+    pub created_ms: i64,
+}
+
+impl Delivery {
+    /// A fresh `msg_…` id (128 random bits).
+    pub fn new_id() -> String {
+        format!("msg_{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..))
+    }
+}
+
+/// Per-section policy, from the configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EndpointPolicy {
+    pub name: String,
+    pub timeout: Duration,
+    pub retry: Vec<Duration>,
+    pub secret: Option<String>,
+    pub tls_ca: Option<PathBuf>,
+}
+
+struct Section {
+    shared: Arc<SectionShared>,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// Owns the spool and one worker per section.
+pub struct Dispatcher {
+    spool: Option<Arc<Spool>>,
+    seq: Arc<AtomicU64>,
+    errors: Arc<ErrorLog>,
+    sections: Mutex<HashMap<String, Section>>,
+}
+
+impl Dispatcher {
+    /// Opens (creating) the spool in `spool_dir`; a corrupt spool is set aside and reported.
+    pub fn open(spool_dir: &Path) -> Result<Dispatcher, String> {
+        let spool = Spool::open(spool_dir)?;
+        let seq = spool.max_seq()?;
+        let pending = spool.pending_len()?;
+        if pending > 0 {
+            log::info!("spool {}: {pending} delivery(ies) waiting from before", spool_dir.display());
+        }
+        Ok(Dispatcher {
+            spool: Some(Arc::new(spool)),
+            seq: Arc::new(AtomicU64::new(seq)),
+            errors: Arc::new(ErrorLog::new(200)),
+            sections: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn env(&self) -> WorkerEnv {
+        WorkerEnv { spool: self.spool.clone(), seq: self.seq.clone(), errors: self.errors.clone() }
+    }
+
+    /// Adds, updates and removes section workers. A removed section's queue goes to the spool
+    /// and waits there for the section to come back.
+    pub fn configure(&self, endpoints: Vec<EndpointPolicy>) {
+        let mut sections = self.sections.lock().unwrap_or_else(|p| p.into_inner());
+        let wanted: Vec<String> = endpoints.iter().map(|e| e.name.clone()).collect();
+        let gone: Vec<String> = sections.keys().filter(|k| !wanted.contains(k)).cloned().collect();
+        for name in gone {
+            if let Some(s) = sections.remove(&name) {
+                stop(s);
+                log::info!("[{name}] removed; anything queued for it stays in the spool");
+            }
+        }
+        let pending: Vec<String> = self
+            .spool
+            .as_ref()
+            .and_then(|s| s.pending_sections().ok())
+            .unwrap_or_default();
+        for policy in endpoints {
+            if let Some(s) = sections.get(&policy.name) {
+                s.shared.set_policy(policy);
+                continue;
+            }
+            let name = policy.name.clone();
+            let shared = Arc::new(SectionShared::new(policy));
+            if pending.contains(&name) {
+                shared.spooling.store(true, Ordering::SeqCst);
+            }
+            let (s2, env) = (shared.clone(), self.env());
+            let thread = std::thread::Builder::new()
+                .name(format!("webhook-{}", name.chars().take(7).collect::<String>()))
+                .spawn(move || worker::run(s2, env))
+                .map_err(|e| log::error!("[{name}] cannot start its worker: {e}"))
+                .ok();
+            sections.insert(name, Section { shared, thread });
+        }
+    }
+
+    /// Hands over a delivery; never waits on the network.
+    pub fn submit(&self, d: Delivery) {
+        let sections = self.sections.lock().unwrap_or_else(|p| p.into_inner());
+        match sections.get(&d.section) {
+            Some(s) => worker::submit(&s.shared, &self.env(), d),
+            None => log::error!("[{}] call {} {}: no such section; dropped", d.section, d.call_id, d.event),
+        }
+    }
+
+    /// Sends one request now, outside the queue, and describes what happened (`webhook test`).
+    pub fn send_now(&self, section: &str, request: HttpRequest) -> String {
+        let sections = self.sections.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(s) = sections.get(section) else {
+            return format!("no webhook section [{section}]\n");
+        };
+        let policy = s.shared.policy.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let agent = s.shared.agent.read().unwrap_or_else(|p| p.into_inner()).clone();
+        drop(sections);
+        let Some(agent) = agent else {
+            return "no HTTP client for this section (see the log)\n".into();
+        };
+        let extra = match &policy.secret {
+            Some(secret) => signing::headers(secret, &Delivery::new_id(), chrono::Utc::now().timestamp(), &request.body).to_vec(),
+            None => Vec::new(),
+        };
+        let o = client::send(&agent, &request, &extra);
+        let body = String::from_utf8_lossy(&request.body);
+        let sent = if body.is_empty() { String::new() } else { format!("  body: {body}\n") };
+        match o.attempt {
+            retry::Attempt::Status { code, .. } => format!(
+                "{sent}  answer: HTTP {code} in {} ms  {}\n  verdict: {:?}\n",
+                o.latency.as_millis(),
+                o.excerpt,
+                retry::classify(&o.attempt)
+            ),
+            retry::Attempt::Error(e) => format!("{sent}  failed after {} ms: {e}\n", o.latency.as_millis()),
+        }
+    }
+
+    /// The text of `webhook show status`.
+    pub fn status_text(&self) -> String {
+        let sections = self.sections.lock().unwrap_or_else(|p| p.into_inner());
+        let mut names: Vec<&String> = sections.keys().collect();
+        names.sort();
+        let mut out = format!(
+            "{:<20} {:>7} {:>6} {:>9} {:>8} {:>6} {:>7} {:>9} {:>9}  {}\n",
+            "Section", "Queued", "InFl", "Delivered", "Retrying", "Dead", "Spooled", "p50 ms", "p99 ms", "Last error"
+        );
+        for name in names {
+            let s = &sections[name].shared;
+            let (spooled, dead) = self
+                .spool
+                .as_ref()
+                .and_then(|sp| sp.counts(name).ok())
+                .unwrap_or((0, 0));
+            let retrying = if s.spooling.load(Ordering::Relaxed) { spooled } else { 0 };
+            let ms = |q| {
+                s.stats
+                    .latency_us
+                    .quantile(q)
+                    .map(|us| format!("{:.1}", us as f64 / 1000.0))
+                    .unwrap_or_else(|| "-".into())
+            };
+            let last = s
+                .stats
+                .last_error()
+                .map(|(t, e)| format!("{} {e}", t.format("%H:%M:%S")))
+                .unwrap_or_else(|| "-".into());
+            let _ = writeln!(
+                out,
+                "{:<20} {:>7} {:>6} {:>9} {:>8} {:>6} {:>7} {:>9} {:>9}  {}",
+                name,
+                s.rx.len(),
+                s.stats.in_flight.load(Ordering::Relaxed),
+                s.stats.delivered.load(Ordering::Relaxed),
+                retrying,
+                dead,
+                spooled,
+                ms(0.5),
+                ms(0.99),
+                last
+            );
+            let dropped = s.stats.dropped.load(Ordering::Relaxed);
+            if dropped > 0 {
+                let _ = writeln!(out, "{:<20} DROPPED {dropped} (no spool)", "");
+            }
+        }
+        out
+    }
+
+    /// The text of `webhook show errors [section]`.
+    pub fn errors_text(&self, section: Option<&str>) -> String {
+        let mut out = String::new();
+        let recent = self.errors.recent(section);
+        if recent.is_empty() {
+            out.push_str("No failed attempts");
+            if let Some(s) = section {
+                let _ = write!(out, " for [{s}]");
+            }
+            out.push_str(" since start.\n");
+        }
+        for r in recent.iter().rev().take(50) {
+            let _ = writeln!(
+                out,
+                "{}  [{}]  call {}  {}  attempt {}  {}",
+                r.at.format("%Y-%m-%d %H:%M:%S"),
+                r.section,
+                r.call_id,
+                r.event,
+                r.attempt,
+                r.error
+            );
+        }
+        if let Some(spool) = &self.spool {
+            if let Ok(dead) = spool.dead(section) {
+                if !dead.is_empty() {
+                    let _ = writeln!(out, "\nDead letters ({}), re-send with `webhook replay <section|all>`:", dead.len());
+                    for (_, d) in dead.iter().rev().take(50) {
+                        let _ = writeln!(
+                            out,
+                            "  [{}]  call {}  {}  {} attempt(s)  {}",
+                            d.delivery.section, d.delivery.call_id, d.delivery.event, d.attempts, d.last_error
+                        );
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Re-queues dead letters (of one section or all); returns how many.
+    pub fn replay(&self, section: Option<&str>) -> usize {
+        let Some(spool) = &self.spool else { return 0 };
+        let sections = self.sections.lock().unwrap_or_else(|p| p.into_inner());
+        let moved = match spool.resurrect(section, || self.seq.fetch_add(1, Ordering::SeqCst) + 1) {
+            Ok(m) => m,
+            Err(e) => {
+                log::error!("replay failed: {e}");
+                return 0;
+            }
+        };
+        for name in &moved {
+            if let Some(s) = sections.get(name) {
+                let _gate = s.shared.gate.lock().unwrap_or_else(|p| p.into_inner());
+                s.shared.spooling.store(true, Ordering::SeqCst);
+                s.shared.wake();
+            }
+        }
+        moved.len()
+    }
+
+    /// Stops every worker (what is queued goes to the spool) and joins them.
+    pub fn shutdown(self) {
+        let mut sections = self.sections.lock().unwrap_or_else(|p| p.into_inner());
+        for (_, s) in sections.drain() {
+            stop(s);
+        }
+    }
+}
+
+fn stop(mut s: Section) {
+    s.shared.stop.store(true, Ordering::SeqCst);
+    s.shared.wake();
+    if let Some(t) = s.thread.take() {
+        let _ = t.join();
+    }
+}
+
+/// Lets a `Method` travel through the spool.
+impl Serialize for Method {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for Method {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Method, D::Error> {
+        let s = String::deserialize(d)?;
+        Method::parse(&s).ok_or_else(|| serde::de::Error::custom(format!("bad method {s}")))
+    }
+}

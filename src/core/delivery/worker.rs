@@ -1,0 +1,307 @@
+//! One section's delivery worker: its own memory queue, its own thread, its own HTTP agent, so
+//! a slow or dead endpoint never delays another. Strict FIFO per section keeps each call's
+//! events in order (start, answer, end).
+//!
+//! Fast path: the memory queue, no disk. When an attempt fails and is to be retried, or the
+//! memory queue is full, the section switches to *spool mode*: the failed delivery and
+//! everything queued behind it go to the spool (in order), new deliveries are written there
+//! directly, and the worker sends from the spool until it is empty. Memory stays bounded
+//! however long an endpoint is down.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TrySendError};
+
+use super::client::{self, Outcome};
+use super::retry::{classify, next_delay, Attempt, Verdict};
+use super::signing;
+use super::spool::{Spool, Spooled};
+use super::stats::{ErrorLog, ErrorRecord, SectionStats};
+use super::{Delivery, EndpointPolicy};
+
+/// Deliveries one section keeps in memory before it spools.
+pub const MEMORY_QUEUE: usize = 4096;
+
+/// What the dispatcher and a worker thread share.
+pub struct SectionShared {
+    pub name: String,
+    pub policy: RwLock<EndpointPolicy>,
+    pub agent: RwLock<Option<ureq::Agent>>,
+    pub tx: Sender<Delivery>,
+    pub rx: Receiver<Delivery>,
+    /// Set while the spool holds this section's deliveries: new ones must queue behind them.
+    pub spooling: AtomicBool,
+    /// Serialises "check spooling, then enqueue" against "switch to spooling, then drain".
+    pub gate: Mutex<()>,
+    pub stop: AtomicBool,
+    pub wake: (Sender<()>, Receiver<()>),
+    pub stats: SectionStats,
+}
+
+impl SectionShared {
+    pub fn new(policy: EndpointPolicy) -> SectionShared {
+        let (tx, rx) = bounded(MEMORY_QUEUE);
+        let agent = client::agent(policy.timeout, policy.tls_ca.as_deref())
+            .map_err(|e| log::error!("[{}] {e}; deliveries wait in the spool until it is fixed", policy.name))
+            .ok();
+        SectionShared {
+            name: policy.name.clone(),
+            policy: RwLock::new(policy),
+            agent: RwLock::new(agent),
+            tx,
+            rx,
+            spooling: AtomicBool::new(false),
+            gate: Mutex::new(()),
+            stop: AtomicBool::new(false),
+            wake: bounded(1),
+            stats: SectionStats::default(),
+        }
+    }
+
+    pub fn set_policy(&self, policy: EndpointPolicy) {
+        let agent = client::agent(policy.timeout, policy.tls_ca.as_deref())
+            .map_err(|e| log::error!("[{}] {e}", policy.name))
+            .ok();
+        *self.agent.write().unwrap_or_else(|p| p.into_inner()) = agent;
+        *self.policy.write().unwrap_or_else(|p| p.into_inner()) = policy;
+    }
+
+    pub fn wake(&self) {
+        let _ = self.wake.0.try_send(());
+    }
+}
+
+/// Everything a worker needs besides its section.
+pub struct WorkerEnv {
+    pub spool: Option<Arc<Spool>>,
+    pub seq: Arc<AtomicU64>,
+    pub errors: Arc<ErrorLog>,
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// Hands a delivery to a section: memory queue, or spool when spooling or full.
+pub fn submit(s: &SectionShared, env: &WorkerEnv, d: Delivery) {
+    let _gate = s.gate.lock().unwrap_or_else(|p| p.into_inner());
+    if !s.spooling.load(Ordering::SeqCst) {
+        match s.tx.try_send(d) {
+            Ok(()) => return,
+            Err(TrySendError::Full(d)) | Err(TrySendError::Disconnected(d)) => {
+                log::warn!("[{}] memory queue full ({MEMORY_QUEUE}): spooling to disk", s.name);
+                spool_locked(s, env, vec![fresh(d)]);
+            }
+        }
+    } else {
+        spool_locked(s, env, vec![fresh(d)]);
+    }
+    s.wake();
+}
+
+fn fresh(d: Delivery) -> Spooled {
+    Spooled { delivery: d, attempts: 0, next_at_ms: 0, last_error: String::new() }
+}
+
+/// Writes `first` then everything in the memory queue to the spool and enters spool mode.
+/// Caller holds the gate.
+fn spool_locked(s: &SectionShared, env: &WorkerEnv, first: Vec<Spooled>) {
+    let mut items: Vec<Spooled> = first;
+    while let Ok(d) = s.rx.try_recv() {
+        items.push(fresh(d));
+    }
+    let Some(spool) = &env.spool else {
+        for it in items {
+            s.stats.dropped.fetch_add(1, Ordering::Relaxed);
+            log::error!("[{}] call {} {}: dropped: no spool to keep it in", s.name, it.delivery.call_id, it.delivery.event);
+        }
+        return;
+    };
+    let batch: Vec<(u64, Spooled)> = items
+        .into_iter()
+        .map(|it| (env.seq.fetch_add(1, Ordering::SeqCst) + 1, it))
+        .collect();
+    let n = batch.len();
+    match spool.push(&batch) {
+        Ok(()) => {
+            s.stats.spooled_total.fetch_add(n as u64, Ordering::Relaxed);
+            s.spooling.store(true, Ordering::SeqCst);
+        }
+        Err(e) => {
+            // The disk failed too: keep trying in memory rather than lose them.
+            log::error!("[{}] spool write failed ({e}); keeping {n} delivery(ies) in memory", s.name);
+            for (_, it) in batch {
+                let _ = s.tx.try_send(it.delivery).map_err(|_| s.stats.dropped.fetch_add(1, Ordering::Relaxed));
+            }
+        }
+    }
+}
+
+/// The worker thread's loop.
+pub fn run(s: Arc<SectionShared>, env: WorkerEnv) {
+    while !s.stop.load(Ordering::SeqCst) {
+        if s.spooling.load(Ordering::SeqCst) {
+            drain_spool_step(&s, &env);
+            continue;
+        }
+        match s.rx.recv_timeout(Duration::from_millis(250)) {
+            Ok(d) => {
+                s.stats.in_flight.store(1, Ordering::Relaxed);
+                let mut item = fresh(d);
+                let verdict = attempt(&s, &env, &mut item);
+                s.stats.in_flight.store(0, Ordering::Relaxed);
+                match verdict {
+                    Verdict::Delivered => {}
+                    Verdict::Fail => bury_fresh(&s, &env, item),
+                    Verdict::Retry { .. } => {
+                        let _gate = s.gate.lock().unwrap_or_else(|p| p.into_inner());
+                        spool_locked(&s, &env, vec![item]);
+                    }
+                }
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => break,
+        }
+    }
+    // Shutdown: whatever is still in memory goes to the spool, in order.
+    let _gate = s.gate.lock().unwrap_or_else(|p| p.into_inner());
+    if !s.rx.is_empty() {
+        let n = s.rx.len();
+        spool_locked(&s, &env, Vec::new());
+        log::info!("[{}] {n} queued delivery(ies) kept in the spool for the next start", s.name);
+    }
+}
+
+/// One attempt; updates stats and the error log; sets `item.attempts`, `last_error`,
+/// `next_at_ms` (for a retry). Returns the verdict, with `Retry` turned into `Fail` when the
+/// schedule is exhausted.
+fn attempt(s: &SectionShared, env: &WorkerEnv, item: &mut Spooled) -> Verdict {
+    let policy = s.policy.read().unwrap_or_else(|p| p.into_inner()).clone();
+    let agent = s.agent.read().unwrap_or_else(|p| p.into_inner()).clone();
+    let d = &item.delivery;
+    let outcome = match agent {
+        Some(agent) => {
+            let extra: Vec<(String, String)> = match &policy.secret {
+                Some(secret) => signing::headers(secret, &d.id, chrono::Utc::now().timestamp(), &d.request.body).to_vec(),
+                None => Vec::new(),
+            };
+            client::send(&agent, &d.request, &extra)
+        }
+        None => Outcome {
+            attempt: Attempt::Error("no HTTP client (bad tls_ca?)".into()),
+            latency: Duration::ZERO,
+            excerpt: String::new(),
+        },
+    };
+    item.attempts += 1;
+    s.stats.attempts.fetch_add(1, Ordering::Relaxed);
+    let mut verdict = classify(&outcome.attempt);
+    let what = match &outcome.attempt {
+        Attempt::Status { code, .. } => format!("HTTP {code}"),
+        Attempt::Error(e) => e.clone(),
+    };
+    match &verdict {
+        Verdict::Delivered => {
+            s.stats.delivered.fetch_add(1, Ordering::Relaxed);
+            s.stats.latency_us.record(outcome.latency.as_micros() as u64);
+            s.stats.e2e_ms.record((now_ms() - d.created_ms).max(0) as u64);
+            if item.attempts > 1 {
+                log::info!("[{}] call {} {}: delivered after {} attempts", s.name, d.call_id, d.event, item.attempts);
+            }
+            return verdict;
+        }
+        Verdict::Retry { after } => match next_delay(&policy.retry, item.attempts as usize, *after) {
+            Some(delay) => {
+                item.next_at_ms = now_ms() + delay.as_millis() as i64;
+                s.stats.retries.fetch_add(1, Ordering::Relaxed);
+                log::warn!(
+                    "[{}] call {} {}: {what}; attempt {} failed, retrying in {:.1} s",
+                    s.name, d.call_id, d.event, item.attempts, delay.as_secs_f64()
+                );
+            }
+            None => {
+                log::error!(
+                    "[{}] call {} {}: {what}; dead-lettered after {} attempts (webhook replay {} re-sends it)",
+                    s.name, d.call_id, d.event, item.attempts, s.name
+                );
+                verdict = Verdict::Fail;
+            }
+        },
+        Verdict::Fail => {
+            log::error!(
+                "[{}] call {} {}: {what} {}; not retried (4xx), dead-lettered",
+                s.name, d.call_id, d.event, outcome.excerpt
+            );
+        }
+    }
+    item.last_error = format!("{what} {}", outcome.excerpt).trim().to_string();
+    s.stats.set_last_error(&item.last_error);
+    env.errors.push(ErrorRecord {
+        at: chrono::Utc::now(),
+        section: s.name.clone(),
+        call_id: d.call_id.clone(),
+        event: d.event.clone(),
+        error: item.last_error.clone(),
+        attempt: item.attempts,
+    });
+    verdict
+}
+
+fn bury_fresh(s: &SectionShared, env: &WorkerEnv, item: Spooled) {
+    s.stats.dead.fetch_add(1, Ordering::Relaxed);
+    match &env.spool {
+        Some(spool) => {
+            let seq = env.seq.fetch_add(1, Ordering::SeqCst) + 1;
+            if let Err(e) = spool.push(&[(seq, item.clone())]).and_then(|_| spool.bury(seq, &item)) {
+                log::error!("[{}] cannot keep the dead letter: {e}", s.name);
+            }
+        }
+        None => log::error!("[{}] call {} {}: dead letter lost: no spool", s.name, item.delivery.call_id, item.delivery.event),
+    }
+}
+
+/// Sends (or waits for) the head of this section's spool; leaves spool mode when it is empty.
+fn drain_spool_step(s: &SectionShared, env: &WorkerEnv) {
+    let Some(spool) = &env.spool else {
+        s.spooling.store(false, Ordering::SeqCst);
+        return;
+    };
+    let head = match spool.head(&s.name) {
+        Ok(h) => h,
+        Err(e) => {
+            log::error!("[{}] spool read failed: {e}", s.name);
+            let _ = s.wake.1.recv_timeout(Duration::from_secs(1));
+            return;
+        }
+    };
+    let Some((seq, mut item)) = head else {
+        let _gate = s.gate.lock().unwrap_or_else(|p| p.into_inner());
+        if matches!(spool.head(&s.name), Ok(None)) {
+            s.spooling.store(false, Ordering::SeqCst);
+            log::info!("[{}] spool drained; back to direct delivery", s.name);
+        }
+        return;
+    };
+    let wait = item.next_at_ms - now_ms();
+    if wait > 0 {
+        // Sleep until due, but wake for shutdown or replay.
+        let _ = s.wake.1.recv_timeout(Duration::from_millis(wait.min(1000) as u64));
+        return;
+    }
+    s.stats.in_flight.store(1, Ordering::Relaxed);
+    let verdict = attempt(s, env, &mut item);
+    s.stats.in_flight.store(0, Ordering::Relaxed);
+    let result = match verdict {
+        Verdict::Delivered => spool.remove(&s.name, seq),
+        Verdict::Retry { .. } => spool.update(seq, &item),
+        Verdict::Fail => {
+            s.stats.dead.fetch_add(1, Ordering::Relaxed);
+            spool.bury(seq, &item)
+        }
+    };
+    if let Err(e) = result {
+        log::error!("[{}] spool write failed: {e}", s.name);
+    }
+}

@@ -1,0 +1,254 @@
+//! Payload encoding: a section's `param` lines become a query string, a form, a JSON object,
+//! a JSON-RPC call, or (format = raw) the section's `body` template.
+//!
+//! Names: `a.b` nests objects (`{"a":{"b":…}}`, in query/form `a[b]=…`); a trailing `[]`
+//! appends to an array (`tags[]`: `{"tags":[…]}`, in query/form `tags[]=…`).
+
+use serde_json::{Map, Number, Value as Json};
+
+use super::template::{value_text, FormatContext, Template};
+use super::value::{FieldSource, Value};
+
+/// How a request carries its params.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// In the URL's query string; no body.
+    Query,
+    /// `application/x-www-form-urlencoded` body.
+    Form,
+    Json,
+    /// `{"jsonrpc":"2.0","method":…,"params":{…},"id":…}`.
+    JsonRpc,
+    /// The `body` template, verbatim.
+    Raw,
+}
+
+impl Format {
+    pub fn parse(s: &str) -> Option<Format> {
+        Some(match s.trim().to_ascii_lowercase().as_str() {
+            "query" => Format::Query,
+            "form" => Format::Form,
+            "json" => Format::Json,
+            "jsonrpc" | "json-rpc" => Format::JsonRpc,
+            "raw" => Format::Raw,
+            _ => return None,
+        })
+    }
+
+    /// The Content-Type this format sends unless `content_type` says otherwise.
+    pub fn default_content_type(self) -> Option<&'static str> {
+        match self {
+            Format::Query => None,
+            Format::Form => Some("application/x-www-form-urlencoded"),
+            Format::Json | Format::JsonRpc => Some("application/json"),
+            Format::Raw => Some("text/plain; charset=utf-8"),
+        }
+    }
+}
+
+/// A JSON type a param is forced to with `|int`, `|str` or `|bool`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ForcedType {
+    Int,
+    Str,
+    Bool,
+}
+
+/// One `param = name => template[|type]` line, compiled.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Param {
+    /// Object path, e.g. `["visit", "utm_source"]`.
+    pub path: Vec<String>,
+    /// Trailing `[]`: append to an array rather than set.
+    pub append: bool,
+    pub template: Template,
+    pub forced: Option<ForcedType>,
+}
+
+impl Param {
+    /// Parses `name => template[|int|str|bool]`.
+    pub fn parse(line: &str) -> Result<Param, String> {
+        let (name, value) = line
+            .split_once("=>")
+            .ok_or_else(|| format!("expected `name => template`, got `{line}`"))?;
+        let name = name.trim();
+        let mut value = value.trim();
+        let mut forced = None;
+        for (suffix, ty) in [("|int", ForcedType::Int), ("|str", ForcedType::Str), ("|bool", ForcedType::Bool)] {
+            if let Some(v) = value.strip_suffix(suffix) {
+                value = v.trim_end();
+                forced = Some(ty);
+                break;
+            }
+        }
+        let (name, append) = match name.strip_suffix("[]") {
+            Some(n) => (n, true),
+            None => (name, false),
+        };
+        let path: Vec<String> = name.split('.').map(str::to_string).collect();
+        if path.iter().any(|s| s.is_empty() || s.contains(['[', ']', '=', '&', ' '])) {
+            return Err(format!(
+                "bad param name `{name}`: use letters, digits, `_`, `-`, dots to nest and a trailing [] to append"
+            ));
+        }
+        let template = Template::parse(value).map_err(|e| e.to_string())?;
+        Ok(Param { path, append, template, forced })
+    }
+
+    /// The name as query strings and forms write it: `visit[utm_source]`, `tags[]`.
+    pub fn flat_name(&self) -> String {
+        let mut out = self.path[0].clone();
+        for seg in &self.path[1..] {
+            out.push('[');
+            out.push_str(seg);
+            out.push(']');
+        }
+        if self.append {
+            out.push_str("[]");
+        }
+        out
+    }
+
+    /// The value, typed: a bare field keeps its type; `|int` etc. convert; missing is `Null`.
+    pub fn value(&self, src: &dyn FieldSource, ctx: &FormatContext) -> Value {
+        let v = self.template.render_value(src, ctx);
+        let Some(ty) = self.forced else { return v };
+        if v == Value::Null {
+            return v;
+        }
+        let text = value_text(&v, ctx);
+        match ty {
+            ForcedType::Str => Value::Str(text),
+            ForcedType::Int => match v {
+                Value::Int(_) => v,
+                Value::Bool(b) => Value::Int(b as i64),
+                _ => text.trim().parse::<i64>().map(Value::Int).unwrap_or(Value::Null),
+            },
+            ForcedType::Bool => match text.trim().to_ascii_lowercase().as_str() {
+                "1" | "true" | "yes" | "on" => Value::Bool(true),
+                "0" | "false" | "no" | "off" | "" => Value::Bool(false),
+                _ => Value::Null,
+            },
+        }
+    }
+}
+
+fn to_json(v: Value, ctx: &FormatContext) -> Json {
+    match v {
+        Value::Null => Json::Null,
+        Value::Str(s) => Json::String(s),
+        Value::Int(i) => Json::Number(Number::from(i)),
+        Value::Bool(b) => Json::Bool(b),
+        Value::Time(t) => to_json(ctx.time(t), ctx),
+    }
+}
+
+/// Renders params into a JSON object, nesting dotted names and appending `[]` names.
+pub fn json_object(params: &[Param], src: &dyn FieldSource, ctx: &FormatContext) -> Map<String, Json> {
+    let mut root = Map::new();
+    for p in params {
+        let value = to_json(p.value(src, ctx), ctx);
+        let mut obj = &mut root;
+        for seg in &p.path[..p.path.len() - 1] {
+            let slot = obj.entry(seg.clone()).or_insert_with(|| Json::Object(Map::new()));
+            if !slot.is_object() {
+                *slot = Json::Object(Map::new());
+            }
+            obj = slot.as_object_mut().expect("just made an object");
+        }
+        let last = p.path[p.path.len() - 1].clone();
+        if p.append {
+            let slot = obj.entry(last).or_insert_with(|| Json::Array(Vec::new()));
+            if !slot.is_array() {
+                *slot = Json::Array(Vec::new());
+            }
+            slot.as_array_mut().expect("just made an array").push(value);
+        } else {
+            obj.insert(last, value);
+        }
+    }
+    root
+}
+
+/// Renders params as `name=value` pairs for a query string or form (missing values empty).
+pub fn flat_pairs(params: &[Param], src: &dyn FieldSource, ctx: &FormatContext) -> Vec<(String, String)> {
+    params
+        .iter()
+        .map(|p| (p.flat_name(), value_text(&p.value(src, ctx), ctx)))
+        .collect()
+}
+
+/// URL-encodes pairs (`application/x-www-form-urlencoded`, UTF-8).
+pub fn urlencode(pairs: &[(String, String)]) -> String {
+    let mut s = form_urlencoded::Serializer::new(String::new());
+    for (k, v) in pairs {
+        s.append_pair(k, v);
+    }
+    s.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    struct Map1(HashMap<&'static str, Value>);
+    impl FieldSource for Map1 {
+        fn field(&self, name: &str) -> Option<Value> {
+            self.0.get(name).cloned()
+        }
+    }
+
+    fn src() -> Map1 {
+        Map1(HashMap::from([
+            ("call_id", Value::Str("17.5".into())),
+            ("duration", Value::Int(20)),
+            ("ORDER_ID", Value::Str("313".into())),
+            ("UTM_SOURCE", Value::Str("google".into())),
+            ("caller_name", Value::Str("Вася & Co".into())),
+        ]))
+    }
+
+    fn params(lines: &[&str]) -> Vec<Param> {
+        lines.iter().map(|l| Param::parse(l).unwrap()).collect()
+    }
+
+    #[test]
+    fn json_nests_appends_and_keeps_types() {
+        let p = params(&[
+            "id => ${call_id}",
+            "visit.utm_source => ${UTM_SOURCE}",
+            "visit.utm_medium => ${UTM_MEDIUM}",
+            "tags[] => a",
+            "tags[] => ${duration}",
+            "duration => ${duration}",
+            "order_id => ${ORDER_ID}|int",
+            "as_text => ${duration}|str",
+            "flag => 1|bool",
+            "deep.a.b[] => x",
+        ]);
+        let obj = json_object(&p, &src(), &FormatContext::default());
+        assert_eq!(
+            serde_json::to_string(&obj).unwrap(),
+            r#"{"id":"17.5","visit":{"utm_source":"google","utm_medium":null},"tags":["a",20],"duration":20,"order_id":313,"as_text":"20","flag":true,"deep":{"a":{"b":["x"]}}}"#
+        );
+    }
+
+    #[test]
+    fn query_and_form_flatten_php_style_and_encode_utf8() {
+        let p = params(&["id => ${call_id}", "visit.utm_source => ${UTM_SOURCE}", "tags[] => a", "name => ${caller_name}", "none => ${NOPE}"]);
+        let pairs = flat_pairs(&p, &src(), &FormatContext::default());
+        assert_eq!(
+            urlencode(&pairs),
+            "id=17.5&visit%5Butm_source%5D=google&tags%5B%5D=a&name=%D0%92%D0%B0%D1%81%D1%8F+%26+Co&none="
+        );
+    }
+
+    #[test]
+    fn bad_param_lines_are_errors() {
+        assert!(Param::parse("no arrow").is_err());
+        assert!(Param::parse("a..b => x").is_err());
+        assert!(Param::parse("a => ${x").is_err());
+        assert!(Param::parse(" => x").is_err());
+    }
+}
