@@ -26,6 +26,14 @@ static PENDING_CONFIG: Mutex<Option<RawConfig>> = Mutex::new(None);
 
 struct HostServices {
     cli_print: unsafe extern "C" fn(fd: i32, text: *const c_char),
+    originate: unsafe extern "C" fn(
+        context: *const c_char,
+        from: *const c_char,
+        to: *const c_char,
+        caller_id: *const c_char,
+        timeout_ms: i32,
+        call_id: *const c_char,
+    ) -> i32,
 }
 
 /// Copies a borrowed C string; NULL and invalid UTF-8 are tolerated (lossy), never trusted.
@@ -49,8 +57,8 @@ pub extern "C" fn rw_load(host: *const ffi::rw_host, spool_default: *const c_cha
             return -1;
         };
         host_log::install(host);
-        if let Some(cli_print) = host.cli_print {
-            let _ = HOST.set(HostServices { cli_print });
+        if let (Some(cli_print), Some(originate)) = (host.cli_print, host.originate) {
+            let _ = HOST.set(HostServices { cli_print, originate });
         }
         let settings = EngineSettings {
             spool_default: std::path::PathBuf::from(owned(spool_default)).join("webhook"),
@@ -277,4 +285,104 @@ pub extern "C" fn rw_cli(fd: i32, argc: i32, argv: *const *const c_char) -> i32 
             Err(()) => -1,
         }
     })
+}
+
+/// Copies `s` into a C buffer of `len` bytes, truncating on a UTF-8 boundary, NUL-terminated.
+fn write_c(buf: *mut c_char, len: usize, s: &str) {
+    if buf.is_null() || len == 0 {
+        return;
+    }
+    let mut n = s.len().min(len - 1);
+    while !s.is_char_boundary(n) {
+        n -= 1;
+    }
+    // SAFETY: the shim passes a writable buffer of `len` bytes; we write n + 1 <= len bytes.
+    unsafe {
+        std::ptr::copy_nonoverlapping(s.as_ptr(), buf as *mut u8, n);
+        *buf.add(n) = 0;
+    }
+}
+
+#[no_mangle]
+pub extern "C" fn rw_lookup(
+    section: *const c_char,
+    number: *const c_char,
+    field: *const c_char,
+    buf: *mut c_char,
+    len: usize,
+    status: *mut c_char,
+    status_len: usize,
+) {
+    guard("rw_lookup", (), || {
+        write_c(buf, len, "");
+        write_c(status, status_len, "ERROR");
+        let (section, number, field) = (owned(section), owned(number), owned(field));
+        let answer = match lock(&ENGINE).as_ref() {
+            Some(engine) => engine.lookups(),
+            None => return,
+        };
+        let (value, st) = answer.lookup(&section, &number, &field);
+        write_c(buf, len, &value);
+        write_c(status, status_len, st.as_str());
+    })
+}
+
+#[no_mangle]
+pub extern "C" fn rw_http(
+    path: *const c_char,
+    method: *const c_char,
+    remote: *const c_char,
+    n: i32,
+    names: *const *const c_char,
+    values: *const *const c_char,
+    body: *mut c_char,
+    body_len: usize,
+) -> i32 {
+    guard("rw_http", 500, || {
+        let params: Vec<(String, String)> = (0..n.max(0) as usize)
+            // SAFETY: the shim passes n valid name and value pointers.
+            .map(|i| unsafe { (owned(*names.add(i)), owned(*values.add(i))) })
+            .collect();
+        let service = match lock(&ENGINE).as_ref() {
+            Some(engine) => engine.click_to_call(),
+            None => {
+                write_c(body, body_len, r#"{"status":"error","error":"not running"}"#);
+                return 503;
+            }
+        };
+        let request = crate::core::click_to_call::HttpCall {
+            path: owned(path),
+            method: owned(method),
+            remote: owned(remote),
+            params,
+        };
+        let reply = service.handle(&request, &|order| originate(order));
+        write_c(body, body_len, &reply.body);
+        i32::from(reply.status)
+    })
+}
+
+/// Asks Asterisk to place a click-to-call call; `Err` when it refused.
+fn originate(order: &crate::core::click_to_call::Order) -> Result<(), String> {
+    let Some(host) = HOST.get() else {
+        return Err("no host".into());
+    };
+    let c = |s: &str| std::ffi::CString::new(s.replace('\0', "")).unwrap_or_default();
+    let (context, from, to, cid, id) = (c(&order.context), c(&order.from), c(&order.to), c(&order.caller_id), c(&order.call_id));
+    // SAFETY: originate copies its string arguments before returning; all outlive the call.
+    let rc = unsafe {
+        (host.originate)(
+            context.as_ptr(),
+            from.as_ptr(),
+            to.as_ptr(),
+            cid.as_ptr(),
+            order.ring_timeout.as_millis().min(i32::MAX as u128) as i32,
+            id.as_ptr(),
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(format!("Asterisk refused the originate ({rc})"))
+    }
 }

@@ -40,6 +40,8 @@ pub struct Correlator {
     /// uniqueid → linkedid, for events that carry only a uniqueid.
     channels: HashMap<String, String>,
     early_data: HashMap<String, (SystemTime, Vec<(String, String)>)>,
+    /// Click-to-call orders not yet matched by their first channel: linkedid → (from, to).
+    originated: HashMap<String, (SystemTime, String, String)>,
 }
 
 fn utc(t: SystemTime) -> DateTime<Utc> {
@@ -83,12 +85,21 @@ impl Correlator {
             calls: HashMap::new(),
             channels: HashMap::new(),
             early_data: HashMap::new(),
+            originated: HashMap::new(),
         }
     }
 
     /// Changes which contexts count as internal, for calls that start from now on.
     pub fn set_internal_contexts(&mut self, contexts: Vec<String>) {
         self.internal_contexts = contexts;
+    }
+
+    /// Records the caller-history flags of a call, for its later events.
+    pub fn annotate(&mut self, call_id: &str, is_new: bool, is_duplicate: bool) {
+        if let Some(call) = self.calls.get_mut(call_id) {
+            call.record.is_new = Some(is_new);
+            call.record.is_duplicate = Some(is_duplicate);
+        }
     }
 
     /// Calls in progress.
@@ -132,6 +143,10 @@ impl Correlator {
                 }
                 Vec::new()
             }
+            HostEvent::Originated { linkedid, from, to, at } => {
+                self.originated.insert(linkedid, (at, from, to));
+                Vec::new()
+            }
             HostEvent::CallData {
                 linkedid,
                 name,
@@ -170,21 +185,29 @@ impl Correlator {
             call.last_activity = at;
             return Vec::new();
         }
-        let direction = if self.internal_contexts.iter().any(|c| *c == info.context) {
+        let mut direction = if self.internal_contexts.iter().any(|c| *c == info.context) {
             Direction::Out
         } else {
             Direction::In
         };
-        let called = if info.exten.is_empty() || info.exten == "s" {
+        let mut called = if info.exten.is_empty() || info.exten == "s" {
             info.dnid.clone()
         } else {
             info.exten.clone()
         };
-        let ext = match direction {
+        let mut ext = match direction {
             Direction::Out if !info.caller_number.is_empty() => info.caller_number.clone(),
             Direction::Out => extension_of_channel(&info.name),
             Direction::In => String::new(),
         };
+        let mut caller = info.caller_number.clone();
+        if let Some((_, from, to)) = self.originated.remove(&info.linkedid) {
+            // Click-to-call: the agent's extension calls the client.
+            direction = Direction::Out;
+            ext = from.clone();
+            caller = from;
+            called = to;
+        }
         let mut data = std::collections::BTreeMap::new();
         if let Some((_, early)) = self.early_data.remove(&info.linkedid) {
             data.extend(early);
@@ -192,7 +215,7 @@ impl Correlator {
         let record = CallRecord {
             call_id: info.linkedid.clone(),
             direction,
-            caller: info.caller_number.clone(),
+            caller,
             caller_name: info.caller_name.clone(),
             called,
             ext,
@@ -307,6 +330,9 @@ impl Correlator {
     pub fn expire(&mut self, now: SystemTime) -> Vec<CallEvent> {
         self.early_data.retain(|_, (t, _)| {
             now.duration_since(*t).unwrap_or_default() < EARLY_DATA_TTL
+        });
+        self.originated.retain(|_, (t, _, _)| {
+            now.duration_since(*t).unwrap_or_default() < EARLY_DATA_TTL * 5
         });
         let stale: Vec<String> = self
             .calls
@@ -617,6 +643,29 @@ mod tests {
         let evs = c.expire(at(0.0) + STALE_CALL_AGE);
         assert_eq!(kinds(&evs), ["end"]);
         assert_eq!(c.active_calls(), 0);
+    }
+
+    #[test]
+    fn click_to_call_is_out_from_the_extension_to_the_client() {
+        let mut c = Correlator::new(vec![]);
+        let mut first = chan("c2c-1.1", "c2c-1.1", "Local/100@from-internal-00000001;1", "from-internal", "");
+        first.caller_number = "84951112233".into();
+        let evs = run(
+            &mut c,
+            vec![
+                HostEvent::Originated {
+                    linkedid: "c2c-1.1".into(),
+                    from: "100".into(),
+                    to: "84951112233".into(),
+                    at: at(0.0),
+                },
+                new(&first, 0.0),
+            ],
+        );
+        assert_eq!(field(&evs[0], "direction"), Value::Str("out".into()));
+        assert_eq!(field(&evs[0], "ext"), Value::Str("100".into()));
+        assert_eq!(field(&evs[0], "caller"), Value::Str("100".into()));
+        assert_eq!(field(&evs[0], "called"), Value::Str("84951112233".into()));
     }
 
     #[test]

@@ -16,6 +16,8 @@ use crossbeam_channel::{bounded, select, tick, Receiver, Sender, TrySendError};
 use once_cell::sync::OnceCell;
 
 use super::call::{CallEvent, EventKind};
+use super::click_to_call::ClickToCall;
+use super::lookup::LookupService;
 use super::caller_history::CallerHistory;
 use super::config::raw::RawConfig;
 use super::config::{Config, SectionKind};
@@ -91,7 +93,7 @@ impl Hook {
 
 /// What the CLI, the loader and the correlation thread share.
 struct Runtime {
-    config: RwLock<Arc<Config>>,
+    config: Arc<RwLock<Arc<Config>>>,
     generation: AtomicU64,
     dispatcher: OnceCell<Dispatcher>,
     history: OnceCell<CallerHistory>,
@@ -114,6 +116,8 @@ pub struct Engine {
     stop: Sender<()>,
     thread: Option<JoinHandle<()>>,
     runtime: Arc<Runtime>,
+    lookups: Arc<LookupService>,
+    click_to_call: Arc<ClickToCall>,
 }
 
 impl Engine {
@@ -127,7 +131,7 @@ impl Engine {
             wanted_vars: RwLock::new(Arc::new(HashSet::new())),
         });
         let runtime = Arc::new(Runtime {
-            config: RwLock::new(Arc::new(Config::default())),
+            config: Arc::new(RwLock::new(Arc::new(Config::default()))),
             generation: AtomicU64::new(0),
             dispatcher: OnceCell::new(),
             history: OnceCell::new(),
@@ -141,13 +145,28 @@ impl Engine {
             .name("webhook-calls".into())
             .spawn(move || correlate(rx, stop_rx, rt))
             .map_err(|e| format!("cannot start the correlation thread: {e}"))?;
+        let lookups = Arc::new(LookupService::new(runtime.config.clone()));
+        let hook = Hook { tx: tx.clone(), shared: shared.clone() };
+        let click_to_call = Arc::new(ClickToCall::new(runtime.config.clone(), hook));
         Ok(Engine {
             tx,
             shared,
             stop,
             thread: Some(thread),
             runtime,
+            lookups,
+            click_to_call,
         })
+    }
+
+    /// The contact-lookup service (`WEBHOOK_LOOKUP`), usable without holding the engine.
+    pub fn lookups(&self) -> Arc<LookupService> {
+        self.lookups.clone()
+    }
+
+    /// The click-to-call service, usable without holding the engine.
+    pub fn click_to_call(&self) -> Arc<ClickToCall> {
+        self.click_to_call.clone()
     }
 
     /// The hand-off for the call path.
@@ -325,20 +344,23 @@ fn endpoint_policies(config: &Config) -> Vec<EndpointPolicy> {
 
 /// The `webhook-calls` thread: host events in, deliveries out.
 fn correlate(rx: Receiver<HostEvent>, stop: Receiver<()>, rt: Arc<Runtime>) {
-    let mut generation = u64::MAX;
+    let mut generation = rt.generation.load(Ordering::SeqCst);
     let mut config = rt.config();
     let mut correlator = Correlator::new(config.general.internal_contexts.clone());
     let sweep = tick(Duration::from_secs(60));
     loop {
-        let g = rt.generation.load(Ordering::SeqCst);
-        if g != generation {
-            generation = g;
-            config = rt.config();
-            correlator.set_internal_contexts(config.general.internal_contexts.clone());
-        }
         let events = select! {
             recv(rx) -> ev => match ev {
-                Ok(ev) => correlator.handle(ev),
+                Ok(ev) => {
+                    // Config may have changed while we waited: use the one in force now.
+                    let g = rt.generation.load(Ordering::SeqCst);
+                    if g != generation {
+                        generation = g;
+                        config = rt.config();
+                        correlator.set_internal_contexts(config.general.internal_contexts.clone());
+                    }
+                    correlator.handle(ev)
+                }
                 Err(_) => break,
             },
             recv(sweep) -> _ => correlator.expire(SystemTime::now()),
@@ -346,7 +368,16 @@ fn correlate(rx: Receiver<HostEvent>, stop: Receiver<()>, rt: Arc<Runtime>) {
         };
         rt.active_calls
             .store(correlator.active_calls(), Ordering::Relaxed);
-        for ev in events {
+        for mut ev in events {
+            if ev.kind == EventKind::Start {
+                if let Some(h) = rt.history.get() {
+                    let (is_new, is_dup) =
+                        h.observe(&ev.call.caller, ev.call.time_start, config.general.repeat_window_days);
+                    correlator.annotate(&ev.call.call_id, is_new, is_dup);
+                    ev.call.is_new = Some(is_new);
+                    ev.call.is_duplicate = Some(is_dup);
+                }
+            }
             dispatch(&rt, &config, ev);
         }
     }
@@ -359,14 +390,6 @@ fn correlate(rx: Receiver<HostEvent>, stop: Receiver<()>, rt: Arc<Runtime>) {
 /// Renders one call event for every interested section and hands the requests over.
 fn dispatch(rt: &Runtime, config: &Config, mut ev: CallEvent) {
     rt.call_events.fetch_add(1, Ordering::Relaxed);
-    if ev.kind == EventKind::Start {
-        if let Some(h) = rt.history.get() {
-            let (is_new, is_dup) =
-                h.observe(&ev.call.caller, ev.call.time_start, config.general.repeat_window_days);
-            ev.call.is_new = Some(is_new);
-            ev.call.is_duplicate = Some(is_dup);
-        }
-    }
     if let Some(t) = &config.general.recording_url {
         if !ev.call.recording.is_empty() {
             ev.call.recording_url = t.render_text(&ev, &config.general.format_context());

@@ -67,6 +67,14 @@ pub enum HostEvent {
         value: String,
         at: SystemTime,
     },
+    /// A click-to-call the module placed: the call with this linkedid is `out`, from the
+    /// extension `from` to the number `to`.
+    Originated {
+        linkedid: String,
+        from: String,
+        to: String,
+        at: SystemTime,
+    },
     /// `Set(WEBHOOK(name)=value)`: data attached to the whole call.
     CallData {
         linkedid: String,

@@ -2,12 +2,14 @@
 
 pub mod call;
 pub mod caller_history;
+pub mod click_to_call;
 pub mod config;
 pub mod engine;
 pub mod correlator;
 pub mod delivery;
 pub mod host_event;
 pub mod latency;
+pub mod lookup;
 pub mod payload;
 pub mod request;
 pub mod synthetic;
