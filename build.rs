@@ -54,7 +54,10 @@ fn main() {
 
     // Whole-archive: otherwise the linker drops the object holding AST_MODULE_INFO's constructor.
     println!("cargo:rustc-cdylib-link-arg=-Wl,--whole-archive");
-    println!("cargo:rustc-cdylib-link-arg={}", out.join("librwshim.a").display());
+    println!(
+        "cargo:rustc-cdylib-link-arg={}",
+        out.join("librwshim.a").display()
+    );
     println!("cargo:rustc-cdylib-link-arg=-Wl,--no-whole-archive");
 }
 

@@ -43,7 +43,11 @@ fn handoff(c: &mut Criterion) {
         b.iter(|| {
             i += 1;
             // New then Dead of the same channel, so the correlator's call table stays small.
-            let change = if i % 2 == 1 { ChannelChange::New } else { ChannelChange::Dead };
+            let change = if i % 2 == 1 {
+                ChannelChange::New
+            } else {
+                ChannelChange::Dead
+            };
             hook.send(snapshot(i.div_ceil(2), change));
         })
     });

@@ -17,13 +17,17 @@ impl CallerHistory {
     /// Opens (creating) the store; an unreadable file is moved aside and a new one started.
     pub fn open(path: &Path) -> Result<CallerHistory, String> {
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+            std::fs::create_dir_all(dir)
+                .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
         }
         let db = match Database::create(path) {
             Ok(db) => db,
             Err(e) => {
                 let aside = format!("{}.corrupt-{}", path.display(), Utc::now().timestamp());
-                log::error!("caller history {} unreadable ({e}); moved aside to {aside}", path.display());
+                log::error!(
+                    "caller history {} unreadable ({e}); moved aside to {aside}",
+                    path.display()
+                );
                 std::fs::rename(path, &aside).map_err(|e| e.to_string())?;
                 Database::create(path).map_err(|e| e.to_string())?
             }
@@ -39,18 +43,22 @@ impl CallerHistory {
         if number.is_empty() || number.eq_ignore_ascii_case("anonymous") {
             return (false, false);
         }
-        let result = (|| -> Result<(bool, bool), redb::Error> {
-            let w = self.db.begin_write()?;
+        let result = (|| -> Result<(bool, bool), String> {
+            let e = |e: redb::Error| e.to_string();
+            let w = self.db.begin_write().map_err(|x| e(x.into()))?;
             let flags = {
-                let mut t = w.open_table(LAST_CALL)?;
-                let previous = t.get(number)?.map(|v| v.value());
-                t.insert(number, at.timestamp())?;
+                let mut t = w.open_table(LAST_CALL).map_err(|x| e(x.into()))?;
+                let previous = t.get(number).map_err(|x| e(x.into()))?.map(|v| v.value());
+                t.insert(number, at.timestamp()).map_err(|x| e(x.into()))?;
                 match previous {
                     None => (true, false),
-                    Some(prev) => (false, at.timestamp() - prev <= i64::from(window_days) * 86_400),
+                    Some(prev) => (
+                        false,
+                        at.timestamp() - prev <= i64::from(window_days) * 86_400,
+                    ),
                 }
             };
-            w.commit()?;
+            w.commit().map_err(|x| e(x.into()))?;
             Ok(flags)
         })();
         result.unwrap_or_else(|e| {
@@ -66,17 +74,29 @@ mod tests {
 
     #[test]
     fn new_then_duplicate_within_window_and_across_reopen() {
-        let dir = std::env::temp_dir().join(format!("rw-history-{}-{}", std::process::id(), fastrand::u32(..)));
+        let dir = std::env::temp_dir().join(format!(
+            "rw-history-{}-{}",
+            std::process::id(),
+            fastrand::u32(..)
+        ));
         let path = dir.join("history.redb");
-        let t0 = DateTime::parse_from_rfc3339("2024-01-01T10:00:00Z").unwrap().with_timezone(&Utc);
+        let t0 = DateTime::parse_from_rfc3339("2024-01-01T10:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
         {
             let h = CallerHistory::open(&path).unwrap();
             assert_eq!(h.observe("79161234567", t0, 90), (true, false));
-            assert_eq!(h.observe("79161234567", t0 + chrono::Duration::days(3), 90), (false, true));
+            assert_eq!(
+                h.observe("79161234567", t0 + chrono::Duration::days(3), 90),
+                (false, true)
+            );
             assert_eq!(h.observe("", t0, 90), (false, false));
         }
         let h = CallerHistory::open(&path).unwrap();
-        assert_eq!(h.observe("79161234567", t0 + chrono::Duration::days(200), 90), (false, false));
+        assert_eq!(
+            h.observe("79161234567", t0 + chrono::Duration::days(200), 90),
+            (false, false)
+        );
         assert_eq!(h.observe("79990000000", t0, 90), (true, false));
         std::fs::remove_dir_all(dir).unwrap();
     }

@@ -45,7 +45,10 @@ pub struct Order {
 }
 
 fn reply(status: u16, body: serde_json::Value) -> Reply {
-    Reply { status, body: body.to_string() }
+    Reply {
+        status,
+        body: body.to_string(),
+    }
 }
 
 fn error(status: u16, msg: &str) -> Reply {
@@ -62,7 +65,11 @@ pub struct ClickToCall {
 
 impl ClickToCall {
     pub fn new(config: Arc<RwLock<Arc<Config>>>, hook: Hook) -> ClickToCall {
-        ClickToCall { config, hook, windows: Mutex::new(HashMap::new()) }
+        ClickToCall {
+            config,
+            hook,
+            windows: Mutex::new(HashMap::new()),
+        }
     }
 
     fn over_limit(&self, section: &str, per_minute: u32) -> bool {
@@ -77,22 +84,38 @@ impl ClickToCall {
 
     /// Handles one request; `place` asks the host to originate.
     pub fn handle(&self, req: &HttpCall, place: &dyn Fn(&Order) -> Result<(), String>) -> Reply {
-        let config = self.config.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let config = self
+            .config
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         let Some((name, o)) = config.originate_at(&req.path) else {
             return error(404, "no click-to-call endpoint here");
         };
         if self.over_limit(name, o.rate_limit) {
-            log::warn!("[{name}] click-to-call from {}: rate limit ({}/min) exceeded", req.remote, o.rate_limit);
+            log::warn!(
+                "[{name}] click-to-call from {}: rate limit ({}/min) exceeded",
+                req.remote,
+                o.rate_limit
+            );
             return error(429, "too many requests");
         }
-        let param = |k: &str| req.params.iter().find(|(n, _)| n == k).map(|(_, v)| v.trim().to_string());
+        let param = |k: &str| {
+            req.params
+                .iter()
+                .find(|(n, _)| n == k)
+                .map(|(_, v)| v.trim().to_string())
+        };
         if o.xvb && param("cmd").as_deref() != Some("makeCall") {
             return error(400, "cmd must be makeCall");
         }
         let token = param("token").unwrap_or_default();
         let token_ok: bool = token.as_bytes().ct_eq(o.token.as_bytes()).into();
         if !token_ok {
-            log::warn!("[{name}] click-to-call from {}: bad token; refused", req.remote);
+            log::warn!(
+                "[{name}] click-to-call from {}: bad token; refused",
+                req.remote
+            );
             return error(401, "bad token");
         }
         let (Some(from), Some(to)) = (param("from"), param("to")) else {
@@ -102,10 +125,15 @@ impl ClickToCall {
             return error(400, "from is not an extension this endpoint may ring");
         }
         if !o.allowed_to.is_match(&to) {
-            log::warn!("[{name}] click-to-call from {}: destination {to:?} not allowed", req.remote);
+            log::warn!(
+                "[{name}] click-to-call from {}: destination {to:?} not allowed",
+                req.remote
+            );
             return error(403, "destination not allowed");
         }
-        let stamp = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+        let stamp = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default();
         let order = Order {
             context: o.context.clone(),
             from: from.clone(),
@@ -123,8 +151,15 @@ impl ClickToCall {
         });
         match place(&order) {
             Ok(()) => {
-                log::info!("[{name}] click-to-call from {}: ringing {from}, then dialing {to} (call {})", req.remote, order.call_id);
-                reply(200, serde_json::json!({"status": "ok", "call_id": order.call_id}))
+                log::info!(
+                    "[{name}] click-to-call from {}: ringing {from}, then dialing {to} (call {})",
+                    req.remote,
+                    order.call_id
+                );
+                reply(
+                    200,
+                    serde_json::json!({"status": "ok", "call_id": order.call_id}),
+                )
             }
             Err(e) => {
                 log::error!("[{name}] click-to-call {from} → {to}: {e}");

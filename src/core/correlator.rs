@@ -143,7 +143,12 @@ impl Correlator {
                 }
                 Vec::new()
             }
-            HostEvent::Originated { linkedid, from, to, at } => {
+            HostEvent::Originated {
+                linkedid,
+                from,
+                to,
+                at,
+            } => {
                 self.originated.insert(linkedid, (at, from, to));
                 Vec::new()
             }
@@ -185,7 +190,7 @@ impl Correlator {
             call.last_activity = at;
             return Vec::new();
         }
-        let mut direction = if self.internal_contexts.iter().any(|c| *c == info.context) {
+        let mut direction = if self.internal_contexts.contains(&info.context) {
             Direction::Out
         } else {
             Direction::In
@@ -311,7 +316,8 @@ impl Correlator {
             "ANSWER".to_string()
         } else if let Some(s) = &call.last_dialstatus {
             s.clone()
-        } else if !call.first_hangup_source.is_empty() && call.first_hangup_source == call.first_name
+        } else if !call.first_hangup_source.is_empty()
+            && call.first_hangup_source == call.first_name
         {
             "CANCEL".to_string() // never dialed anyone, and the caller hung up
         } else {
@@ -328,16 +334,16 @@ impl Correlator {
     /// Ends calls that have seen no event for [`STALE_CALL_AGE`] (their hangup was lost) and
     /// forgets early call data nobody claimed. Call it now and then.
     pub fn expire(&mut self, now: SystemTime) -> Vec<CallEvent> {
-        self.early_data.retain(|_, (t, _)| {
-            now.duration_since(*t).unwrap_or_default() < EARLY_DATA_TTL
-        });
-        self.originated.retain(|_, (t, _, _)| {
-            now.duration_since(*t).unwrap_or_default() < EARLY_DATA_TTL * 5
-        });
+        self.early_data
+            .retain(|_, (t, _)| now.duration_since(*t).unwrap_or_default() < EARLY_DATA_TTL);
+        self.originated
+            .retain(|_, (t, _, _)| now.duration_since(*t).unwrap_or_default() < EARLY_DATA_TTL * 5);
         let stale: Vec<String> = self
             .calls
             .iter()
-            .filter(|(_, c)| now.duration_since(c.last_activity).unwrap_or_default() >= STALE_CALL_AGE)
+            .filter(|(_, c)| {
+                now.duration_since(c.last_activity).unwrap_or_default() >= STALE_CALL_AGE
+            })
             .map(|(id, _)| id.clone())
             .collect();
         let mut out = Vec::new();
@@ -422,7 +428,13 @@ mod tests {
     }
 
     fn caller() -> ChannelInfo {
-        chan("c.1", "c.1", "PJSIP/caller-00000001", "from-external", "74951234567")
+        chan(
+            "c.1",
+            "c.1",
+            "PJSIP/caller-00000001",
+            "from-external",
+            "74951234567",
+        )
     }
 
     fn agent() -> ChannelInfo {
@@ -457,7 +469,10 @@ mod tests {
         assert_eq!(field(end, "duration"), Value::Int(6));
         assert_eq!(field(end, "total_duration"), Value::Int(10));
         assert_eq!(field(end, "hangup_cause"), Value::Int(16));
-        assert_eq!(field(end, "channel"), Value::Str("PJSIP/caller-00000001".into()));
+        assert_eq!(
+            field(end, "channel"),
+            Value::Str("PJSIP/caller-00000001".into())
+        );
         assert_eq!(c.active_calls(), 0);
     }
 
@@ -541,7 +556,13 @@ mod tests {
     #[test]
     fn outbound_call_from_internal_context() {
         let mut c = Correlator::new(vec!["from-internal".into()]);
-        let mut a = chan("o.1", "o.1", "PJSIP/internal-00000001", "from-internal", "84951112233");
+        let mut a = chan(
+            "o.1",
+            "o.1",
+            "PJSIP/internal-00000001",
+            "from-internal",
+            "84951112233",
+        );
         a.caller_number = "101".into();
         let trunk = chan("o.1", "o.2", "PJSIP/102-00000002", "from-internal", "s");
         let evs = run(
@@ -615,7 +636,11 @@ mod tests {
                 var("c.2", "MYVAR", "peer-value-ignored"),
                 var("c.1", "MYVAR", "two"),
                 data("UTM_SOURCE", "google", 2.0),
-                var("c.1", RECORDING_VARIABLE, "/var/spool/asterisk/monitor/x.wav"),
+                var(
+                    "c.1",
+                    RECORDING_VARIABLE,
+                    "/var/spool/asterisk/monitor/x.wav",
+                ),
                 dead(&b, 3.0, 16, ""),
                 dead(&a, 3.0, 16, ""),
             ],
@@ -648,7 +673,13 @@ mod tests {
     #[test]
     fn click_to_call_is_out_from_the_extension_to_the_client() {
         let mut c = Correlator::new(vec![]);
-        let mut first = chan("c2c-1.1", "c2c-1.1", "Local/100@from-internal-00000001;1", "from-internal", "");
+        let mut first = chan(
+            "c2c-1.1",
+            "c2c-1.1",
+            "Local/100@from-internal-00000001;1",
+            "from-internal",
+            "",
+        );
         first.caller_number = "84951112233".into();
         let evs = run(
             &mut c,
@@ -671,7 +702,10 @@ mod tests {
     #[test]
     fn extension_from_channel_names() {
         assert_eq!(extension_of_channel("PJSIP/100-0000000a"), "100");
-        assert_eq!(extension_of_channel("Local/100@from-queue-00000001;1"), "100");
+        assert_eq!(
+            extension_of_channel("Local/100@from-queue-00000001;1"),
+            "100"
+        );
         assert_eq!(extension_of_channel("SIP/trunk-01"), "trunk");
         assert_eq!(extension_of_channel("PJSIP/sales-team"), "sales-team");
         assert_eq!(extension_of_channel(""), "");

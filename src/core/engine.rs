@@ -16,19 +16,23 @@ use crossbeam_channel::{bounded, select, tick, Receiver, Sender, TrySendError};
 use once_cell::sync::OnceCell;
 
 use super::call::{CallEvent, EventKind};
-use super::click_to_call::ClickToCall;
-use super::lookup::LookupService;
 use super::caller_history::CallerHistory;
+use super::click_to_call::ClickToCall;
 use super::config::raw::RawConfig;
 use super::config::{Config, SectionKind};
 use super::correlator::{Correlator, RECORDING_VARIABLE};
 use super::delivery::{Delivery, Dispatcher, EndpointPolicy};
 use super::host_event::HostEvent;
 use super::latency::Histogram;
+use super::lookup::LookupService;
 use super::synthetic;
 
 /// How many host events may wait for the correlator before the hook starts dropping them.
 pub const HOOK_QUEUE_CAPACITY: usize = 100_000;
+
+/// A CLI command with the wrong words: the host shows the command's usage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UsageError;
 
 /// Where the engine keeps its files unless `spool_dir` says otherwise.
 pub struct EngineSettings {
@@ -105,7 +109,10 @@ struct Runtime {
 
 impl Runtime {
     fn config(&self) -> Arc<Config> {
-        self.config.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.config
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 }
 
@@ -146,7 +153,10 @@ impl Engine {
             .spawn(move || correlate(rx, stop_rx, rt))
             .map_err(|e| format!("cannot start the correlation thread: {e}"))?;
         let lookups = Arc::new(LookupService::new(runtime.config.clone()));
-        let hook = Hook { tx: tx.clone(), shared: shared.clone() };
+        let hook = Hook {
+            tx: tx.clone(),
+            shared: shared.clone(),
+        };
         let click_to_call = Arc::new(ClickToCall::new(runtime.config.clone(), hook));
         Ok(Engine {
             tx,
@@ -208,13 +218,19 @@ impl Engine {
                 Ok(d) => {
                     let _ = rt.dispatcher.set(d);
                 }
-                Err(e) => log::error!("spool {}: {e}; deliveries are kept in memory only", spool_dir.display()),
+                Err(e) => log::error!(
+                    "spool {}: {e}; deliveries are kept in memory only",
+                    spool_dir.display()
+                ),
             }
             match CallerHistory::open(&spool_dir.join("history.redb")) {
                 Ok(h) => {
                     let _ = rt.history.set(h);
                 }
-                Err(e) => log::error!("caller history {}: {e}; is_new/is_duplicate are empty", spool_dir.display()),
+                Err(e) => log::error!(
+                    "caller history {}: {e}; is_new/is_duplicate are empty",
+                    spool_dir.display()
+                ),
             }
         } else if previous.general.spool_dir != config.general.spool_dir {
             log::warn!("spool_dir changes take effect after an Asterisk restart");
@@ -248,7 +264,7 @@ impl Engine {
     }
 
     /// Runs a CLI command (the words after `webhook`); `Err` means a usage error.
-    pub fn cli(&self, args: &[String]) -> Result<String, ()> {
+    pub fn cli(&self, args: &[String]) -> Result<String, UsageError> {
         let words: Vec<&str> = args.iter().map(String::as_str).collect();
         let rt = &self.runtime;
         let Some(dispatcher) = rt.dispatcher.get() else {
@@ -272,14 +288,14 @@ impl Engine {
             ["test", section] => Ok(self.test(dispatcher, section, EventKind::Start)),
             ["test", section, event] => match EventKind::parse(event) {
                 Some(kind) => Ok(self.test(dispatcher, section, kind)),
-                None => Err(()),
+                None => Err(UsageError),
             },
             ["replay", "all"] => Ok(format!("{} delivery(ies) re-queued\n", dispatcher.replay(None))),
             ["replay", section] => Ok(format!(
                 "{} delivery(ies) of [{section}] re-queued\n",
                 dispatcher.replay(Some(section))
             )),
-            _ => Err(()),
+            _ => Err(UsageError),
         }
     }
 
@@ -294,10 +310,18 @@ impl Engine {
         let event = synthetic::call_event(kind, SystemTime::now());
         match webhook.render(&event) {
             Ok(request) => {
-                let head = format!("[{section}] {} {} {}\n", kind.as_str(), request.method.as_str(), request.url);
+                let head = format!(
+                    "[{section}] {} {} {}\n",
+                    kind.as_str(),
+                    request.method.as_str(),
+                    request.url
+                );
                 head + &dispatcher.send_now(section, request)
             }
-            Err(e) => format!("[{section}] cannot render the {} event: {e}\n", kind.as_str()),
+            Err(e) => format!(
+                "[{section}] cannot render the {} event: {e}\n",
+                kind.as_str()
+            ),
         }
     }
 
@@ -371,8 +395,11 @@ fn correlate(rx: Receiver<HostEvent>, stop: Receiver<()>, rt: Arc<Runtime>) {
         for mut ev in events {
             if ev.kind == EventKind::Start {
                 if let Some(h) = rt.history.get() {
-                    let (is_new, is_dup) =
-                        h.observe(&ev.call.caller, ev.call.time_start, config.general.repeat_window_days);
+                    let (is_new, is_dup) = h.observe(
+                        &ev.call.caller,
+                        ev.call.time_start,
+                        config.general.repeat_window_days,
+                    );
                     correlator.annotate(&ev.call.call_id, is_new, is_dup);
                     ev.call.is_new = Some(is_new);
                     ev.call.is_duplicate = Some(is_dup);
@@ -383,7 +410,9 @@ fn correlate(rx: Receiver<HostEvent>, stop: Receiver<()>, rt: Arc<Runtime>) {
     }
     let unfinished = correlator.active_calls();
     if unfinished > 0 {
-        log::warn!("stopping with {unfinished} call(s) in progress: their remaining events are not sent");
+        log::warn!(
+            "stopping with {unfinished} call(s) in progress: their remaining events are not sent"
+        );
     }
 }
 

@@ -49,7 +49,11 @@ impl Histogram {
 
     /// The value at quantile `q` (0.0–1.0), as the upper edge of its bucket; `None` when empty.
     pub fn quantile(&self, q: f64) -> Option<u64> {
-        let snapshot: Vec<u64> = self.counts.iter().map(|c| c.load(Ordering::Relaxed)).collect();
+        let snapshot: Vec<u64> = self
+            .counts
+            .iter()
+            .map(|c| c.load(Ordering::Relaxed))
+            .collect();
         let total: u64 = snapshot.iter().sum();
         if total == 0 {
             return None;

@@ -59,7 +59,13 @@ pub fn sanitize(value: &str) -> String {
     let cleaned: String = value
         .chars()
         .filter(|c| !c.is_control())
-        .map(|c| if ",&|;()[]{}$\\\"'`/@<>".contains(c) { ' ' } else { c })
+        .map(|c| {
+            if ",&|;()[]{}$\\\"'`/@<>".contains(c) {
+                ' '
+            } else {
+                c
+            }
+        })
         .collect();
     cleaned.split_whitespace().collect::<Vec<_>>().join(" ")
 }
@@ -89,7 +95,11 @@ fn flatten(prefix: &str, v: &Json, out: &mut HashMap<String, String>) {
     match v {
         Json::Object(m) => {
             for (k, v) in m {
-                let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                let key = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
                 flatten(&key, v, out);
             }
         }
@@ -115,12 +125,20 @@ impl LookupService {
     /// Answers `WEBHOOK_LOOKUP(section,number,field)`: the sanitized value and the status.
     /// Never takes longer than the section's `timeout` (plus scheduling).
     pub fn lookup(&self, section: &str, number: &str, field: &str) -> (String, LookupStatus) {
-        let config = self.config.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let config = self
+            .config
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         let Some(l) = config.lookup(section) else {
             log::warn!("WEBHOOK_LOOKUP: no type = lookup section [{section}] in webhook.conf");
             return (String::new(), LookupStatus::Error);
         };
-        let field = if field.trim().is_empty() { l.default_field.as_str() } else { field.trim() };
+        let field = if field.trim().is_empty() {
+            l.default_field.as_str()
+        } else {
+            field.trim()
+        };
         let key = (section.to_string(), number.to_string());
         if let Some(fields) = self.cached(&key, l) {
             return pick(fields.as_ref(), field);
@@ -128,27 +146,43 @@ impl LookupService {
         match self.ask(section, l, number) {
             Ok(fields) => {
                 let answer = pick(fields.as_ref(), field);
-                self.cache
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .insert(key, Cached { at: Instant::now(), fields });
+                self.cache.lock().unwrap_or_else(|p| p.into_inner()).insert(
+                    key,
+                    Cached {
+                        at: Instant::now(),
+                        fields,
+                    },
+                );
                 answer
             }
             Err(status) => (String::new(), status),
         }
     }
 
-    fn cached(&self, key: &(String, String), l: &Lookup) -> Option<Option<HashMap<String, String>>> {
+    fn cached(
+        &self,
+        key: &(String, String),
+        l: &Lookup,
+    ) -> Option<Option<HashMap<String, String>>> {
         let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
         if cache.len() > 10_000 {
             cache.retain(|_, c| c.at.elapsed() < l.cache.max(MISS_CACHE));
         }
         let c = cache.get(key)?;
-        let ttl = if c.fields.is_some() { l.cache } else { MISS_CACHE.min(l.cache) };
+        let ttl = if c.fields.is_some() {
+            l.cache
+        } else {
+            MISS_CACHE.min(l.cache)
+        };
         (c.at.elapsed() < ttl).then(|| c.fields.clone())
     }
 
-    fn ask(&self, section: &str, l: &Lookup, number: &str) -> Result<Option<HashMap<String, String>>, LookupStatus> {
+    fn ask(
+        &self,
+        section: &str,
+        l: &Lookup,
+        number: &str,
+    ) -> Result<Option<HashMap<String, String>>, LookupStatus> {
         let req = l.render(number).map_err(|e| {
             log::error!("[{section}] lookup {number}: cannot render the request: {e}");
             LookupStatus::Error
@@ -167,7 +201,11 @@ impl LookupService {
                 b.call()
             }
             Method::Post | Method::Put => {
-                let mut b = if req.method == Method::Post { agent.post(&req.url) } else { agent.put(&req.url) };
+                let mut b = if req.method == Method::Post {
+                    agent.post(&req.url)
+                } else {
+                    agent.put(&req.url)
+                };
                 for (k, v) in &req.headers {
                     b = b.header(k, v);
                 }
@@ -175,7 +213,10 @@ impl LookupService {
             }
         };
         let timed_out = |e: &dyn std::fmt::Display| {
-            log::warn!("[{section}] lookup {number}: no answer within {} ms ({e})", l.timeout.as_millis());
+            log::warn!(
+                "[{section}] lookup {number}: no answer within {} ms ({e})",
+                l.timeout.as_millis()
+            );
             LookupStatus::Timeout
         };
         let mut resp = match result {
@@ -188,7 +229,11 @@ impl LookupService {
         };
         let code = resp.status().as_u16();
         let mut body = Vec::new();
-        let read = resp.body_mut().as_reader().take(MAX_ANSWER + 1).read_to_end(&mut body);
+        let read = resp
+            .body_mut()
+            .as_reader()
+            .take(MAX_ANSWER + 1)
+            .read_to_end(&mut body);
         if let Err(e) = read {
             if started.elapsed() >= l.timeout {
                 return Err(timed_out(&e));
@@ -205,7 +250,9 @@ impl LookupService {
             return Err(LookupStatus::Error);
         }
         if body.len() as u64 > MAX_ANSWER {
-            log::warn!("[{section}] lookup {number}: answer larger than {MAX_ANSWER} bytes; ignored");
+            log::warn!(
+                "[{section}] lookup {number}: answer larger than {MAX_ANSWER} bytes; ignored"
+            );
             return Err(LookupStatus::Error);
         }
         parse_answer(&body).map_err(|e| {
@@ -234,19 +281,37 @@ mod tests {
         assert_eq!(sanitize("$[1+1]|x;y"), "1+1 x y");
         assert_eq!(sanitize("Вася\r\n\tПупкин\u{7}"), "ВасяПупкин");
         assert_eq!(sanitize("Вася/Рога и копыта"), "Вася Рога и копыта");
-        for evil in ["100&PJSIP/666", "100,,,U(evil)", "${X}", "$[1]", "a|b", "x)y", "sip:1@h"] {
+        for evil in [
+            "100&PJSIP/666",
+            "100,,,U(evil)",
+            "${X}",
+            "$[1]",
+            "a|b",
+            "x)y",
+            "sip:1@h",
+        ] {
             let s = sanitize(evil);
-            assert!(!s.contains([',', '&', '|', '$', '(', ')', '/', '@']), "{evil} → {s}");
+            assert!(
+                !s.contains([',', '&', '|', '$', '(', ')', '/', '@']),
+                "{evil} → {s}"
+            );
         }
     }
 
     #[test]
     fn strict_and_lenient_answers() {
-        let strict = parse_answer(br#"{"contact_name":"Ivan","responsible":"100","id":7,"crm":{"owner":"anna"}}"#).unwrap().unwrap();
+        let strict = parse_answer(
+            br#"{"contact_name":"Ivan","responsible":"100","id":7,"crm":{"owner":"anna"}}"#,
+        )
+        .unwrap()
+        .unwrap();
         assert_eq!(strict["contact_name"], "Ivan");
         assert_eq!(strict["id"], "7");
         assert_eq!(strict["crm.owner"], "anna");
-        let lenient = parse_answer("{ contact_name: 'Вася/Рога и копыта', responsible: '100' }".as_bytes()).unwrap().unwrap();
+        let lenient =
+            parse_answer("{ contact_name: 'Вася/Рога и копыта', responsible: '100' }".as_bytes())
+                .unwrap()
+                .unwrap();
         assert_eq!(lenient["contact_name"], "Вася/Рога и копыта");
         assert_eq!(lenient["responsible"], "100");
         assert_eq!(parse_answer(b"{}").unwrap(), None);

@@ -74,7 +74,11 @@ impl Param {
         let name = name.trim();
         let mut value = value.trim();
         let mut forced = None;
-        for (suffix, ty) in [("|int", ForcedType::Int), ("|str", ForcedType::Str), ("|bool", ForcedType::Bool)] {
+        for (suffix, ty) in [
+            ("|int", ForcedType::Int),
+            ("|str", ForcedType::Str),
+            ("|bool", ForcedType::Bool),
+        ] {
             if let Some(v) = value.strip_suffix(suffix) {
                 value = v.trim_end();
                 forced = Some(ty);
@@ -86,13 +90,21 @@ impl Param {
             None => (name, false),
         };
         let path: Vec<String> = name.split('.').map(str::to_string).collect();
-        if path.iter().any(|s| s.is_empty() || s.contains(['[', ']', '=', '&', ' '])) {
+        if path
+            .iter()
+            .any(|s| s.is_empty() || s.contains(['[', ']', '=', '&', ' ']))
+        {
             return Err(format!(
                 "bad param name `{name}`: use letters, digits, `_`, `-`, dots to nest and a trailing [] to append"
             ));
         }
         let template = Template::parse(value).map_err(|e| e.to_string())?;
-        Ok(Param { path, append, template, forced })
+        Ok(Param {
+            path,
+            append,
+            template,
+            forced,
+        })
     }
 
     /// The name as query strings and forms write it: `visit[utm_source]`, `tags[]`.
@@ -122,7 +134,11 @@ impl Param {
             ForcedType::Int => match v {
                 Value::Int(_) => v,
                 Value::Bool(b) => Value::Int(b as i64),
-                _ => text.trim().parse::<i64>().map(Value::Int).unwrap_or(Value::Null),
+                _ => text
+                    .trim()
+                    .parse::<i64>()
+                    .map(Value::Int)
+                    .unwrap_or(Value::Null),
             },
             ForcedType::Bool => match text.trim().to_ascii_lowercase().as_str() {
                 "1" | "true" | "yes" | "on" => Value::Bool(true),
@@ -144,13 +160,19 @@ fn to_json(v: Value, ctx: &FormatContext) -> Json {
 }
 
 /// Renders params into a JSON object, nesting dotted names and appending `[]` names.
-pub fn json_object(params: &[Param], src: &dyn FieldSource, ctx: &FormatContext) -> Map<String, Json> {
+pub fn json_object(
+    params: &[Param],
+    src: &dyn FieldSource,
+    ctx: &FormatContext,
+) -> Map<String, Json> {
     let mut root = Map::new();
     for p in params {
         let value = to_json(p.value(src, ctx), ctx);
         let mut obj = &mut root;
         for seg in &p.path[..p.path.len() - 1] {
-            let slot = obj.entry(seg.clone()).or_insert_with(|| Json::Object(Map::new()));
+            let slot = obj
+                .entry(seg.clone())
+                .or_insert_with(|| Json::Object(Map::new()));
             if !slot.is_object() {
                 *slot = Json::Object(Map::new());
             }
@@ -171,7 +193,11 @@ pub fn json_object(params: &[Param], src: &dyn FieldSource, ctx: &FormatContext)
 }
 
 /// Renders params as `name=value` pairs for a query string or form (missing values empty).
-pub fn flat_pairs(params: &[Param], src: &dyn FieldSource, ctx: &FormatContext) -> Vec<(String, String)> {
+pub fn flat_pairs(
+    params: &[Param],
+    src: &dyn FieldSource,
+    ctx: &FormatContext,
+) -> Vec<(String, String)> {
     params
         .iter()
         .map(|p| (p.flat_name(), value_text(&p.value(src, ctx), ctx)))
@@ -236,7 +262,13 @@ mod tests {
 
     #[test]
     fn query_and_form_flatten_php_style_and_encode_utf8() {
-        let p = params(&["id => ${call_id}", "visit.utm_source => ${UTM_SOURCE}", "tags[] => a", "name => ${caller_name}", "none => ${NOPE}"]);
+        let p = params(&[
+            "id => ${call_id}",
+            "visit.utm_source => ${UTM_SOURCE}",
+            "tags[] => a",
+            "name => ${caller_name}",
+            "none => ${NOPE}",
+        ]);
         let pairs = flat_pairs(&p, &src(), &FormatContext::default());
         assert_eq!(
             urlencode(&pairs),

@@ -87,7 +87,9 @@ impl DateFormat {
             "" => Err(TemplateError("empty date format".into())),
             pattern => {
                 if StrftimeItems::new(pattern).any(|i| matches!(i, Item::Error)) {
-                    return Err(TemplateError(format!("not a valid strftime pattern: {pattern}")));
+                    return Err(TemplateError(format!(
+                        "not a valid strftime pattern: {pattern}"
+                    )));
                 }
                 Ok(DateFormat::Strftime(pattern.to_string()))
             }
@@ -117,7 +119,9 @@ impl FormatContext {
         let local = t.with_timezone(&self.timezone);
         match &self.date_format {
             DateFormat::Unix => Value::Int(t.timestamp()),
-            DateFormat::Iso8601 => Value::Str(local.to_rfc3339_opts(chrono::SecondsFormat::Secs, false)),
+            DateFormat::Iso8601 => {
+                Value::Str(local.to_rfc3339_opts(chrono::SecondsFormat::Secs, false))
+            }
             DateFormat::Strftime(p) => Value::Str(local.format(p).to_string()),
         }
     }
@@ -175,11 +179,17 @@ impl<'a> Parser<'a> {
 
     fn expression(&mut self, depth: usize) -> Result<Part, TemplateError> {
         let start = self.pos;
-        let name_len = self.rest().find(|c: char| !is_name_char(c)).unwrap_or(self.rest().len());
+        let name_len = self
+            .rest()
+            .find(|c: char| !is_name_char(c))
+            .unwrap_or(self.rest().len());
         let name = &self.s[start..start + name_len];
         self.pos += name_len;
         if name.is_empty() {
-            return Err(TemplateError(format!("empty or invalid name after ${{ at byte {}", start - 2)));
+            return Err(TemplateError(format!(
+                "empty or invalid name after ${{ at byte {}",
+                start - 2
+            )));
         }
         match self.rest().chars().next() {
             Some('}') => {
@@ -188,7 +198,9 @@ impl<'a> Parser<'a> {
             }
             Some('(') => {
                 let f = HashFn::parse(name).ok_or_else(|| {
-                    TemplateError(format!("unknown function {name}() (known: md5, sha1, sha256, crc32)"))
+                    TemplateError(format!(
+                        "unknown function {name}() (known: md5, sha1, sha256, crc32)"
+                    ))
                 })?;
                 self.pos += 1;
                 let inner = self.template(true, depth + 1)?;
@@ -215,7 +227,11 @@ impl Template {
     /// A template that is just this text.
     pub fn literal(s: &str) -> Template {
         Template {
-            parts: if s.is_empty() { vec![] } else { vec![Part::Text(s.into())] },
+            parts: if s.is_empty() {
+                vec![]
+            } else {
+                vec![Part::Text(s.into())]
+            },
         }
     }
 
@@ -303,7 +319,9 @@ mod tests {
     }
 
     fn src() -> Map {
-        let t = DateTime::parse_from_rfc3339("2024-03-01T09:30:05Z").unwrap().with_timezone(&Utc);
+        let t = DateTime::parse_from_rfc3339("2024-03-01T09:30:05Z")
+            .unwrap()
+            .with_timezone(&Utc);
         Map(HashMap::from([
             ("call_id", Value::Str("1700000000.12".into())),
             ("duration", Value::Int(42)),
@@ -321,15 +339,40 @@ mod tests {
     #[test]
     fn bare_field_keeps_its_type_and_mixed_text_is_a_string() {
         let s = src();
-        assert_eq!(Template::parse("${duration}").unwrap().render_value(&s, &ctx()), Value::Int(42));
-        assert_eq!(Template::parse("${is_new}").unwrap().render_value(&s, &ctx()), Value::Bool(true));
         assert_eq!(
-            Template::parse("d=${duration}s").unwrap().render_value(&s, &ctx()),
+            Template::parse("${duration}")
+                .unwrap()
+                .render_value(&s, &ctx()),
+            Value::Int(42)
+        );
+        assert_eq!(
+            Template::parse("${is_new}")
+                .unwrap()
+                .render_value(&s, &ctx()),
+            Value::Bool(true)
+        );
+        assert_eq!(
+            Template::parse("d=${duration}s")
+                .unwrap()
+                .render_value(&s, &ctx()),
             Value::Str("d=42s".into())
         );
-        assert_eq!(Template::parse("${missing}").unwrap().render_value(&s, &ctx()), Value::Null);
-        assert_eq!(Template::parse("${NOPE}").unwrap().render_value(&s, &ctx()), Value::Null);
-        assert_eq!(Template::parse("x${NOPE}y").unwrap().render_text(&s, &ctx()), "xy");
+        assert_eq!(
+            Template::parse("${missing}")
+                .unwrap()
+                .render_value(&s, &ctx()),
+            Value::Null
+        );
+        assert_eq!(
+            Template::parse("${NOPE}").unwrap().render_value(&s, &ctx()),
+            Value::Null
+        );
+        assert_eq!(
+            Template::parse("x${NOPE}y")
+                .unwrap()
+                .render_text(&s, &ctx()),
+            "xy"
+        );
     }
 
     #[test]
@@ -338,14 +381,26 @@ mod tests {
         let r = |t: &str| Template::parse(t).unwrap().render_text(&s, &ctx());
         // Independent digests of the literal strings (coreutils md5sum / sha1sum / sha256sum).
         assert_eq!(r("${md5(abc)}"), "900150983cd24fb0d6963f7d28e17f72");
-        assert_eq!(r("${sha1(abc)}"), "a9993e364706816aba3e25717850c26c9cd0d89d");
+        assert_eq!(
+            r("${sha1(abc)}"),
+            "a9993e364706816aba3e25717850c26c9cd0d89d"
+        );
         assert_eq!(
             r("${sha256(abc)}"),
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
-        assert_eq!(r("${crc32(The quick brown fox jumps over the lazy dog)}"), "414fa339");
-        assert_eq!(r("${sha256(${call_id}:s3cret)}"), r("${sha256(1700000000.12:s3cret)}"));
-        assert_eq!(r("${md5(${md5(abc)})}"), r("${md5(900150983cd24fb0d6963f7d28e17f72)}"));
+        assert_eq!(
+            r("${crc32(The quick brown fox jumps over the lazy dog)}"),
+            "414fa339"
+        );
+        assert_eq!(
+            r("${sha256(${call_id}:s3cret)}"),
+            r("${sha256(1700000000.12:s3cret)}")
+        );
+        assert_eq!(
+            r("${md5(${md5(abc)})}"),
+            r("${md5(900150983cd24fb0d6963f7d28e17f72)}")
+        );
         assert_eq!(r("${md5(f(x))}"), r("${md5(f(x))}"));
     }
 
@@ -353,19 +408,45 @@ mod tests {
     fn times_follow_the_date_format_and_time_zone() {
         let s = src();
         let t = Template::parse("${time_start}").unwrap();
-        let moscow = FormatContext { date_format: DateFormat::parse("%d.%m.%Y %H:%M").unwrap(), timezone: chrono_tz::Europe::Moscow };
-        assert_eq!(t.render_value(&s, &moscow), Value::Str("01.03.2024 12:30".into()));
-        let iso = FormatContext { date_format: DateFormat::Iso8601, timezone: chrono_tz::Europe::Moscow };
-        assert_eq!(t.render_value(&s, &iso), Value::Str("2024-03-01T12:30:05+03:00".into()));
-        let unix = FormatContext { date_format: DateFormat::Unix, timezone: Tz::UTC };
+        let moscow = FormatContext {
+            date_format: DateFormat::parse("%d.%m.%Y %H:%M").unwrap(),
+            timezone: chrono_tz::Europe::Moscow,
+        };
+        assert_eq!(
+            t.render_value(&s, &moscow),
+            Value::Str("01.03.2024 12:30".into())
+        );
+        let iso = FormatContext {
+            date_format: DateFormat::Iso8601,
+            timezone: chrono_tz::Europe::Moscow,
+        };
+        assert_eq!(
+            t.render_value(&s, &iso),
+            Value::Str("2024-03-01T12:30:05+03:00".into())
+        );
+        let unix = FormatContext {
+            date_format: DateFormat::Unix,
+            timezone: Tz::UTC,
+        };
         assert_eq!(t.render_value(&s, &unix), Value::Int(1709285405));
-        assert_eq!(t.render_value(&s, &ctx()), Value::Str("2024-03-01 09:30:05".into()));
+        assert_eq!(
+            t.render_value(&s, &ctx()),
+            Value::Str("2024-03-01 09:30:05".into())
+        );
         assert!(DateFormat::parse("%Q%").is_err());
     }
 
     #[test]
     fn bad_templates_are_errors() {
-        for bad in ["${call_id", "${", "${}", "a ${sha256(x}", "${sha512(x)}", "${md5(x)", "${a b}"] {
+        for bad in [
+            "${call_id",
+            "${",
+            "${}",
+            "a ${sha256(x}",
+            "${sha512(x)}",
+            "${md5(x)",
+            "${a b}",
+        ] {
             assert!(Template::parse(bad).is_err(), "{bad} should not compile");
         }
         assert!(Template::parse("plain $ text {}").is_ok());

@@ -27,11 +27,16 @@ fn sandbox_sh() -> PathBuf {
 /// Whether live tests can run here; in CI (`CI=true`) missing prerequisites are a failure.
 pub fn live_prerequisites() -> bool {
     let root = unsafe { libc::geteuid() } == 0;
-    let sipp = Command::new("sh").args(["-c", "command -v sipp"]).output().map(|o| o.status.success()).unwrap_or(false);
+    let sipp = Command::new("sh")
+        .args(["-c", "command -v sipp"])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
     if root && sipp {
         return true;
     }
-    let why = format!("live tests need root and sipp (root: {root}, sipp: {sipp}); run ./tests/run.sh");
+    let why =
+        format!("live tests need root and sipp (root: {root}, sipp: {sipp}); run ./tests/run.sh");
     if std::env::var("CI").as_deref() == Ok("true") {
         panic!("{why}");
     }
@@ -40,15 +45,25 @@ pub fn live_prerequisites() -> bool {
 }
 
 fn free_udp_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn free_tcp_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn run(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
     if !out.status.success() {
         panic!(
             "{cmd:?} failed: {}\n{}",
@@ -66,7 +81,9 @@ fn module() -> &'static Path {
             return PathBuf::from(p);
         }
         run(Command::new(sandbox_sh()).arg("ensure"));
-        let include = run(Command::new(sandbox_sh()).arg("include-dir")).trim().to_string();
+        let include = run(Command::new(sandbox_sh()).arg("include-dir"))
+            .trim()
+            .to_string();
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         run(Command::new(cargo)
             .args(["build", "--release", "--lib"])
@@ -104,7 +121,9 @@ impl Sandbox {
         }
         let lock = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
         let module = module().to_path_buf();
-        run(Command::new(sandbox_sh()).arg("install-module").arg(&module));
+        run(Command::new(sandbox_sh())
+            .arg("install-module")
+            .arg(&module));
         let dir = repo().join("target/live").join(name);
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(dir.join("etc")).unwrap();
@@ -116,11 +135,20 @@ impl Sandbox {
             uas_ring: free_udp_port(),
             rtp: 20000 + (std::process::id() % 200) as u16 * 100,
         };
-        let mut sandbox = Sandbox { dir, ports, uas: Vec::new(), _lock: lock };
+        let mut sandbox = Sandbox {
+            dir,
+            ports,
+            uas: Vec::new(),
+            _lock: lock,
+        };
         for entry in std::fs::read_dir(repo().join("tests/asterisk-etc")).unwrap() {
             let path = entry.unwrap().path();
             let text = std::fs::read_to_string(&path).unwrap();
-            std::fs::write(sandbox.dir.join("etc").join(path.file_name().unwrap()), sandbox.substitute(&text, receiver_url)).unwrap();
+            std::fs::write(
+                sandbox.dir.join("etc").join(path.file_name().unwrap()),
+                sandbox.substitute(&text, receiver_url),
+            )
+            .unwrap();
         }
         sandbox.write_webhook_conf(webhook_conf, receiver_url);
         sandbox.start_uas();
@@ -142,7 +170,11 @@ impl Sandbox {
 
     /// Replaces `/etc/asterisk/webhook.conf` (takes effect at the next reload or start).
     pub fn write_webhook_conf(&self, text: &str, receiver_url: &str) {
-        std::fs::write(self.dir.join("etc/webhook.conf"), self.substitute(text, receiver_url)).unwrap();
+        std::fs::write(
+            self.dir.join("etc/webhook.conf"),
+            self.substitute(text, receiver_url),
+        )
+        .unwrap();
     }
 
     fn start_uas(&mut self) {
@@ -155,7 +187,15 @@ impl Sandbox {
             let child = Command::new("sipp")
                 .arg("-sf")
                 .arg(sipp_dir.join(scenario))
-                .args(["-i", "127.0.0.1", "-p", &port.to_string(), "-aa", "-nostdin", "-nd"])
+                .args([
+                    "-i",
+                    "127.0.0.1",
+                    "-p",
+                    &port.to_string(),
+                    "-aa",
+                    "-nostdin",
+                    "-nd",
+                ])
                 .args(extra)
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
@@ -171,7 +211,10 @@ impl Sandbox {
 
     /// One Asterisk CLI command.
     pub fn cli(&self, cmd: &str) -> String {
-        run(Command::new(sandbox_sh()).arg("cli").arg(&self.dir).arg(cmd))
+        run(Command::new(sandbox_sh())
+            .arg("cli")
+            .arg(&self.dir)
+            .arg(cmd))
     }
 
     /// Asterisk's log so far.
@@ -215,7 +258,19 @@ impl Sandbox {
             .arg(repo().join("tests/sipp").join(scenario))
             .args(["-key", "caller", caller, "-s", did])
             .arg(format!("127.0.0.1:{}", self.ports.sip))
-            .args(["-i", "127.0.0.1", "-p", &port.to_string(), "-m", "1", "-d", &ms.to_string(), "-aa", "-nostdin", "-nd"])
+            .args([
+                "-i",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+                "-m",
+                "1",
+                "-d",
+                &ms.to_string(),
+                "-aa",
+                "-nostdin",
+                "-nd",
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status()
@@ -226,7 +281,10 @@ impl Sandbox {
 
 impl Drop for Sandbox {
     fn drop(&mut self) {
-        let _ = Command::new(sandbox_sh()).arg("stop").arg(&self.dir).status();
+        let _ = Command::new(sandbox_sh())
+            .arg("stop")
+            .arg(&self.dir)
+            .status();
         for c in &mut self.uas {
             let _ = c.kill();
             let _ = c.wait();
@@ -250,12 +308,17 @@ impl Received {
     }
 
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 
     /// Query-string (or form body) parameters.
     pub fn pairs(text: &str) -> Vec<(String, String)> {
-        form_urlencoded::parse(text.as_bytes()).into_owned().collect()
+        form_urlencoded::parse(text.as_bytes())
+            .into_owned()
+            .collect()
     }
 
     pub fn query(&self) -> Vec<(String, String)> {
@@ -289,7 +352,10 @@ impl Receiver {
         let server = Arc::new(tiny_http::Server::http(("127.0.0.1", port)).expect("receiver"));
         let port = server.server_addr().to_ip().unwrap().port();
         let got = Arc::new(Mutex::new(Vec::new()));
-        let behaviour = Arc::new(Mutex::new(Behaviour { status: 200, delay: Duration::ZERO }));
+        let behaviour = Arc::new(Mutex::new(Behaviour {
+            status: 200,
+            delay: Duration::ZERO,
+        }));
         let (s, g, b) = (server.clone(), got.clone(), behaviour.clone());
         let thread = std::thread::spawn(move || {
             for mut req in s.incoming_requests() {
@@ -298,7 +364,11 @@ impl Receiver {
                 let r = Received {
                     method: req.method().to_string(),
                     url: req.url().to_string(),
-                    headers: req.headers().iter().map(|h| (h.field.to_string(), h.value.to_string())).collect(),
+                    headers: req
+                        .headers()
+                        .iter()
+                        .map(|h| (h.field.to_string(), h.value.to_string()))
+                        .collect(),
                     body,
                     at: Instant::now(),
                 };
@@ -307,10 +377,17 @@ impl Receiver {
                 if (200..300).contains(&now.status) {
                     g.lock().unwrap().push(r);
                 }
-                let _ = req.respond(tiny_http::Response::from_string("ok").with_status_code(now.status));
+                let _ = req
+                    .respond(tiny_http::Response::from_string("ok").with_status_code(now.status));
             }
         });
-        Receiver { port, got, behaviour, server, thread: Some(thread) }
+        Receiver {
+            port,
+            got,
+            behaviour,
+            server,
+            thread: Some(thread),
+        }
     }
 
     pub fn url(&self) -> String {
@@ -327,7 +404,12 @@ impl Receiver {
     }
 
     /// Waits until `pred` holds for what was received, or panics after `timeout`.
-    pub fn wait_for(&self, what: &str, timeout: Duration, pred: impl Fn(&[Received]) -> bool) -> Vec<Received> {
+    pub fn wait_for(
+        &self,
+        what: &str,
+        timeout: Duration,
+        pred: impl Fn(&[Received]) -> bool,
+    ) -> Vec<Received> {
         let deadline = Instant::now() + timeout;
         loop {
             let got = self.received();
@@ -335,8 +417,14 @@ impl Receiver {
                 return got;
             }
             if Instant::now() > deadline {
-                panic!("timed out after {timeout:?} waiting for {what}; received {} request(s):\n{}",
-                    got.len(), got.iter().map(|r| format!("{} {} {}", r.method, r.url, r.body)).collect::<Vec<_>>().join("\n"));
+                panic!(
+                    "timed out after {timeout:?} waiting for {what}; received {} request(s):\n{}",
+                    got.len(),
+                    got.iter()
+                        .map(|r| format!("{} {} {}", r.method, r.url, r.body))
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                );
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -354,7 +442,10 @@ impl Drop for Receiver {
 
 /// JSON webhooks for a call, in arrival order.
 pub fn events_of(got: &[Received], call_id: &str) -> Vec<Json> {
-    got.iter().map(|r| r.json()).filter(|j| j["call_id"] == call_id).collect()
+    got.iter()
+        .map(|r| r.json())
+        .filter(|j| j["call_id"] == call_id)
+        .collect()
 }
 
 /// The `webhook.conf` most live tests use: one JSON endpoint with every field.

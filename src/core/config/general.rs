@@ -33,7 +33,9 @@ impl Default for General {
             repeat_window_days: 90,
             spool_dir: None,
             timeout: Duration::from_millis(5000),
-            retry: [5, 30, 120, 600, 3600, 21600].map(Duration::from_secs).to_vec(),
+            retry: [5, 30, 120, 600, 3600, 21600]
+                .map(Duration::from_secs)
+                .to_vec(),
             format: FormatContext::default(),
         }
     }
@@ -54,7 +56,8 @@ impl General {
                 self.recording_url = Some(Template::parse(v).map_err(|e| e.to_string())?)
             }
             "repeat_window" => {
-                self.repeat_window_days = u32::try_from(values::number(v)?).map_err(|_| "too large".to_string())?
+                self.repeat_window_days =
+                    u32::try_from(values::number(v)?).map_err(|_| "too large".to_string())?
             }
             "spool_dir" => {
                 if !v.starts_with('/') {
@@ -64,7 +67,9 @@ impl General {
             }
             "timeout" => self.timeout = values::duration(v, Duration::from_millis(1))?,
             "retry" => self.retry = values::durations(v)?,
-            "date_format" => self.format.date_format = DateFormat::parse(v).map_err(|e| e.to_string())?,
+            "date_format" => {
+                self.format.date_format = DateFormat::parse(v).map_err(|e| e.to_string())?
+            }
             "timezone" => {
                 self.format.timezone = v
                     .parse()

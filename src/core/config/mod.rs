@@ -65,10 +65,31 @@ pub struct Config {
 
 /// Names templates may use that are not call data.
 const BUILTIN_FIELDS: &[&str] = &[
-    "call_id", "event", "direction", "caller", "caller_name", "called", "ext", "time_start",
-    "time_answer", "time_end", "wait_duration", "duration", "total_duration", "status",
-    "hangup_cause", "recording", "recording_url", "is_new", "is_duplicate", "context", "exten",
-    "channel", "uniqueid", "accountcode", "number",
+    "call_id",
+    "event",
+    "direction",
+    "caller",
+    "caller_name",
+    "called",
+    "ext",
+    "time_start",
+    "time_answer",
+    "time_end",
+    "wait_duration",
+    "duration",
+    "total_duration",
+    "status",
+    "hangup_cause",
+    "recording",
+    "recording_url",
+    "is_new",
+    "is_duplicate",
+    "context",
+    "exten",
+    "channel",
+    "uniqueid",
+    "accountcode",
+    "number",
 ];
 
 impl Config {
@@ -84,7 +105,11 @@ impl Config {
                         section: "general".into(),
                         key: Some(e.key.clone()),
                         line: e.line,
-                        reason: if reason == "unknown key" { format!("unknown key `{}` (ignored)", e.key) } else { reason },
+                        reason: if reason == "unknown key" {
+                            format!("unknown key `{}` (ignored)", e.key)
+                        } else {
+                            reason
+                        },
                     });
                 }
             }
@@ -93,14 +118,24 @@ impl Config {
         let mut paths = HashSet::new();
         for s in raw.sections.iter().filter(|s| s.name != "general") {
             if sections.iter().any(|x| x.name == s.name) {
-                errors.push(section_error(raw, s, None, "defined twice; the second is skipped".into()));
+                errors.push(section_error(
+                    raw,
+                    s,
+                    None,
+                    "defined twice; the second is skipped".into(),
+                ));
                 continue;
             }
             match parse_section(s, &general, raw) {
                 Ok(section) => {
                     if let SectionKind::Originate(o) = &section.kind {
                         if !paths.insert(o.path.clone()) {
-                            errors.push(section_error(raw, s, Some("path"), format!("/webhook/{} is already served by another section", o.path)));
+                            errors.push(section_error(
+                                raw,
+                                s,
+                                Some("path"),
+                                format!("/webhook/{} is already served by another section", o.path),
+                            ));
                             continue;
                         }
                     }
@@ -151,7 +186,12 @@ impl Config {
             }
         }
         if let Some(t) = &self.general.recording_url {
-            out.extend(t.fields().into_iter().filter(|f| !BUILTIN_FIELDS.contains(f)).map(String::from));
+            out.extend(
+                t.fields()
+                    .into_iter()
+                    .filter(|f| !BUILTIN_FIELDS.contains(f))
+                    .map(String::from),
+            );
         }
         out
     }
@@ -182,30 +222,63 @@ impl Config {
     }
 }
 
-fn section_error(raw: &RawConfig, s: &RawSection, key: Option<&str>, reason: String) -> ConfigError {
+fn section_error(
+    raw: &RawConfig,
+    s: &RawSection,
+    key: Option<&str>,
+    reason: String,
+) -> ConfigError {
     let line = key
         .and_then(|k| s.entries.iter().find(|e| e.key == k))
         .or(s.entries.first())
         .map(|e| e.line)
         .unwrap_or(0);
-    let file = s.entries.first().map(|e| e.file.clone()).unwrap_or_else(|| raw.file.clone());
-    ConfigError { file, section: s.name.clone(), key: key.map(String::from), line, reason }
+    let file = s
+        .entries
+        .first()
+        .map(|e| e.file.clone())
+        .unwrap_or_else(|| raw.file.clone());
+    ConfigError {
+        file,
+        section: s.name.clone(),
+        key: key.map(String::from),
+        line,
+        reason,
+    }
 }
 
 /// Parses one non-general section; every problem in it is reported, and any problem skips it.
-fn parse_section(s: &RawSection, general: &General, raw: &RawConfig) -> Result<Section, Vec<ConfigError>> {
-    let value_of = |k: &str| s.entries.iter().rev().find(|e| e.key == k).map(|e| e.value.trim().to_string());
+fn parse_section(
+    s: &RawSection,
+    general: &General,
+    raw: &RawConfig,
+) -> Result<Section, Vec<ConfigError>> {
+    let value_of = |k: &str| {
+        s.entries
+            .iter()
+            .rev()
+            .find(|e| e.key == k)
+            .map(|e| e.value.trim().to_string())
+    };
     let Some(kind) = value_of("type") else {
-        return Err(vec![section_error(raw, s, None, "missing `type` (webhook, lookup or originate)".into())]);
+        return Err(vec![section_error(
+            raw,
+            s,
+            None,
+            "missing `type` (webhook, lookup or originate)".into(),
+        )]);
     };
     let mut errors = Vec::new();
     let preset = match value_of("preset") {
         Some(p) => match preset::Preset::parse(&p) {
             Some(p) => Some(p),
             None => {
-                return Err(vec![section_error(raw, s, Some("preset"), format!(
-                    "unknown preset `{p}` (roistat, mango, xvb, calltracking, callkeeper)"
-                ))])
+                return Err(vec![section_error(
+                    raw,
+                    s,
+                    Some("preset"),
+                    format!("unknown preset `{p}` (roistat, mango, xvb, calltracking, callkeeper)"),
+                )])
             }
         },
         None => None,
@@ -213,13 +286,23 @@ fn parse_section(s: &RawSection, general: &General, raw: &RawConfig) -> Result<S
 
     let mut spec = RequestSpec::new(general.format_context());
     let mut target = match kind.as_str() {
-        "webhook" => SectionKind::Webhook(Webhook::new(spec.clone(), general.timeout, general.retry.clone())),
-        "lookup" => SectionKind::Lookup(Lookup::new(spec.clone(), general.timeout.min(std::time::Duration::from_millis(1500)))),
+        "webhook" => SectionKind::Webhook(Webhook::new(
+            spec.clone(),
+            general.timeout,
+            general.retry.clone(),
+        )),
+        "lookup" => SectionKind::Lookup(Lookup::new(
+            spec.clone(),
+            general.timeout.min(std::time::Duration::from_millis(1500)),
+        )),
         "originate" => SectionKind::Originate(Originate::default()),
         other => {
-            return Err(vec![section_error(raw, s, Some("type"), format!(
-                "unknown type `{other}` (webhook, lookup or originate)"
-            ))])
+            return Err(vec![section_error(
+                raw,
+                s,
+                Some("type"),
+                format!("unknown type `{other}` (webhook, lookup or originate)"),
+            )])
         }
     };
     if let Some(p) = preset {
@@ -231,8 +314,12 @@ fn parse_section(s: &RawSection, general: &General, raw: &RawConfig) -> Result<S
             continue;
         }
         let result = match &mut target {
-            SectionKind::Webhook(w) => spec.apply(&e.key, &e.value).unwrap_or_else(|| w.apply(&e.key, &e.value)),
-            SectionKind::Lookup(l) => spec.apply(&e.key, &e.value).unwrap_or_else(|| l.apply(&e.key, &e.value)),
+            SectionKind::Webhook(w) => spec
+                .apply(&e.key, &e.value)
+                .unwrap_or_else(|| w.apply(&e.key, &e.value)),
+            SectionKind::Lookup(l) => spec
+                .apply(&e.key, &e.value)
+                .unwrap_or_else(|| l.apply(&e.key, &e.value)),
             SectionKind::Originate(o) => o.apply(&e.key, &e.value),
         };
         if let Err(reason) = result {
@@ -267,7 +354,10 @@ fn parse_section(s: &RawSection, general: &General, raw: &RawConfig) -> Result<S
         errors.push(section_error(raw, s, Some(key), reason));
     }
     if errors.is_empty() {
-        Ok(Section { name: s.name.clone(), kind: target })
+        Ok(Section {
+            name: s.name.clone(),
+            kind: target,
+        })
     } else {
         for e in errors.iter_mut() {
             e.reason.push_str("; section skipped");
@@ -324,7 +414,10 @@ context = from-internal
     fn a_good_file_loads_every_section() {
         let (c, errors) = parse(GOOD);
         assert!(errors.is_empty(), "{errors:?}");
-        assert_eq!(c.general.internal_contexts, ["from-internal", "from-office"]);
+        assert_eq!(
+            c.general.internal_contexts,
+            ["from-internal", "from-office"]
+        );
         assert_eq!(c.general.repeat_window_days, 30);
         let w = c.webhook("crm").unwrap();
         assert!(w.wants(EventKind::End, Direction::In));
@@ -383,7 +476,13 @@ method = DELETE
 url = http://x/
 ";
         let (c, errors) = parse(text);
-        assert_eq!(c.sections.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(), ["ok"]);
+        assert_eq!(
+            c.sections
+                .iter()
+                .map(|s| s.name.as_str())
+                .collect::<Vec<_>>(),
+            ["ok"]
+        );
         let shown: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
         let expect = [
             "webhook.conf:9 [unknown-key] colour: unknown key `colour` for type = webhook; section skipped",
@@ -396,18 +495,31 @@ url = http://x/
             "webhook.conf:41 [no-type]: missing `type` (webhook, lookup or originate)",
         ];
         for e in expect {
-            assert!(shown.iter().any(|s| s == e), "missing error:\n  {e}\ngot:\n  {}", shown.join("\n  "));
+            assert!(
+                shown.iter().any(|s| s == e),
+                "missing error:\n  {e}\ngot:\n  {}",
+                shown.join("\n  ")
+            );
         }
     }
 
     #[test]
     fn reload_keeps_the_previous_version_of_a_section_that_broke() {
-        let (old, _) = parse("[a]\ntype = webhook\nurl = http://a/\n[b]\ntype = webhook\nurl = http://b/\n");
-        let raw = RawConfig::parse_text("webhook.conf", "[a]\ntype = webhook\nurl = http://a2/\n[b]\ntype = webhook\nurl = gopher://b/\n");
+        let (old, _) =
+            parse("[a]\ntype = webhook\nurl = http://a/\n[b]\ntype = webhook\nurl = http://b/\n");
+        let raw = RawConfig::parse_text(
+            "webhook.conf",
+            "[a]\ntype = webhook\nurl = http://a2/\n[b]\ntype = webhook\nurl = gopher://b/\n",
+        );
         let (new, errors) = Config::reload(&old, &raw);
-        assert_eq!(new.webhook("a").unwrap().request.url, crate::core::template::Template::parse("http://a2/").unwrap());
+        assert_eq!(
+            new.webhook("a").unwrap().request.url,
+            crate::core::template::Template::parse("http://a2/").unwrap()
+        );
         assert_eq!(new.webhook("b"), old.webhook("b"));
-        assert!(errors.iter().any(|e| e.section == "b" && e.reason.contains("keeping the previous version")));
+        assert!(errors
+            .iter()
+            .any(|e| e.section == "b" && e.reason.contains("keeping the previous version")));
     }
 
     #[test]
@@ -430,5 +542,18 @@ url = http://x/
             let _ = crate::core::template::Template::parse(&t);
             let _ = crate::core::payload::Param::parse(&format!("x => {t}"));
         }
+    }
+}
+
+#[cfg(test)]
+mod sample_tests {
+    use super::*;
+
+    #[test]
+    fn the_shipped_sample_loads_without_errors() {
+        let text = include_str!("../../../asterisk/webhook.conf.sample");
+        let (c, errors) = Config::from_raw(&RawConfig::parse_text("webhook.conf.sample", text));
+        assert!(errors.is_empty(), "{}", errors.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n"));
+        assert_eq!(c.sections.len(), 3);
     }
 }

@@ -69,7 +69,12 @@ impl Originate {
         match key {
             "path" => {
                 let p = v.trim_matches('/');
-                if p.is_empty() || !p.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_./".contains(&b)) || p.contains("..") {
+                if p.is_empty()
+                    || !p
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"-_./".contains(&b))
+                    || p.contains("..")
+                {
                     return Err(format!("bad path `{v}` (letters, digits, - _ . /)"));
                 }
                 self.path = p.to_string();
@@ -81,9 +86,13 @@ impl Originate {
             "allowed_from" => self.allowed_from = anchored(v)?,
             "rate_limit" => {
                 let n = values::number(v.trim_end_matches("/min").trim())?;
-                self.rate_limit = u32::try_from(n).map_err(|_| "too large".to_string())?.max(1);
+                self.rate_limit = u32::try_from(n)
+                    .map_err(|_| "too large".to_string())?
+                    .max(1);
             }
-            "ring_timeout" | "timeout" => self.ring_timeout = values::duration(v, Duration::from_secs(1))?,
+            "ring_timeout" | "timeout" => {
+                self.ring_timeout = values::duration(v, Duration::from_secs(1))?
+            }
             "caller_id" => self.caller_id = Some(v.to_string()),
             _ => return Err("unknown key".into()),
         }
@@ -95,7 +104,10 @@ impl Originate {
             return Err(("path", "missing".into()));
         }
         if self.token.is_empty() {
-            return Err(("token", "missing (click-to-call is never open without a token)".into()));
+            return Err((
+                "token",
+                "missing (click-to-call is never open without a token)".into(),
+            ));
         }
         if self.context.is_empty() {
             return Err(("context", "missing".into()));

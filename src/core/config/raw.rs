@@ -32,7 +32,11 @@ impl RawConfig {
     /// `key = value`, `key => value`, `;` comments. (The module itself uses Asterisk's own
     /// loader, which adds templates and `#include`.)
     pub fn parse_text(file: &str, text: &str) -> RawConfig {
-        let mut cfg = RawConfig { file: file.to_string(), missing: false, sections: Vec::new() };
+        let mut cfg = RawConfig {
+            file: file.to_string(),
+            missing: false,
+            sections: Vec::new(),
+        };
         for (i, line) in text.lines().enumerate() {
             let line = match line.find(';') {
                 Some(p) if !line[..p].ends_with('\\') => &line[..p],
@@ -44,7 +48,10 @@ impl RawConfig {
             }
             if let Some(rest) = line.strip_prefix('[') {
                 let name = rest.split(']').next().unwrap_or("").trim().to_string();
-                cfg.sections.push(RawSection { name, entries: Vec::new() });
+                cfg.sections.push(RawSection {
+                    name,
+                    entries: Vec::new(),
+                });
                 continue;
             }
             let (key, value) = match (line.find("=>"), line.find('=')) {
@@ -53,7 +60,10 @@ impl RawConfig {
                 _ => (line, ""),
             };
             if cfg.sections.is_empty() {
-                cfg.sections.push(RawSection { name: String::new(), entries: Vec::new() });
+                cfg.sections.push(RawSection {
+                    name: String::new(),
+                    entries: Vec::new(),
+                });
             }
             let section = cfg.sections.last_mut().expect("pushed above");
             section.entries.push(RawEntry {

@@ -13,7 +13,11 @@ use crate::core::template::{DateFormat, FormatContext, Template};
 use crate::core::value::{FieldSource, Value};
 
 /// Characters a value keeps unescaped inside a URL (RFC 3986 unreserved).
-const URL_VALUE: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');
+const URL_VALUE: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
 
 /// Why a request could not be rendered for one event.
 #[derive(Debug, Clone, PartialEq)]
@@ -66,7 +70,11 @@ impl RequestSpec {
 
     /// The format in force.
     pub fn format(&self) -> Format {
-        self.format.unwrap_or(if self.method == Method::Get { Format::Query } else { Format::Json })
+        self.format.unwrap_or(if self.method == Method::Get {
+            Format::Query
+        } else {
+            Format::Json
+        })
     }
 
     /// Applies one key if it describes the request; `None` when the key is not a request key.
@@ -82,7 +90,9 @@ impl RequestSpec {
                 .ok_or_else(|| format!("unknown format `{v}` (query, form, json, jsonrpc or raw)")),
             "param" => Param::parse(v).map(|p| self.set_param(p, None)),
             "header" => parse_header(v).map(|h| self.headers.push(h)),
-            "body" => Template::parse(v).map(|t| self.body = Some(t)).map_err(|e| e.to_string()),
+            "body" => Template::parse(v)
+                .map(|t| self.body = Some(t))
+                .map_err(|e| e.to_string()),
             "content_type" => {
                 self.content_type = Some(v.to_string());
                 Ok(())
@@ -91,7 +101,9 @@ impl RequestSpec {
                 self.jsonrpc_method = Some(v.to_string());
                 Ok(())
             }
-            "date_format" => DateFormat::parse(v).map(|d| self.ctx.date_format = d).map_err(|e| e.to_string()),
+            "date_format" => DateFormat::parse(v)
+                .map(|d| self.ctx.date_format = d)
+                .map_err(|e| e.to_string()),
             "timezone" => v
                 .parse::<chrono_tz::Tz>()
                 .map(|tz| self.ctx.timezone = tz)
@@ -106,7 +118,9 @@ impl RequestSpec {
     pub fn set_param(&mut self, param: Param, events: Option<Vec<EventKind>>) {
         let name = param.flat_name();
         if !param.append {
-            self.params.retain(|p| p.param.flat_name() != name || (events.is_some() && p.events != events));
+            self.params.retain(|p| {
+                p.param.flat_name() != name || (events.is_some() && p.events != events)
+            });
         }
         self.params.push(EventParam { param, events });
     }
@@ -119,9 +133,15 @@ impl RequestSpec {
         if self.format() == Format::Raw && self.body.is_none() {
             return Err(("body", "format = raw needs a body template".into()));
         }
-        if self.format() != Format::Query && self.method == Method::Get && self.format() != Format::Raw {
+        if self.format() != Format::Query
+            && self.method == Method::Get
+            && self.format() != Format::Raw
+        {
             // GET with a body is legal HTTP but most servers ignore it: say so rather than guess.
-            return Err(("format", "method = GET sends params in the query string: use format = query".into()));
+            return Err((
+                "format",
+                "method = GET sends params in the query string: use format = query".into(),
+            ));
         }
         Ok(())
     }
@@ -145,9 +165,9 @@ impl RequestSpec {
     /// Renders the request for one event (or one lookup).
     pub fn render(&self, src: &dyn FieldSource) -> Result<HttpRequest, RenderError> {
         let params = self.params_for(src);
-        let mut url = self
-            .url
-            .render_with(src, &self.ctx, &|v| utf8_percent_encode(v, URL_VALUE).to_string());
+        let mut url = self.url.render_with(src, &self.ctx, &|v| {
+            utf8_percent_encode(v, URL_VALUE).to_string()
+        });
         let format = self.format();
         let body = match format {
             Format::Query => {
@@ -185,18 +205,31 @@ impl RequestSpec {
             return Err(RenderError(format!("rendered url is not http(s): {url}")));
         }
         let mut headers: Vec<(String, String)> = Vec::new();
-        if let Some(ct) = self.content_type.as_deref().or(format.default_content_type()) {
+        if let Some(ct) = self
+            .content_type
+            .as_deref()
+            .or(format.default_content_type())
+        {
             if format != Format::Query || self.content_type.is_some() {
                 headers.push(("Content-Type".into(), ct.to_string()));
             }
         }
         for (name, t) in &self.headers {
             // Header injection guard: a value can never start a new header line.
-            let value: String = t.render_text(src, &self.ctx).chars().filter(|c| *c != '\r' && *c != '\n').collect();
+            let value: String = t
+                .render_text(src, &self.ctx)
+                .chars()
+                .filter(|c| *c != '\r' && *c != '\n')
+                .collect();
             headers.retain(|(n, _)| !n.eq_ignore_ascii_case(name));
             headers.push((name.clone(), value));
         }
-        Ok(HttpRequest { method: self.method, url, headers, body })
+        Ok(HttpRequest {
+            method: self.method,
+            url,
+            headers,
+            body,
+        })
     }
 
     /// Every field the templates read.
@@ -231,8 +264,15 @@ fn parse_header(v: &str) -> Result<(String, Template), String> {
         .split_once(':')
         .ok_or_else(|| format!("expected `Name: value`, got `{v}`"))?;
     let name = name.trim();
-    if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+    if name.is_empty()
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
         return Err(format!("bad header name `{name}`"));
     }
-    Ok((name.to_string(), Template::parse(value.trim()).map_err(|e| e.to_string())?))
+    Ok((
+        name.to_string(),
+        Template::parse(value.trim()).map_err(|e| e.to_string())?,
+    ))
 }

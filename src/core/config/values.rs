@@ -56,8 +56,14 @@ mod tests {
             durations("5s, 30s, 2m, 10m, 1h, 6h").unwrap(),
             [5, 30, 120, 600, 3600, 21600].map(Duration::from_secs)
         );
-        assert_eq!(duration("1500", Duration::from_millis(1)).unwrap(), Duration::from_millis(1500));
-        assert_eq!(duration("250ms", Duration::from_secs(1)).unwrap(), Duration::from_millis(250));
+        assert_eq!(
+            duration("1500", Duration::from_millis(1)).unwrap(),
+            Duration::from_millis(1500)
+        );
+        assert_eq!(
+            duration("250ms", Duration::from_secs(1)).unwrap(),
+            Duration::from_millis(250)
+        );
         assert!(duration("5 parsecs", Duration::from_secs(1)).is_err());
         assert!(duration("", Duration::from_secs(1)).is_err());
         assert_eq!(list(" a, ,b ,"), ["a", "b"]);

@@ -44,13 +44,19 @@ impl Webhook {
             "events" => {
                 self.events = values::list(v)
                     .iter()
-                    .map(|e| EventKind::parse(e).ok_or_else(|| format!("unknown event `{e}` (start, answer, end)")))
+                    .map(|e| {
+                        EventKind::parse(e)
+                            .ok_or_else(|| format!("unknown event `{e}` (start, answer, end)"))
+                    })
                     .collect::<Result<_, _>>()?
             }
             "direction" => {
                 self.directions = values::list(v)
                     .iter()
-                    .map(|d| Direction::parse(d).ok_or_else(|| format!("unknown direction `{d}` (in, out)")))
+                    .map(|d| {
+                        Direction::parse(d)
+                            .ok_or_else(|| format!("unknown direction `{d}` (in, out)"))
+                    })
                     .collect::<Result<_, _>>()?
             }
             "timeout" => self.timeout = values::duration(v, Duration::from_millis(1))?,

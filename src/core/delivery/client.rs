@@ -34,7 +34,10 @@ pub fn agent(timeout: Duration, tls_ca: Option<&Path>) -> Result<Agent, String> 
             })
             .collect();
         if certs.is_empty() {
-            return Err(format!("tls_ca {}: no PEM certificate in it", path.display()));
+            return Err(format!(
+                "tls_ca {}: no PEM certificate in it",
+                path.display()
+            ));
         }
         tls = tls.root_certs(RootCerts::new_with_certs(&certs));
     }
@@ -62,7 +65,11 @@ pub fn send(agent: &Agent, req: &HttpRequest, extra: &[(String, String)]) -> Out
             b.call()
         }
         Method::Post | Method::Put => {
-            let mut b = if req.method == Method::Post { agent.post(&req.url) } else { agent.put(&req.url) };
+            let mut b = if req.method == Method::Post {
+                agent.post(&req.url)
+            } else {
+                agent.put(&req.url)
+            };
             for (k, v) in headers {
                 b = b.header(k, v);
             }
@@ -78,11 +85,19 @@ pub fn send(agent: &Agent, req: &HttpRequest, extra: &[(String, String)]) -> Out
                 .and_then(|v| v.to_str().ok())
                 .and_then(parse_retry_after);
             let mut buf = Vec::new();
-            let _ = resp.body_mut().as_reader().take(BODY_EXCERPT).read_to_end(&mut buf);
+            let _ = resp
+                .body_mut()
+                .as_reader()
+                .take(BODY_EXCERPT)
+                .read_to_end(&mut buf);
             Outcome {
                 attempt: Attempt::Status { code, retry_after },
                 latency: started.elapsed(),
-                excerpt: String::from_utf8_lossy(&buf).chars().filter(|c| !c.is_control()).take(200).collect(),
+                excerpt: String::from_utf8_lossy(&buf)
+                    .chars()
+                    .filter(|c| !c.is_control())
+                    .take(200)
+                    .collect(),
             }
         }
         Err(e) => Outcome {

@@ -73,7 +73,10 @@ impl Dispatcher {
         let seq = spool.max_seq()?;
         let pending = spool.pending_len()?;
         if pending > 0 {
-            log::info!("spool {}: {pending} delivery(ies) waiting from before", spool_dir.display());
+            log::info!(
+                "spool {}: {pending} delivery(ies) waiting from before",
+                spool_dir.display()
+            );
         }
         Ok(Dispatcher {
             spool: Some(Arc::new(spool)),
@@ -84,7 +87,11 @@ impl Dispatcher {
     }
 
     fn env(&self) -> WorkerEnv {
-        WorkerEnv { spool: self.spool.clone(), seq: self.seq.clone(), errors: self.errors.clone() }
+        WorkerEnv {
+            spool: self.spool.clone(),
+            seq: self.seq.clone(),
+            errors: self.errors.clone(),
+        }
     }
 
     /// Adds, updates and removes section workers. A removed section's queue goes to the spool
@@ -92,7 +99,11 @@ impl Dispatcher {
     pub fn configure(&self, endpoints: Vec<EndpointPolicy>) {
         let mut sections = self.sections.lock().unwrap_or_else(|p| p.into_inner());
         let wanted: Vec<String> = endpoints.iter().map(|e| e.name.clone()).collect();
-        let gone: Vec<String> = sections.keys().filter(|k| !wanted.contains(k)).cloned().collect();
+        let gone: Vec<String> = sections
+            .keys()
+            .filter(|k| !wanted.contains(k))
+            .cloned()
+            .collect();
         for name in gone {
             if let Some(s) = sections.remove(&name) {
                 stop(s);
@@ -116,7 +127,10 @@ impl Dispatcher {
             }
             let (s2, env) = (shared.clone(), self.env());
             let thread = std::thread::Builder::new()
-                .name(format!("webhook-{}", name.chars().take(7).collect::<String>()))
+                .name(format!(
+                    "webhook-{}",
+                    name.chars().take(7).collect::<String>()
+                ))
                 .spawn(move || worker::run(s2, env))
                 .map_err(|e| log::error!("[{name}] cannot start its worker: {e}"))
                 .ok();
@@ -129,7 +143,12 @@ impl Dispatcher {
         let sections = self.sections.lock().unwrap_or_else(|p| p.into_inner());
         match sections.get(&d.section) {
             Some(s) => worker::submit(&s.shared, &self.env(), d),
-            None => log::error!("[{}] call {} {}: no such section; dropped", d.section, d.call_id, d.event),
+            None => log::error!(
+                "[{}] call {} {}: no such section; dropped",
+                d.section,
+                d.call_id,
+                d.event
+            ),
         }
     }
 
@@ -139,19 +158,39 @@ impl Dispatcher {
         let Some(s) = sections.get(section) else {
             return format!("no webhook section [{section}]\n");
         };
-        let policy = s.shared.policy.read().unwrap_or_else(|p| p.into_inner()).clone();
-        let agent = s.shared.agent.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let policy = s
+            .shared
+            .policy
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let agent = s
+            .shared
+            .agent
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         drop(sections);
         let Some(agent) = agent else {
             return "no HTTP client for this section (see the log)\n".into();
         };
         let extra = match &policy.secret {
-            Some(secret) => signing::headers(secret, &Delivery::new_id(), chrono::Utc::now().timestamp(), &request.body).to_vec(),
+            Some(secret) => signing::headers(
+                secret,
+                &Delivery::new_id(),
+                chrono::Utc::now().timestamp(),
+                &request.body,
+            )
+            .to_vec(),
             None => Vec::new(),
         };
         let o = client::send(&agent, &request, &extra);
         let body = String::from_utf8_lossy(&request.body);
-        let sent = if body.is_empty() { String::new() } else { format!("  body: {body}\n") };
+        let sent = if body.is_empty() {
+            String::new()
+        } else {
+            format!("  body: {body}\n")
+        };
         match o.attempt {
             retry::Attempt::Status { code, .. } => format!(
                 "{sent}  answer: HTTP {code} in {} ms  {}\n  verdict: {:?}\n",
@@ -159,7 +198,9 @@ impl Dispatcher {
                 o.excerpt,
                 retry::classify(&o.attempt)
             ),
-            retry::Attempt::Error(e) => format!("{sent}  failed after {} ms: {e}\n", o.latency.as_millis()),
+            retry::Attempt::Error(e) => {
+                format!("{sent}  failed after {} ms: {e}\n", o.latency.as_millis())
+            }
         }
     }
 
@@ -170,7 +211,16 @@ impl Dispatcher {
         names.sort();
         let mut out = format!(
             "{:<20} {:>7} {:>6} {:>9} {:>8} {:>6} {:>7} {:>9} {:>9}  {}\n",
-            "Section", "Queued", "InFl", "Delivered", "Retrying", "Dead", "Spooled", "p50 ms", "p99 ms", "Last error"
+            "Section",
+            "Queued",
+            "InFl",
+            "Delivered",
+            "Retrying",
+            "Dead",
+            "Spooled",
+            "p50 ms",
+            "p99 ms",
+            "Last error"
         );
         for name in names {
             let s = &sections[name].shared;
@@ -179,7 +229,11 @@ impl Dispatcher {
                 .as_ref()
                 .and_then(|sp| sp.counts(name).ok())
                 .unwrap_or((0, 0));
-            let retrying = if s.spooling.load(Ordering::Relaxed) { spooled } else { 0 };
+            let retrying = if s.spooling.load(Ordering::Relaxed) {
+                spooled
+            } else {
+                0
+            };
             let ms = |q| {
                 s.stats
                     .latency_us
@@ -240,12 +294,20 @@ impl Dispatcher {
         if let Some(spool) = &self.spool {
             if let Ok(dead) = spool.dead(section) {
                 if !dead.is_empty() {
-                    let _ = writeln!(out, "\nDead letters ({}), re-send with `webhook replay <section|all>`:", dead.len());
+                    let _ = writeln!(
+                        out,
+                        "\nDead letters ({}), re-send with `webhook replay <section|all>`:",
+                        dead.len()
+                    );
                     for (_, d) in dead.iter().rev().take(50) {
                         let _ = writeln!(
                             out,
                             "  [{}]  call {}  {}  {} attempt(s)  {}",
-                            d.delivery.section, d.delivery.call_id, d.delivery.event, d.attempts, d.last_error
+                            d.delivery.section,
+                            d.delivery.call_id,
+                            d.delivery.event,
+                            d.attempts,
+                            d.last_error
                         );
                     }
                 }

@@ -6,7 +6,10 @@ use std::time::Duration;
 #[derive(Debug, Clone, PartialEq)]
 pub enum Attempt {
     /// The endpoint answered with this status (and maybe a `Retry-After`).
-    Status { code: u16, retry_after: Option<Duration> },
+    Status {
+        code: u16,
+        retry_after: Option<Duration>,
+    },
     /// No usable answer: connection refused, DNS, TLS, timeout, reset.
     Error(String),
 }
@@ -16,7 +19,9 @@ pub enum Attempt {
 pub enum Verdict {
     Delivered,
     /// Try again later; the endpoint's `Retry-After` if it gave one.
-    Retry { after: Option<Duration> },
+    Retry {
+        after: Option<Duration>,
+    },
     /// Never going to work as is (4xx other than 408/429): dead-letter at once.
     Fail,
 }
@@ -27,8 +32,12 @@ pub fn classify(a: &Attempt) -> Verdict {
     match a {
         Attempt::Error(_) => Verdict::Retry { after: None },
         Attempt::Status { code, retry_after } => match code {
-            408 | 429 => Verdict::Retry { after: *retry_after },
-            500..=599 => Verdict::Retry { after: *retry_after },
+            408 | 429 => Verdict::Retry {
+                after: *retry_after,
+            },
+            500..=599 => Verdict::Retry {
+                after: *retry_after,
+            },
             400..=499 => Verdict::Fail,
             _ => Verdict::Delivered,
         },
@@ -38,7 +47,11 @@ pub fn classify(a: &Attempt) -> Verdict {
 /// The wait before retry number `attempt` (1-based) of `schedule`, ±10 % jitter so a fleet of
 /// deliveries does not hammer a recovering endpoint in step; `None` when the schedule is over.
 /// A `Retry-After` from the endpoint wins, capped at the schedule's longest step.
-pub fn next_delay(schedule: &[Duration], attempt: usize, retry_after: Option<Duration>) -> Option<Duration> {
+pub fn next_delay(
+    schedule: &[Duration],
+    attempt: usize,
+    retry_after: Option<Duration>,
+) -> Option<Duration> {
     let base = *schedule.get(attempt.checked_sub(1)?)?;
     if let Some(ra) = retry_after {
         let cap = schedule.iter().max().copied().unwrap_or(base);
@@ -64,7 +77,10 @@ mod tests {
     use super::*;
 
     fn status(code: u16) -> Attempt {
-        Attempt::Status { code, retry_after: None }
+        Attempt::Status {
+            code,
+            retry_after: None,
+        }
     }
 
     #[test]
@@ -78,20 +94,35 @@ mod tests {
         for c in [400, 401, 403, 404, 410, 422] {
             assert_eq!(classify(&status(c)), Verdict::Fail, "{c}");
         }
-        assert!(matches!(classify(&Attempt::Error("connection refused".into())), Verdict::Retry { .. }));
+        assert!(matches!(
+            classify(&Attempt::Error("connection refused".into())),
+            Verdict::Retry { .. }
+        ));
     }
 
     #[test]
     fn schedule_with_jitter_and_retry_after() {
         let s = [Duration::from_secs(5), Duration::from_secs(30)];
         let d = next_delay(&s, 1, None).unwrap();
-        assert!(d >= Duration::from_millis(4500) && d <= Duration::from_millis(5500), "{d:?}");
+        assert!(
+            d >= Duration::from_millis(4500) && d <= Duration::from_millis(5500),
+            "{d:?}"
+        );
         assert!(next_delay(&s, 3, None).is_none());
         assert!(next_delay(&s, 0, None).is_none());
-        assert_eq!(next_delay(&s, 1, Some(Duration::from_secs(12))), Some(Duration::from_secs(12)));
-        assert_eq!(next_delay(&s, 1, Some(Duration::from_secs(9999))), Some(Duration::from_secs(30)));
+        assert_eq!(
+            next_delay(&s, 1, Some(Duration::from_secs(12))),
+            Some(Duration::from_secs(12))
+        );
+        assert_eq!(
+            next_delay(&s, 1, Some(Duration::from_secs(9999))),
+            Some(Duration::from_secs(30))
+        );
         assert_eq!(parse_retry_after("7"), Some(Duration::from_secs(7)));
-        assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), Some(Duration::ZERO));
+        assert_eq!(
+            parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"),
+            Some(Duration::ZERO)
+        );
         assert_eq!(parse_retry_after("soon"), None);
     }
 }

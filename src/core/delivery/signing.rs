@@ -18,7 +18,8 @@ pub fn key_bytes(secret: &str) -> Vec<u8> {
 /// The three headers for one attempt. The id stays the same across retries; the timestamp is
 /// the attempt's, so a receiver's replay window works.
 pub fn headers(secret: &str, id: &str, timestamp: i64, body: &[u8]) -> [(String, String); 3] {
-    let mut mac = Hmac::<Sha256>::new_from_slice(&key_bytes(secret)).expect("HMAC takes any key length");
+    let mut mac =
+        Hmac::<Sha256>::new_from_slice(&key_bytes(secret)).expect("HMAC takes any key length");
     mac.update(id.as_bytes());
     mac.update(b".");
     mac.update(timestamp.to_string().as_bytes());

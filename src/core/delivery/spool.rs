@@ -35,14 +35,24 @@ impl Spool {
     /// Opens `<dir>/spool.redb`, creating it. A file that cannot be opened is renamed aside
     /// (`spool.redb.corrupt-<unix time>`) and a fresh one started — reported, never a crash.
     pub fn open(dir: &Path) -> Result<Spool, String> {
-        std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
         let path = dir.join("spool.redb");
         let db = match Database::create(&path) {
             Ok(db) => db,
             Err(e) => {
-                let aside = PathBuf::from(format!("{}.corrupt-{}", path.display(), chrono::Utc::now().timestamp()));
-                log::error!("spool {} unreadable ({e}); moved aside to {} and starting a new one", path.display(), aside.display());
-                std::fs::rename(&path, &aside).map_err(|e| format!("cannot move the bad spool aside: {e}"))?;
+                let aside = PathBuf::from(format!(
+                    "{}.corrupt-{}",
+                    path.display(),
+                    chrono::Utc::now().timestamp()
+                ));
+                log::error!(
+                    "spool {} unreadable ({e}); moved aside to {} and starting a new one",
+                    path.display(),
+                    aside.display()
+                );
+                std::fs::rename(&path, &aside)
+                    .map_err(|e| format!("cannot move the bad spool aside: {e}"))?;
                 Database::create(&path).map_err(err)?
             }
         };
@@ -77,7 +87,8 @@ impl Spool {
             let mut t = w.open_table(PENDING).map_err(err)?;
             for (seq, s) in items {
                 let bytes = serde_json::to_vec(s).map_err(err)?;
-                t.insert((s.delivery.section.as_str(), *seq), bytes.as_slice()).map_err(err)?;
+                t.insert((s.delivery.section.as_str(), *seq), bytes.as_slice())
+                    .map_err(err)?;
             }
         }
         w.commit().map_err(err)
@@ -106,7 +117,10 @@ impl Spool {
     /// Removes a delivered entry.
     pub fn remove(&self, section: &str, seq: u64) -> Result<(), String> {
         let w = self.db.begin_write().map_err(err)?;
-        w.open_table(PENDING).map_err(err)?.remove((section, seq)).map_err(err)?;
+        w.open_table(PENDING)
+            .map_err(err)?
+            .remove((section, seq))
+            .map_err(err)?;
         w.commit().map_err(err)
     }
 
@@ -115,9 +129,15 @@ impl Spool {
         let w = self.db.begin_write().map_err(err)?;
         {
             let key = (s.delivery.section.as_str(), seq);
-            w.open_table(PENDING).map_err(err)?.remove(key).map_err(err)?;
+            w.open_table(PENDING)
+                .map_err(err)?
+                .remove(key)
+                .map_err(err)?;
             let bytes = serde_json::to_vec(s).map_err(err)?;
-            w.open_table(DEAD).map_err(err)?.insert(key, bytes.as_slice()).map_err(err)?;
+            w.open_table(DEAD)
+                .map_err(err)?
+                .insert(key, bytes.as_slice())
+                .map_err(err)?;
         }
         w.commit().map_err(err)
     }
@@ -128,7 +148,10 @@ impl Spool {
         let mut out = [0usize; 2];
         for (i, def) in [PENDING, DEAD].into_iter().enumerate() {
             let t = r.open_table(def).map_err(err)?;
-            out[i] = t.range((section, 0)..=(section, u64::MAX)).map_err(err)?.count();
+            out[i] = t
+                .range((section, 0)..=(section, u64::MAX))
+                .map_err(err)?
+                .count();
         }
         Ok((out[0], out[1]))
     }
@@ -164,7 +187,11 @@ impl Spool {
     }
 
     /// Moves dead letters back to pending under new sequence numbers; returns how many.
-    pub fn resurrect(&self, section: Option<&str>, mut next_seq: impl FnMut() -> u64) -> Result<Vec<String>, String> {
+    pub fn resurrect(
+        &self,
+        section: Option<&str>,
+        mut next_seq: impl FnMut() -> u64,
+    ) -> Result<Vec<String>, String> {
         let dead = self.dead(section)?;
         let w = self.db.begin_write().map_err(err)?;
         let mut sections = Vec::new();
@@ -176,7 +203,8 @@ impl Spool {
                 s.attempts = 0;
                 s.next_at_ms = 0;
                 let bytes = serde_json::to_vec(&s).map_err(err)?;
-                p.insert((s.delivery.section.as_str(), next_seq()), bytes.as_slice()).map_err(err)?;
+                p.insert((s.delivery.section.as_str(), next_seq()), bytes.as_slice())
+                    .map_err(err)?;
                 sections.push(s.delivery.section.clone());
             }
         }

@@ -28,11 +28,15 @@ pub struct SectionStats {
 
 impl SectionStats {
     pub fn set_last_error(&self, e: &str) {
-        *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some((Utc::now(), e.to_string()));
+        *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some((Utc::now(), e.to_string()));
     }
 
     pub fn last_error(&self) -> Option<(DateTime<Utc>, String)> {
-        self.last_error.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.last_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 }
 
@@ -55,7 +59,10 @@ pub struct ErrorLog {
 
 impl ErrorLog {
     pub fn new(cap: usize) -> ErrorLog {
-        ErrorLog { ring: Mutex::new(VecDeque::with_capacity(cap)), cap }
+        ErrorLog {
+            ring: Mutex::new(VecDeque::with_capacity(cap)),
+            cap,
+        }
     }
 
     pub fn push(&self, r: ErrorRecord) {
@@ -68,6 +75,9 @@ impl ErrorLog {
 
     pub fn recent(&self, section: Option<&str>) -> Vec<ErrorRecord> {
         let ring = self.ring.lock().unwrap_or_else(|p| p.into_inner());
-        ring.iter().filter(|r| section.is_none_or(|s| s == r.section)).cloned().collect()
+        ring.iter()
+            .filter(|r| section.is_none_or(|s| s == r.section))
+            .cloned()
+            .collect()
     }
 }

@@ -44,7 +44,12 @@ impl SectionShared {
     pub fn new(policy: EndpointPolicy) -> SectionShared {
         let (tx, rx) = bounded(MEMORY_QUEUE);
         let agent = client::agent(policy.timeout, policy.tls_ca.as_deref())
-            .map_err(|e| log::error!("[{}] {e}; deliveries wait in the spool until it is fixed", policy.name))
+            .map_err(|e| {
+                log::error!(
+                    "[{}] {e}; deliveries wait in the spool until it is fixed",
+                    policy.name
+                )
+            })
             .ok();
         SectionShared {
             name: policy.name.clone(),
@@ -91,7 +96,10 @@ pub fn submit(s: &SectionShared, env: &WorkerEnv, d: Delivery) {
         match s.tx.try_send(d) {
             Ok(()) => return,
             Err(TrySendError::Full(d)) | Err(TrySendError::Disconnected(d)) => {
-                log::warn!("[{}] memory queue full ({MEMORY_QUEUE}): spooling to disk", s.name);
+                log::warn!(
+                    "[{}] memory queue full ({MEMORY_QUEUE}): spooling to disk",
+                    s.name
+                );
                 spool_locked(s, env, vec![fresh(d)]);
             }
         }
@@ -102,7 +110,12 @@ pub fn submit(s: &SectionShared, env: &WorkerEnv, d: Delivery) {
 }
 
 fn fresh(d: Delivery) -> Spooled {
-    Spooled { delivery: d, attempts: 0, next_at_ms: 0, last_error: String::new() }
+    Spooled {
+        delivery: d,
+        attempts: 0,
+        next_at_ms: 0,
+        last_error: String::new(),
+    }
 }
 
 /// Writes `first` then everything in the memory queue to the spool and enters spool mode.
@@ -115,7 +128,12 @@ fn spool_locked(s: &SectionShared, env: &WorkerEnv, first: Vec<Spooled>) {
     let Some(spool) = &env.spool else {
         for it in items {
             s.stats.dropped.fetch_add(1, Ordering::Relaxed);
-            log::error!("[{}] call {} {}: dropped: no spool to keep it in", s.name, it.delivery.call_id, it.delivery.event);
+            log::error!(
+                "[{}] call {} {}: dropped: no spool to keep it in",
+                s.name,
+                it.delivery.call_id,
+                it.delivery.event
+            );
         }
         return;
     };
@@ -131,9 +149,14 @@ fn spool_locked(s: &SectionShared, env: &WorkerEnv, first: Vec<Spooled>) {
         }
         Err(e) => {
             // The disk failed too: keep trying in memory rather than lose them.
-            log::error!("[{}] spool write failed ({e}); keeping {n} delivery(ies) in memory", s.name);
+            log::error!(
+                "[{}] spool write failed ({e}); keeping {n} delivery(ies) in memory",
+                s.name
+            );
             for (_, it) in batch {
-                let _ = s.tx.try_send(it.delivery).map_err(|_| s.stats.dropped.fetch_add(1, Ordering::Relaxed));
+                let _ =
+                    s.tx.try_send(it.delivery)
+                        .map_err(|_| s.stats.dropped.fetch_add(1, Ordering::Relaxed));
             }
         }
     }
@@ -170,7 +193,10 @@ pub fn run(s: Arc<SectionShared>, env: WorkerEnv) {
     if !s.rx.is_empty() {
         let n = s.rx.len();
         spool_locked(&s, &env, Vec::new());
-        log::info!("[{}] {n} queued delivery(ies) kept in the spool for the next start", s.name);
+        log::info!(
+            "[{}] {n} queued delivery(ies) kept in the spool for the next start",
+            s.name
+        );
     }
 }
 
@@ -184,7 +210,13 @@ fn attempt(s: &SectionShared, env: &WorkerEnv, item: &mut Spooled) -> Verdict {
     let outcome = match agent {
         Some(agent) => {
             let extra: Vec<(String, String)> = match &policy.secret {
-                Some(secret) => signing::headers(secret, &d.id, chrono::Utc::now().timestamp(), &d.request.body).to_vec(),
+                Some(secret) => signing::headers(
+                    secret,
+                    &d.id,
+                    chrono::Utc::now().timestamp(),
+                    &d.request.body,
+                )
+                .to_vec(),
                 None => Vec::new(),
             };
             client::send(&agent, &d.request, &extra)
@@ -205,20 +237,35 @@ fn attempt(s: &SectionShared, env: &WorkerEnv, item: &mut Spooled) -> Verdict {
     match &verdict {
         Verdict::Delivered => {
             s.stats.delivered.fetch_add(1, Ordering::Relaxed);
-            s.stats.latency_us.record(outcome.latency.as_micros() as u64);
-            s.stats.e2e_ms.record((now_ms() - d.created_ms).max(0) as u64);
+            s.stats
+                .latency_us
+                .record(outcome.latency.as_micros() as u64);
+            s.stats
+                .e2e_ms
+                .record((now_ms() - d.created_ms).max(0) as u64);
             if item.attempts > 1 {
-                log::info!("[{}] call {} {}: delivered after {} attempts", s.name, d.call_id, d.event, item.attempts);
+                log::info!(
+                    "[{}] call {} {}: delivered after {} attempts",
+                    s.name,
+                    d.call_id,
+                    d.event,
+                    item.attempts
+                );
             }
             return verdict;
         }
-        Verdict::Retry { after } => match next_delay(&policy.retry, item.attempts as usize, *after) {
+        Verdict::Retry { after } => match next_delay(&policy.retry, item.attempts as usize, *after)
+        {
             Some(delay) => {
                 item.next_at_ms = now_ms() + delay.as_millis() as i64;
                 s.stats.retries.fetch_add(1, Ordering::Relaxed);
                 log::warn!(
                     "[{}] call {} {}: {what}; attempt {} failed, retrying in {:.1} s",
-                    s.name, d.call_id, d.event, item.attempts, delay.as_secs_f64()
+                    s.name,
+                    d.call_id,
+                    d.event,
+                    item.attempts,
+                    delay.as_secs_f64()
                 );
             }
             None => {
@@ -232,7 +279,10 @@ fn attempt(s: &SectionShared, env: &WorkerEnv, item: &mut Spooled) -> Verdict {
         Verdict::Fail => {
             log::error!(
                 "[{}] call {} {}: {what} {}; not retried (4xx), dead-lettered",
-                s.name, d.call_id, d.event, outcome.excerpt
+                s.name,
+                d.call_id,
+                d.event,
+                outcome.excerpt
             );
         }
     }
@@ -254,11 +304,19 @@ fn bury_fresh(s: &SectionShared, env: &WorkerEnv, item: Spooled) {
     match &env.spool {
         Some(spool) => {
             let seq = env.seq.fetch_add(1, Ordering::SeqCst) + 1;
-            if let Err(e) = spool.push(&[(seq, item.clone())]).and_then(|_| spool.bury(seq, &item)) {
+            if let Err(e) = spool
+                .push(&[(seq, item.clone())])
+                .and_then(|_| spool.bury(seq, &item))
+            {
                 log::error!("[{}] cannot keep the dead letter: {e}", s.name);
             }
         }
-        None => log::error!("[{}] call {} {}: dead letter lost: no spool", s.name, item.delivery.call_id, item.delivery.event),
+        None => log::error!(
+            "[{}] call {} {}: dead letter lost: no spool",
+            s.name,
+            item.delivery.call_id,
+            item.delivery.event
+        ),
     }
 }
 
@@ -287,7 +345,10 @@ fn drain_spool_step(s: &SectionShared, env: &WorkerEnv) {
     let wait = item.next_at_ms - now_ms();
     if wait > 0 {
         // Sleep until due, but wake for shutdown or replay.
-        let _ = s.wake.1.recv_timeout(Duration::from_millis(wait.min(1000) as u64));
+        let _ = s
+            .wake
+            .1
+            .recv_timeout(Duration::from_millis(wait.min(1000) as u64));
         return;
     }
     s.stats.in_flight.store(1, Ordering::Relaxed);
