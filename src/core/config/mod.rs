@@ -553,7 +553,15 @@ mod sample_tests {
     fn the_shipped_sample_loads_without_errors() {
         let text = include_str!("../../../asterisk/webhook.conf.sample");
         let (c, errors) = Config::from_raw(&RawConfig::parse_text("webhook.conf.sample", text));
-        assert!(errors.is_empty(), "{}", errors.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n"));
+        assert!(
+            errors.is_empty(),
+            "{}",
+            errors
+                .iter()
+                .map(|e| e.to_string())
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
         assert_eq!(c.sections.len(), 3);
     }
 }
