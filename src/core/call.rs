@@ -145,6 +145,11 @@ impl FieldSource for CallEvent {
             "wait_duration" => opt(c.wait_duration(), Value::Int),
             "duration" => opt(c.duration(), Value::Int),
             "total_duration" => opt(c.total_duration(), Value::Int),
+            "duration_min" => opt(c.duration(), |d| Value::Int((d + 30) / 60)),
+            "client_number" => Value::non_empty(match c.direction {
+                Direction::In => &c.caller,
+                Direction::Out => &c.called,
+            }),
             "status" => opt(c.status.clone(), Value::Str),
             "hangup_cause" => opt(c.hangup_cause, |n| Value::Int(n.into())),
             "recording" => Value::non_empty(&c.recording),

@@ -63,6 +63,14 @@ pub struct Param {
     pub append: bool,
     pub template: Template,
     pub forced: Option<ForcedType>,
+    /// Provider words for our words (presets: `ANSWER` → `Success`); applied to the rendered
+    /// text before the type is forced. Unlisted values pass through.
+    pub table: Vec<(String, Value)>,
+    /// Sent instead of a missing value (presets: Roistat's `"custom_fields": []`).
+    pub default: Option<serde_json::Value>,
+    /// Times in this param use this format instead of the section's (presets: CallKeeper's
+    /// `date` and `date_timestamp` side by side).
+    pub format: Option<FormatContext>,
 }
 
 impl Param {
@@ -104,6 +112,9 @@ impl Param {
             append,
             template,
             forced,
+            table: Vec::new(),
+            default: None,
+            format: None,
         })
     }
 
@@ -123,7 +134,14 @@ impl Param {
 
     /// The value, typed: a bare field keeps its type; `|int` etc. convert; missing is `Null`.
     pub fn value(&self, src: &dyn FieldSource, ctx: &FormatContext) -> Value {
-        let v = self.template.render_value(src, ctx);
+        let ctx = self.format.as_ref().unwrap_or(ctx);
+        let mut v = self.template.render_value(src, ctx);
+        if !self.table.is_empty() {
+            let text = value_text(&v, ctx);
+            if let Some((_, mapped)) = self.table.iter().find(|(k, _)| *k == text) {
+                v = mapped.clone();
+            }
+        }
         let Some(ty) = self.forced else { return v };
         if v == Value::Null {
             return v;
@@ -167,7 +185,10 @@ pub fn json_object(
 ) -> Map<String, Json> {
     let mut root = Map::new();
     for p in params {
-        let value = to_json(p.value(src, ctx), ctx);
+        let value = match (to_json(p.value(src, ctx), ctx), &p.default) {
+            (Json::Null, Some(d)) => d.clone(),
+            (v, _) => v,
+        };
         let mut obj = &mut root;
         for seg in &p.path[..p.path.len() - 1] {
             let slot = obj
@@ -200,7 +221,14 @@ pub fn flat_pairs(
 ) -> Vec<(String, String)> {
     params
         .iter()
-        .map(|p| (p.flat_name(), value_text(&p.value(src, ctx), ctx)))
+        .map(|p| {
+            let text = match (p.value(src, ctx), &p.default) {
+                (Value::Null, Some(serde_json::Value::String(d))) => d.clone(),
+                (Value::Null, Some(d)) => d.to_string(),
+                (v, _) => value_text(&v, ctx),
+            };
+            (p.flat_name(), text)
+        })
         .collect()
 }
 

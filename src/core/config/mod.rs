@@ -313,6 +313,18 @@ fn parse_section(
         if e.key == "type" || e.key == "preset" {
             continue;
         }
+        if let Some(r) = preset.and_then(|p| p.apply_key(&e.key, &e.value, &mut spec)) {
+            if let Err(reason) = r {
+                errors.push(ConfigError {
+                    file: e.file.clone(),
+                    section: s.name.clone(),
+                    key: Some(e.key.clone()),
+                    line: e.line,
+                    reason,
+                });
+            }
+            continue;
+        }
         let result = match &mut target {
             SectionKind::Webhook(w) => spec
                 .apply(&e.key, &e.value)

@@ -117,12 +117,32 @@ impl RequestSpec {
     /// `param` overrides its preset's).
     pub fn set_param(&mut self, param: Param, events: Option<Vec<EventKind>>) {
         let name = param.flat_name();
-        if !param.append {
-            self.params.retain(|p| {
-                p.param.flat_name() != name || (events.is_some() && p.events != events)
-            });
+        let replaced = |p: &EventParam| {
+            p.param.flat_name() == name && (events.is_none() || p.events == events)
+        };
+        let new = EventParam {
+            param,
+            events: events.clone(),
+        };
+        if new.param.append {
+            self.params.push(new);
+            return;
         }
-        self.params.push(EventParam { param, events });
+        // An override keeps the overridden param's place, so presets keep the document's order.
+        match self.params.iter().position(replaced) {
+            Some(at) => {
+                self.params[at] = new;
+                let mut i = at + 1;
+                while i < self.params.len() {
+                    if replaced(&self.params[i]) {
+                        self.params.remove(i);
+                    } else {
+                        i += 1;
+                    }
+                }
+            }
+            None => self.params.push(new),
+        }
     }
 
     /// Checks what only makes sense once every key is read.
