@@ -13,6 +13,10 @@ use super::host_event::{ChannelChange, ChannelInfo, HostEvent};
 /// Channel variable MixMonitor sets to the file it records to.
 pub const RECORDING_VARIABLE: &str = "MIXMONITOR_FILENAME";
 
+/// Channel variable Dial sets; covers a Dial that failed before dialing anyone (a bad
+/// endpoint name gives CHANUNAVAIL with no dial message).
+pub const DIALSTATUS_VARIABLE: &str = "DIALSTATUS";
+
 /// Call data that arrived before its call's first channel (the `WEBHOOK()` write comes straight
 /// from the channel thread, channel events through Stasis) is kept this long.
 const EARLY_DATA_TTL: Duration = Duration::from_secs(60);
@@ -30,6 +34,8 @@ struct CallState {
     last_dialstatus: Option<String>,
     /// Hangup source of the first channel: its own name when the caller hung up.
     first_hangup_source: String,
+    /// Click-to-call: the agent's extension, whose pickup is not the call's `answer`.
+    originated_from: Option<String>,
     last_activity: SystemTime,
 }
 
@@ -137,6 +143,14 @@ impl Correlator {
                     if name == RECORDING_VARIABLE {
                         call.record.recording = value.clone();
                     }
+                    if name == DIALSTATUS_VARIABLE
+                        && uniqueid == call.first_uniqueid
+                        && !call.answered
+                    {
+                        if let Some(s) = final_status(&value) {
+                            call.last_dialstatus = Some(s.to_string());
+                        }
+                    }
                     if uniqueid == call.first_uniqueid {
                         call.record.vars.insert(name, value);
                     }
@@ -206,12 +220,14 @@ impl Correlator {
             Direction::In => String::new(),
         };
         let mut caller = info.caller_number.clone();
+        let mut originated_from = None;
         if let Some((_, from, to)) = self.originated.remove(&info.linkedid) {
             // Click-to-call: the agent's extension calls the client.
             direction = Direction::Out;
             ext = from.clone();
-            caller = from;
+            caller = from.clone();
             called = to;
+            originated_from = Some(from);
         }
         let mut data = std::collections::BTreeMap::new();
         if let Some((_, early)) = self.early_data.remove(&info.linkedid) {
@@ -255,6 +271,7 @@ impl Correlator {
                 answered: false,
                 last_dialstatus: None,
                 first_hangup_source: String::new(),
+                originated_from,
                 last_activity: at,
             },
         );
@@ -275,6 +292,9 @@ impl Correlator {
         let Some(status) = final_status(status) else {
             return Vec::new(); // dial begin or progress
         };
+        if call.originated_from.as_deref() == Some(extension_of_channel(peer_name).as_str()) {
+            return Vec::new(); // click-to-call: the agent picking up is not the client answering
+        }
         call.last_dialstatus = Some(status.to_string());
         if status != "ANSWER" || call.answered {
             return Vec::new();
@@ -691,7 +711,35 @@ mod tests {
                     at: at(0.0),
                 },
                 new(&first, 0.0),
+                dial(
+                    &chan(
+                        "c2c-1.1",
+                        "c2c-1.3",
+                        "PJSIP/100-00000003",
+                        "from-internal",
+                        "s",
+                    ),
+                    "ANSWER",
+                    2.0,
+                ),
+                dial(
+                    &chan(
+                        "c2c-1.1",
+                        "c2c-1.4",
+                        "PJSIP/103-00000004",
+                        "from-internal",
+                        "s",
+                    ),
+                    "ANSWER",
+                    5.0,
+                ),
             ],
+        );
+        assert_eq!(kinds(&evs), ["start", "answer"]);
+        assert_eq!(
+            field(&evs[1], "wait_duration"),
+            Value::Int(5),
+            "answered when the client picked up"
         );
         assert_eq!(field(&evs[0], "direction"), Value::Str("out".into()));
         assert_eq!(field(&evs[0], "ext"), Value::Str("100".into()));

@@ -20,7 +20,7 @@ use super::caller_history::CallerHistory;
 use super::click_to_call::ClickToCall;
 use super::config::raw::RawConfig;
 use super::config::{Config, SectionKind};
-use super::correlator::{Correlator, RECORDING_VARIABLE};
+use super::correlator::{Correlator, DIALSTATUS_VARIABLE, RECORDING_VARIABLE};
 use super::delivery::{Delivery, Dispatcher, EndpointPolicy};
 use super::host_event::HostEvent;
 use super::latency::Histogram;
@@ -238,6 +238,7 @@ impl Engine {
 
         let mut wanted = config.referenced_variables();
         wanted.insert(RECORDING_VARIABLE.to_string());
+        wanted.insert(DIALSTATUS_VARIABLE.to_string());
         *self
             .shared
             .wanted_vars

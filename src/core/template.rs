@@ -76,6 +76,8 @@ pub enum DateFormat {
     Strftime(String),
     Iso8601,
     Unix,
+    /// Unix time in milliseconds (a JSON number).
+    UnixMs,
 }
 
 impl DateFormat {
@@ -84,6 +86,7 @@ impl DateFormat {
         match s.trim() {
             "iso8601" => Ok(DateFormat::Iso8601),
             "unix" => Ok(DateFormat::Unix),
+            "unix_ms" => Ok(DateFormat::UnixMs),
             "" => Err(TemplateError("empty date format".into())),
             pattern => {
                 if StrftimeItems::new(pattern).any(|i| matches!(i, Item::Error)) {
@@ -119,6 +122,7 @@ impl FormatContext {
         let local = t.with_timezone(&self.timezone);
         match &self.date_format {
             DateFormat::Unix => Value::Int(t.timestamp()),
+            DateFormat::UnixMs => Value::Int(t.timestamp_millis()),
             DateFormat::Iso8601 => {
                 Value::Str(local.to_rfc3339_opts(chrono::SecondsFormat::Secs, false))
             }

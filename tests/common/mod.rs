@@ -399,6 +399,11 @@ impl Receiver {
         self.behaviour.lock().unwrap().status = status;
     }
 
+    /// Holds every answer this long from now on (a slow or hanging endpoint).
+    pub fn set_delay(&self, delay: Duration) {
+        self.behaviour.lock().unwrap().delay = delay;
+    }
+
     pub fn received(&self) -> Vec<Received> {
         self.got.lock().unwrap().clone()
     }

@@ -29,7 +29,7 @@ pub struct RawConfig {
 
 impl RawConfig {
     /// Parses the subset of Asterisk's config syntax tests and tools need: `[section]`,
-    /// `key = value`, `key => value`, `;` comments. (The module itself uses Asterisk's own
+    /// `key = value`, `key => value`, `;` comments (`\;` for a literal semicolon). (The module itself uses Asterisk's own
     /// loader, which adds templates and `#include`.)
     pub fn parse_text(file: &str, text: &str) -> RawConfig {
         let mut cfg = RawConfig {
@@ -38,10 +38,20 @@ impl RawConfig {
             sections: Vec::new(),
         };
         for (i, line) in text.lines().enumerate() {
-            let line = match line.find(';') {
-                Some(p) if !line[..p].ends_with('\\') => &line[..p],
-                _ => line,
-            };
+            // `;` starts a comment; `\;` is a literal semicolon (as in Asterisk's parser).
+            let mut kept = String::new();
+            let mut chars = line.chars().peekable();
+            while let Some(c) = chars.next() {
+                match c {
+                    '\\' if chars.peek() == Some(&';') => {
+                        kept.push(';');
+                        chars.next();
+                    }
+                    ';' => break,
+                    c => kept.push(c),
+                }
+            }
+            let line = kept.as_str();
             let line = line.trim();
             if line.is_empty() {
                 continue;
@@ -74,5 +84,29 @@ impl RawConfig {
             });
         }
         cfg
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn comments_escapes_and_both_arrows() {
+        let c = RawConfig::parse_text(
+            "w.conf",
+            "[a] ; c\nbody = x\\;y ; comment\nparam => n => v\nk=v\n",
+        );
+        let e = &c.sections[0].entries;
+        assert_eq!(c.sections[0].name, "a");
+        assert_eq!(
+            (e[0].key.as_str(), e[0].value.as_str(), e[0].line),
+            ("body", "x;y", 2)
+        );
+        assert_eq!(
+            (e[1].key.as_str(), e[1].value.as_str()),
+            ("param", "n => v")
+        );
+        assert_eq!((e[2].key.as_str(), e[2].value.as_str()), ("k", "v"));
     }
 }

@@ -209,6 +209,8 @@ fn attempt(s: &SectionShared, env: &WorkerEnv, item: &mut Spooled) -> Verdict {
     let d = &item.delivery;
     let outcome = match agent {
         Some(agent) => {
+            // webhook-id always (the same on every re-send, so a CRM can drop duplicates);
+            // with a secret, the Standard Webhooks timestamp and signature too.
             let extra: Vec<(String, String)> = match &policy.secret {
                 Some(secret) => signing::headers(
                     secret,
@@ -217,7 +219,7 @@ fn attempt(s: &SectionShared, env: &WorkerEnv, item: &mut Spooled) -> Verdict {
                     &d.request.body,
                 )
                 .to_vec(),
-                None => Vec::new(),
+                None => vec![("webhook-id".to_string(), d.id.clone())],
             };
             client::send(&agent, &d.request, &extra)
         }
