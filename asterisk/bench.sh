@@ -3,7 +3,8 @@
 #
 #   asterisk/bench.sh load [RATES] [SECONDS]   e.g. asterisk/bench.sh load "10 25 50" 20
 #       For each call rate, three ways in turn: no webhooks (module not loaded), res_webhook
-#       with three endpoints (start/answer/end each), and the Asterisk-native alternative (a
+#       with three endpoints (the end event, like the CURL() run; BENCH_EVENTS="start, answer,
+#       end" for all three), and the Asterisk-native alternative (a
 #       hangup handler calling CURL() for each of three endpoints). SIPp places answered calls
 #       (1 s talk). Reports calls placed / failed, Asterisk CPU ms per call, ends lost, and the
 #       delay from hangup to the end webhook's arrival (p50 / p99).
@@ -54,6 +55,7 @@ setup() { # mode: none | webhook | curl
 type = webhook
 url = http://127.0.0.1:$RECV/w$i
 method = GET
+events = ${BENCH_EVENTS:-end}
 param = id => \${call_id}
 param = event => \${event}
 param = status => \${status}
@@ -104,6 +106,7 @@ run_mode() { # mode rate seconds
         sleep 2
         hook=$(asterisk/sandbox.sh cli "$B/pbx" "webhook show status" | grep "Hook cost" | sed 's/.*): //')
     fi
+    [ -n "${BENCH_THREADS:-}" ] && /tmp/threads.sh >"$B/threads-$mode.txt" || true
     asterisk/sandbox.sh stop "$B/pbx" >/dev/null 2>&1 || true
     wait "$rpid" 2>/dev/null || true
     local tick; tick=$(getconf CLK_TCK)

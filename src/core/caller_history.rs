@@ -45,7 +45,10 @@ impl CallerHistory {
         }
         let result = (|| -> Result<(bool, bool), String> {
             let e = |e: redb::Error| e.to_string();
-            let w = self.db.begin_write().map_err(|x| e(x.into()))?;
+            let mut w = self.db.begin_write().map_err(|x| e(x.into()))?;
+            // No fsync per call: a crash may forget the last few callers' history, never
+            // corrupts it, and keeps the disk off the per-call path.
+            w.set_durability(redb::Durability::Eventual);
             let flags = {
                 let mut t = w.open_table(LAST_CALL).map_err(|x| e(x.into()))?;
                 let previous = t.get(number).map_err(|x| e(x.into()))?.map(|v| v.value());
