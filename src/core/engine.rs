@@ -375,6 +375,7 @@ fn correlate(rx: Receiver<HostEvent>, stop: Receiver<()>, rt: Arc<Runtime>) {
     let mut generation = rt.generation.load(Ordering::SeqCst);
     let mut config = rt.config();
     let mut correlator = Correlator::new(config.general.internal_contexts.clone());
+    let mut history_on = config.uses_caller_history();
     let mut last_sweep = Instant::now();
     // The consumer polls instead of blocking in `recv`: with no receiver parked on the channel,
     // the hook's `try_send` never has to wake a thread (a futex call, and on 2 cores often a
@@ -402,13 +403,14 @@ fn correlate(rx: Receiver<HostEvent>, stop: Receiver<()>, rt: Arc<Runtime>) {
         if g != generation {
             generation = g;
             config = rt.config();
+            history_on = config.uses_caller_history();
             correlator.set_internal_contexts(config.general.internal_contexts.clone());
         }
         let events = correlator.handle(ev);
         rt.active_calls
             .store(correlator.active_calls(), Ordering::Relaxed);
         for mut ev in events {
-            if ev.kind == EventKind::Start {
+            if ev.kind == EventKind::Start && history_on {
                 if let Some(h) = rt.history.get() {
                     let (is_new, is_dup) = h.observe(
                         &ev.call.caller,

@@ -196,6 +196,19 @@ impl Config {
         out
     }
 
+    /// Whether any template reads `is_new` or `is_duplicate` (else the caller history, a disk
+    /// write per call, is not kept).
+    pub fn uses_caller_history(&self) -> bool {
+        self.sections.iter().any(|s| match &s.kind {
+            SectionKind::Webhook(w) => w
+                .request
+                .fields()
+                .iter()
+                .any(|f| f == "is_new" || f == "is_duplicate"),
+            _ => false,
+        })
+    }
+
     /// The webhook section called `name`.
     pub fn webhook(&self, name: &str) -> Option<&Webhook> {
         self.sections.iter().find_map(|s| match &s.kind {

@@ -124,6 +124,7 @@ impl Dispatcher {
             let shared = Arc::new(SectionShared::new(policy));
             if pending.contains(&name) {
                 shared.spooling.store(true, Ordering::SeqCst);
+                shared.fresh_start.store(true, Ordering::SeqCst);
             }
             let (s2, env) = (shared.clone(), self.env());
             let thread = std::thread::Builder::new()
@@ -365,5 +366,229 @@ impl<'de> Deserialize<'de> for Method {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Method, D::Error> {
         let s = String::deserialize(d)?;
         Method::parse(&s).ok_or_else(|| serde::de::Error::custom(format!("bad method {s}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The dispatcher against a real local HTTP server (tiny_http on 127.0.0.1).
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+
+    struct Server {
+        url: String,
+        got: Arc<Mutex<Vec<(String, String)>>>, // (webhook-id, body) of accepted requests
+        fail_first: Arc<AtomicUsize>,
+        server: Arc<tiny_http::Server>,
+    }
+
+    impl Server {
+        /// Answers `status` to the first `fail_first` requests, then 200.
+        fn start(fail_first: usize, status: u16) -> Server {
+            Self::on_port(0, fail_first, status)
+        }
+
+        fn on_port(port: u16, fail_first: usize, status: u16) -> Server {
+            let server = Arc::new(tiny_http::Server::http(("127.0.0.1", port)).unwrap());
+            let url = format!(
+                "http://127.0.0.1:{}/hook",
+                server.server_addr().to_ip().unwrap().port()
+            );
+            let got = Arc::new(Mutex::new(Vec::new()));
+            let fail = Arc::new(AtomicUsize::new(fail_first));
+            let (s, g, f) = (server.clone(), got.clone(), fail.clone());
+            std::thread::spawn(move || {
+                for mut req in s.incoming_requests() {
+                    let mut body = String::new();
+                    let _ = req.as_reader().read_to_string(&mut body);
+                    let id = req
+                        .headers()
+                        .iter()
+                        .find(|h| h.field.equiv("webhook-id"))
+                        .map(|h| h.value.to_string())
+                        .unwrap_or_default();
+                    let code = if f.load(Ordering::SeqCst) > 0 {
+                        f.fetch_sub(1, Ordering::SeqCst);
+                        status
+                    } else {
+                        g.lock().unwrap().push((id, body));
+                        200
+                    };
+                    let _ =
+                        req.respond(tiny_http::Response::from_string("ok").with_status_code(code));
+                }
+            });
+            Server {
+                url,
+                got,
+                fail_first: fail,
+                server,
+            }
+        }
+
+        fn wait(&self, n: usize) -> Vec<(String, String)> {
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            loop {
+                let got = self.got.lock().unwrap().clone();
+                if got.len() >= n || std::time::Instant::now() > deadline {
+                    return got;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+
+    impl Drop for Server {
+        fn drop(&mut self) {
+            self.server.unblock();
+        }
+    }
+
+    fn temp_dir(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!(
+            "rw-{name}-{}-{}",
+            std::process::id(),
+            fastrand::u32(..)
+        ));
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    fn policy(name: &str, retry_ms: &[u64]) -> EndpointPolicy {
+        EndpointPolicy {
+            name: name.into(),
+            timeout: Duration::from_secs(2),
+            retry: retry_ms
+                .iter()
+                .map(|ms| Duration::from_millis(*ms))
+                .collect(),
+            secret: None,
+            tls_ca: None,
+        }
+    }
+
+    fn delivery(section: &str, url: &str, call: &str, event: &str) -> Delivery {
+        Delivery {
+            id: Delivery::new_id(),
+            section: section.into(),
+            call_id: call.into(),
+            event: event.into(),
+            request: HttpRequest {
+                method: Method::Post,
+                url: url.into(),
+                headers: vec![],
+                body: format!("{call}:{event}").into_bytes(),
+            },
+            created_ms: 0,
+        }
+    }
+
+    #[test]
+    fn retried_5xx_keeps_order_and_the_same_webhook_id() {
+        let srv = Server::start(2, 503);
+        let dir = temp_dir("retry");
+        let d = Dispatcher::open(&dir).unwrap();
+        d.configure(vec![policy("crm", &[50, 50, 50])]);
+        let first = delivery("crm", &srv.url, "c1", "start");
+        let first_id = first.id.clone();
+        d.submit(first);
+        d.submit(delivery("crm", &srv.url, "c1", "answer"));
+        d.submit(delivery("crm", &srv.url, "c1", "end"));
+        let got = srv.wait(3);
+        let bodies: Vec<&str> = got.iter().map(|(_, b)| b.as_str()).collect();
+        assert_eq!(bodies, ["c1:start", "c1:answer", "c1:end"]);
+        assert_eq!(
+            got[0].0, first_id,
+            "the retried delivery kept its webhook-id"
+        );
+        assert!(d.status_text().contains("crm"));
+        assert!(d.errors_text(Some("crm")).contains("HTTP 503"));
+        d.shutdown();
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_full_memory_queue_spills_to_the_spool_and_loses_nothing() {
+        let srv = Server::start(0, 200);
+        let dir = temp_dir("spill");
+        let d = Dispatcher::open(&dir).unwrap();
+        d.configure(vec![policy("crm", &[50])]);
+        let n = worker::MEMORY_QUEUE + 500;
+        for i in 0..n {
+            d.submit(delivery("crm", &srv.url, &format!("c{i}"), "end"));
+        }
+        let got = srv.wait(n);
+        assert_eq!(got.len(), n);
+        let order: Vec<String> = got.iter().map(|(_, b)| b.clone()).collect();
+        let first_out_of_place = (0..n).find(|&i| order[i] != format!("c{i}:end"));
+        assert_eq!(first_out_of_place, None, "spilled deliveries stay in order");
+        d.shutdown();
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn shutdown_spools_and_the_next_open_delivers_in_order() {
+        let dir = temp_dir("restart");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let url = format!("http://127.0.0.1:{port}/hook"); // nobody listens yet: refused
+        {
+            let d = Dispatcher::open(&dir).unwrap();
+            d.configure(vec![policy("crm", &[60_000])]);
+            for e in ["start", "answer", "end"] {
+                d.submit(delivery("crm", &url, "c1", e));
+            }
+            std::thread::sleep(Duration::from_millis(300));
+            d.shutdown();
+        }
+        let srv = Server::on_port(port, 0, 200); // the endpoint is back
+        let d = Dispatcher::open(&dir).unwrap();
+        d.configure(vec![policy("crm", &[60_000])]);
+        let bodies: Vec<String> = srv.wait(3).into_iter().map(|(_, b)| b).collect();
+        assert_eq!(bodies, ["c1:start", "c1:answer", "c1:end"]);
+        d.shutdown();
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_4xx_is_dead_lettered_at_once_and_replay_resends_it() {
+        let srv = Server::start(1, 404);
+        let dir = temp_dir("dead");
+        let d = Dispatcher::open(&dir).unwrap();
+        d.configure(vec![policy("crm", &[50, 50])]);
+        d.submit(delivery("crm", &srv.url, "c1", "end"));
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(srv.got.lock().unwrap().is_empty());
+        assert!(d.errors_text(None).contains("Dead letters (1)"));
+        assert_eq!(d.replay(Some("crm")), 1);
+        assert_eq!(srv.wait(1).len(), 1);
+        assert_eq!(srv.fail_first.load(Ordering::SeqCst), 0);
+        d.shutdown();
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_corrupt_spool_is_set_aside() {
+        let dir = temp_dir("corrupt");
+        std::fs::write(
+            dir.join("spool.redb"),
+            b"this is not a redb file, just garbage bytes",
+        )
+        .unwrap();
+        let d = Dispatcher::open(&dir).unwrap();
+        let aside = std::fs::read_dir(&dir)
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .any(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .starts_with("spool.redb.corrupt-")
+            });
+        assert!(aside, "the bad file was moved aside");
+        d.shutdown();
+        std::fs::remove_dir_all(dir).unwrap();
     }
 }

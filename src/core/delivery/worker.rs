@@ -29,13 +29,18 @@ pub struct SectionShared {
     pub name: String,
     pub policy: RwLock<EndpointPolicy>,
     pub agent: RwLock<Option<ureq::Agent>>,
-    pub tx: Sender<Delivery>,
-    pub rx: Receiver<Delivery>,
+    /// The memory queue; each delivery carries the sequence number it got at submit, which
+    /// is also its key if it ever goes to the spool, so order survives any spill.
+    pub tx: Sender<(u64, Delivery)>,
+    pub rx: Receiver<(u64, Delivery)>,
     /// Set while the spool holds this section's deliveries: new ones must queue behind them.
     pub spooling: AtomicBool,
     /// Serialises "check spooling, then enqueue" against "switch to spooling, then drain".
     pub gate: Mutex<()>,
     pub stop: AtomicBool,
+    /// Set when the section starts with deliveries spooled by an earlier run: the first one is
+    /// tried at once instead of waiting out a retry delay computed before the restart.
+    pub fresh_start: AtomicBool,
     pub wake: (Sender<()>, Receiver<()>),
     pub stats: SectionStats,
 }
@@ -60,6 +65,7 @@ impl SectionShared {
             spooling: AtomicBool::new(false),
             gate: Mutex::new(()),
             stop: AtomicBool::new(false),
+            fresh_start: AtomicBool::new(false),
             wake: bounded(1),
             stats: SectionStats::default(),
         }
@@ -92,19 +98,20 @@ fn now_ms() -> i64 {
 /// Hands a delivery to a section: memory queue, or spool when spooling or full.
 pub fn submit(s: &SectionShared, env: &WorkerEnv, d: Delivery) {
     let _gate = s.gate.lock().unwrap_or_else(|p| p.into_inner());
+    let seq = env.seq.fetch_add(1, Ordering::SeqCst) + 1;
     if !s.spooling.load(Ordering::SeqCst) {
-        match s.tx.try_send(d) {
+        match s.tx.try_send((seq, d)) {
             Ok(()) => return,
-            Err(TrySendError::Full(d)) | Err(TrySendError::Disconnected(d)) => {
+            Err(TrySendError::Full((seq, d))) | Err(TrySendError::Disconnected((seq, d))) => {
                 log::warn!(
                     "[{}] memory queue full ({MEMORY_QUEUE}): spooling to disk",
                     s.name
                 );
-                spool_locked(s, env, vec![fresh(d)]);
+                spool_locked(s, env, vec![(seq, fresh(d))]);
             }
         }
     } else {
-        spool_locked(s, env, vec![fresh(d)]);
+        spool_locked(s, env, vec![(seq, fresh(d))]);
     }
     s.wake();
 }
@@ -118,15 +125,15 @@ fn fresh(d: Delivery) -> Spooled {
     }
 }
 
-/// Writes `first` then everything in the memory queue to the spool and enters spool mode.
-/// Caller holds the gate.
-fn spool_locked(s: &SectionShared, env: &WorkerEnv, first: Vec<Spooled>) {
-    let mut items: Vec<Spooled> = first;
-    while let Ok(d) = s.rx.try_recv() {
-        items.push(fresh(d));
+/// Writes `items` and everything in the memory queue to the spool and enters spool mode.
+/// The spool orders by sequence number, so the write order does not matter. Caller holds the
+/// gate.
+fn spool_locked(s: &SectionShared, env: &WorkerEnv, mut items: Vec<(u64, Spooled)>) {
+    while let Ok((seq, d)) = s.rx.try_recv() {
+        items.push((seq, fresh(d)));
     }
     let Some(spool) = &env.spool else {
-        for it in items {
+        for (_, it) in items {
             s.stats.dropped.fetch_add(1, Ordering::Relaxed);
             log::error!(
                 "[{}] call {} {}: dropped: no spool to keep it in",
@@ -137,12 +144,8 @@ fn spool_locked(s: &SectionShared, env: &WorkerEnv, first: Vec<Spooled>) {
         }
         return;
     };
-    let batch: Vec<(u64, Spooled)> = items
-        .into_iter()
-        .map(|it| (env.seq.fetch_add(1, Ordering::SeqCst) + 1, it))
-        .collect();
-    let n = batch.len();
-    match spool.push(&batch) {
+    let n = items.len();
+    match spool.push(&items) {
         Ok(()) => {
             s.stats.spooled_total.fetch_add(n as u64, Ordering::Relaxed);
             s.spooling.store(true, Ordering::SeqCst);
@@ -153,9 +156,9 @@ fn spool_locked(s: &SectionShared, env: &WorkerEnv, first: Vec<Spooled>) {
                 "[{}] spool write failed ({e}); keeping {n} delivery(ies) in memory",
                 s.name
             );
-            for (_, it) in batch {
+            for (seq, it) in items {
                 let _ =
-                    s.tx.try_send(it.delivery)
+                    s.tx.try_send((seq, it.delivery))
                         .map_err(|_| s.stats.dropped.fetch_add(1, Ordering::Relaxed));
             }
         }
@@ -170,17 +173,23 @@ pub fn run(s: Arc<SectionShared>, env: WorkerEnv) {
             continue;
         }
         match s.rx.recv_timeout(Duration::from_millis(250)) {
-            Ok(d) => {
-                s.stats.in_flight.store(1, Ordering::Relaxed);
+            Ok((seq, d)) => {
                 let mut item = fresh(d);
+                if s.spooling.load(Ordering::SeqCst) {
+                    // A spill happened while we took this one: it joins the spool in its place.
+                    let _gate = s.gate.lock().unwrap_or_else(|p| p.into_inner());
+                    spool_locked(&s, &env, vec![(seq, item)]);
+                    continue;
+                }
+                s.stats.in_flight.store(1, Ordering::Relaxed);
                 let verdict = attempt(&s, &env, &mut item);
                 s.stats.in_flight.store(0, Ordering::Relaxed);
                 match verdict {
                     Verdict::Delivered => {}
-                    Verdict::Fail => bury_fresh(&s, &env, item),
+                    Verdict::Fail => bury_fresh(&s, &env, seq, item),
                     Verdict::Retry { .. } => {
                         let _gate = s.gate.lock().unwrap_or_else(|p| p.into_inner());
-                        spool_locked(&s, &env, vec![item]);
+                        spool_locked(&s, &env, vec![(seq, item)]);
                     }
                 }
             }
@@ -301,11 +310,10 @@ fn attempt(s: &SectionShared, env: &WorkerEnv, item: &mut Spooled) -> Verdict {
     verdict
 }
 
-fn bury_fresh(s: &SectionShared, env: &WorkerEnv, item: Spooled) {
+fn bury_fresh(s: &SectionShared, env: &WorkerEnv, seq: u64, item: Spooled) {
     s.stats.dead.fetch_add(1, Ordering::Relaxed);
     match &env.spool {
         Some(spool) => {
-            let seq = env.seq.fetch_add(1, Ordering::SeqCst) + 1;
             if let Err(e) = spool
                 .push(&[(seq, item.clone())])
                 .and_then(|_| spool.bury(seq, &item))
@@ -345,7 +353,8 @@ fn drain_spool_step(s: &SectionShared, env: &WorkerEnv) {
         return;
     };
     let wait = item.next_at_ms - now_ms();
-    if wait > 0 {
+    let fresh = s.fresh_start.swap(false, Ordering::SeqCst);
+    if wait > 0 && !fresh {
         // Sleep until due, but wake for shutdown or replay.
         let _ = s
             .wake

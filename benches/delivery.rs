@@ -1,0 +1,133 @@
+//! Delivery throughput (SPEC §8: ≥ 5,000 requests/s to a local keep-alive receiver on 2 cores):
+//! N deliveries through the dispatcher to one endpoint, and spread over three, each a local
+//! keep-alive HTTP server. Also the lookup latency: a cache miss to a local CRM, and a hit.
+//!
+//! `cargo bench --bench delivery` (needs ASTERISK_INCLUDE_DIR like every build).
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use res_webhook::core::config::raw::RawConfig;
+use res_webhook::core::config::Config;
+use res_webhook::core::delivery::{Delivery, Dispatcher, EndpointPolicy};
+use res_webhook::core::lookup::LookupService;
+use res_webhook::core::request::{HttpRequest, Method};
+
+/// A keep-alive receiver with a few handler threads; counts requests.
+fn receiver() -> (String, Arc<AtomicUsize>) {
+    let server = Arc::new(tiny_http::Server::http("127.0.0.1:0").unwrap());
+    let url = format!(
+        "http://127.0.0.1:{}",
+        server.server_addr().to_ip().unwrap().port()
+    );
+    let count = Arc::new(AtomicUsize::new(0));
+    for _ in 0..2 {
+        let (s, c) = (server.clone(), count.clone());
+        std::thread::spawn(move || {
+            for mut req in s.incoming_requests() {
+                let mut body = Vec::new();
+                let _ = req.as_reader().read_to_end(&mut body);
+                c.fetch_add(1, Ordering::Relaxed);
+                let _ = req.respond(tiny_http::Response::from_string(
+                    r#"{"contact_name":"Ivan","responsible":"100"}"#,
+                ));
+            }
+        });
+    }
+    (url, count)
+}
+
+fn throughput(endpoints: usize, n: usize) {
+    let dir = std::env::temp_dir().join(format!(
+        "rw-bench-delivery-{}-{endpoints}",
+        std::process::id()
+    ));
+    let d = Dispatcher::open(&dir).unwrap();
+    let recv: Vec<(String, Arc<AtomicUsize>)> = (0..endpoints).map(|_| receiver()).collect();
+    d.configure(
+        (0..endpoints)
+            .map(|i| EndpointPolicy {
+                name: format!("ep{i}"),
+                timeout: Duration::from_secs(5),
+                retry: vec![Duration::from_secs(1)],
+                secret: Some("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into()),
+                tls_ca: None,
+            })
+            .collect(),
+    );
+    let body = br#"{"call_id":"1700000000.1","event":"end","caller":"79161234567","status":"ANSWER","duration":42}"#.to_vec();
+    let started = Instant::now();
+    for i in 0..n {
+        let ep = i % endpoints;
+        d.submit(Delivery {
+            id: Delivery::new_id(),
+            section: format!("ep{ep}"),
+            call_id: format!("1700000000.{i}"),
+            event: "end".into(),
+            request: HttpRequest {
+                method: Method::Post,
+                url: format!("{}/hook", recv[ep].0),
+                headers: vec![("Content-Type".into(), "application/json".into())],
+                body: body.clone(),
+            },
+            created_ms: 0,
+        });
+    }
+    while recv
+        .iter()
+        .map(|r| r.1.load(Ordering::Relaxed))
+        .sum::<usize>()
+        < n
+    {
+        std::thread::sleep(Duration::from_millis(1));
+        if started.elapsed() > Duration::from_secs(120) {
+            break;
+        }
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let done: usize = recv.iter().map(|r| r.1.load(Ordering::Relaxed)).sum();
+    println!(
+        "delivery throughput, {endpoints} endpoint(s): {done} signed JSON requests in {secs:.2} s = {:.0} requests/s",
+        done as f64 / secs
+    );
+    d.shutdown();
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+fn lookup_latency() {
+    let (url, count) = receiver();
+    let conf = format!("[crm]\ntype = lookup\nurl = {url}/crm\nformat = form\nparam = phone => ${{number}}\ncache = 300\n");
+    let (config, errors) = Config::from_raw(&RawConfig::parse_text("bench.conf", &conf));
+    assert!(errors.is_empty());
+    let svc = LookupService::new(Arc::new(RwLock::new(Arc::new(config))));
+    let mut miss = Vec::new();
+    for i in 0..200 {
+        let t = Instant::now();
+        let (_, st) = svc.lookup("crm", &format!("7916{i:07}"), "contact_name");
+        miss.push(t.elapsed());
+        assert_eq!(st.as_str(), "FOUND");
+    }
+    let mut hit = Vec::new();
+    for i in 0..2000 {
+        let t = Instant::now();
+        svc.lookup("crm", &format!("7916{:07}", i % 200), "responsible");
+        hit.push(t.elapsed());
+    }
+    miss.sort();
+    hit.sort();
+    let q = |v: &[Duration], p: f64| v[((v.len() - 1) as f64 * p) as usize].as_secs_f64() * 1e6;
+    println!(
+        "lookup latency: cache miss to a local CRM p50 {:.0} µs p99 {:.0} µs; cache hit p50 {:.1} µs p99 {:.1} µs ({} requests reached the CRM for {} lookups)",
+        q(&miss, 0.5), q(&miss, 0.99), q(&hit, 0.5), q(&hit, 0.99), count.load(Ordering::Relaxed), miss.len() + hit.len()
+    );
+}
+
+fn main() {
+    // `cargo bench` passes --bench; `cargo test --benches` passes nothing: run small then.
+    let full = std::env::args().any(|a| a == "--bench");
+    let n = if full { 50_000 } else { 500 };
+    throughput(1, n);
+    throughput(3, n);
+    lookup_latency();
+}
