@@ -521,7 +521,12 @@ mod tests {
         assert_eq!(got.len(), n);
         let order: Vec<String> = got.iter().map(|(_, b)| b.clone()).collect();
         let first_out_of_place = (0..n).find(|&i| order[i] != format!("c{i}:end"));
-        assert_eq!(first_out_of_place, None, "spilled deliveries stay in order");
+        assert_eq!(
+            first_out_of_place,
+            None,
+            "spilled deliveries stay in order: {:?}",
+            first_out_of_place.map(|i| &order[i.saturating_sub(2)..(i + 3).min(n)])
+        );
         d.shutdown();
         std::fs::remove_dir_all(dir).unwrap();
     }

@@ -109,18 +109,55 @@ impl Spool {
         }
     }
 
-    /// Replaces a pending entry (attempt count, next time).
-    pub fn update(&self, seq: u64, s: &Spooled) -> Result<(), String> {
-        self.push(&[(seq, s.clone())])
+    /// A write transaction that is not fsynced on commit: for changes whose loss in a crash
+    /// only means a delivery is sent again (at-least-once), never lost.
+    fn lazy_write(&self) -> Result<redb::WriteTransaction, String> {
+        let mut w = self.db.begin_write().map_err(err)?;
+        w.set_durability(redb::Durability::Eventual);
+        Ok(w)
     }
 
-    /// Removes a delivered entry.
-    pub fn remove(&self, section: &str, seq: u64) -> Result<(), String> {
-        let w = self.db.begin_write().map_err(err)?;
-        w.open_table(PENDING)
+    /// Up to `n` oldest pending deliveries of a section, in order.
+    pub fn head_batch(&self, section: &str, n: usize) -> Result<Vec<(u64, Spooled)>, String> {
+        let r = self.db.begin_read().map_err(err)?;
+        let t = r.open_table(PENDING).map_err(err)?;
+        let mut out = Vec::new();
+        for item in t
+            .range((section, 0)..=(section, u64::MAX))
             .map_err(err)?
-            .remove((section, seq))
-            .map_err(err)?;
+            .take(n)
+        {
+            let (k, v) = item.map_err(err)?;
+            out.push((k.value().1, serde_json::from_slice(v.value()).map_err(err)?));
+        }
+        Ok(out)
+    }
+
+    /// Replaces a pending entry (attempt count, next time); not fsynced.
+    pub fn update(&self, seq: u64, s: &Spooled) -> Result<(), String> {
+        let w = self.lazy_write()?;
+        {
+            let bytes = serde_json::to_vec(s).map_err(err)?;
+            let mut t = w.open_table(PENDING).map_err(err)?;
+            t.insert((s.delivery.section.as_str(), seq), bytes.as_slice())
+                .map_err(err)?;
+        }
+        w.commit().map_err(err)
+    }
+
+    /// Removes delivered entries in one transaction (not fsynced: after a crash some may be
+    /// sent once more, never lost).
+    pub fn remove_many(&self, section: &str, seqs: &[u64]) -> Result<(), String> {
+        if seqs.is_empty() {
+            return Ok(());
+        }
+        let w = self.lazy_write()?;
+        {
+            let mut t = w.open_table(PENDING).map_err(err)?;
+            for seq in seqs {
+                t.remove((section, *seq)).map_err(err)?;
+            }
+        }
         w.commit().map_err(err)
     }
 

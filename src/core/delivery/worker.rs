@@ -24,6 +24,9 @@ use super::{Delivery, EndpointPolicy};
 /// Deliveries one section keeps in memory before it spools.
 pub const MEMORY_QUEUE: usize = 4096;
 
+/// Spooled deliveries read and acknowledged per spool transaction while draining.
+const SPOOL_BATCH: usize = 64;
+
 /// What the dispatcher and a worker thread share.
 pub struct SectionShared {
     pub name: String,
@@ -129,10 +132,14 @@ fn fresh(d: Delivery) -> Spooled {
 /// The spool orders by sequence number, so the write order does not matter. Caller holds the
 /// gate.
 fn spool_locked(s: &SectionShared, env: &WorkerEnv, mut items: Vec<(u64, Spooled)>) {
+    // Spool mode first, then drain: a delivery the worker takes from memory meanwhile sees the
+    // flag and joins the spool in its place instead of overtaking the ones drained before it.
+    s.spooling.store(true, Ordering::SeqCst);
     while let Ok((seq, d)) = s.rx.try_recv() {
         items.push((seq, fresh(d)));
     }
     let Some(spool) = &env.spool else {
+        s.spooling.store(false, Ordering::SeqCst);
         for (_, it) in items {
             s.stats.dropped.fetch_add(1, Ordering::Relaxed);
             log::error!(
@@ -148,9 +155,9 @@ fn spool_locked(s: &SectionShared, env: &WorkerEnv, mut items: Vec<(u64, Spooled
     match spool.push(&items) {
         Ok(()) => {
             s.stats.spooled_total.fetch_add(n as u64, Ordering::Relaxed);
-            s.spooling.store(true, Ordering::SeqCst);
         }
         Err(e) => {
+            s.spooling.store(false, Ordering::SeqCst);
             // The disk failed too: keep trying in memory rather than lose them.
             log::error!(
                 "[{}] spool write failed ({e}); keeping {n} delivery(ies) in memory",
@@ -336,44 +343,63 @@ fn drain_spool_step(s: &SectionShared, env: &WorkerEnv) {
         s.spooling.store(false, Ordering::SeqCst);
         return;
     };
-    let head = match spool.head(&s.name) {
-        Ok(h) => h,
+    let batch = match spool.head_batch(&s.name, SPOOL_BATCH) {
+        Ok(b) => b,
         Err(e) => {
             log::error!("[{}] spool read failed: {e}", s.name);
             let _ = s.wake.1.recv_timeout(Duration::from_secs(1));
             return;
         }
     };
-    let Some((seq, mut item)) = head else {
+    if batch.is_empty() {
         let _gate = s.gate.lock().unwrap_or_else(|p| p.into_inner());
         if matches!(spool.head(&s.name), Ok(None)) {
             s.spooling.store(false, Ordering::SeqCst);
             log::info!("[{}] spool drained; back to direct delivery", s.name);
         }
         return;
-    };
-    let wait = item.next_at_ms - now_ms();
-    let fresh = s.fresh_start.swap(false, Ordering::SeqCst);
-    if wait > 0 && !fresh {
-        // Sleep until due, but wake for shutdown or replay.
-        let _ = s
-            .wake
-            .1
-            .recv_timeout(Duration::from_millis(wait.min(1000) as u64));
-        return;
     }
-    s.stats.in_flight.store(1, Ordering::Relaxed);
-    let verdict = attempt(s, env, &mut item);
-    s.stats.in_flight.store(0, Ordering::Relaxed);
-    let result = match verdict {
-        Verdict::Delivered => spool.remove(&s.name, seq),
-        Verdict::Retry { .. } => spool.update(seq, &item),
-        Verdict::Fail => {
-            s.stats.dead.fetch_add(1, Ordering::Relaxed);
-            spool.bury(seq, &item)
+    // Send the head of the spool in order; delivered ones are removed together at the end
+    // (one transaction per batch). The first that must wait or be retried stops the batch.
+    let mut delivered = Vec::new();
+    for (seq, mut item) in batch {
+        if s.stop.load(Ordering::SeqCst) {
+            break;
         }
-    };
-    if let Err(e) = result {
+        let wait = item.next_at_ms - now_ms();
+        let fresh = s.fresh_start.swap(false, Ordering::SeqCst);
+        if wait > 0 && !fresh {
+            if delivered.is_empty() {
+                // Sleep until due, but wake for shutdown or replay.
+                let _ = s
+                    .wake
+                    .1
+                    .recv_timeout(Duration::from_millis(wait.min(1000) as u64));
+            }
+            break;
+        }
+        s.stats.in_flight.store(1, Ordering::Relaxed);
+        let verdict = attempt(s, env, &mut item);
+        s.stats.in_flight.store(0, Ordering::Relaxed);
+        let result = match verdict {
+            Verdict::Delivered => {
+                delivered.push(seq);
+                Ok(())
+            }
+            Verdict::Retry { .. } => spool.update(seq, &item),
+            Verdict::Fail => {
+                s.stats.dead.fetch_add(1, Ordering::Relaxed);
+                spool.bury(seq, &item)
+            }
+        };
+        if let Err(e) = result {
+            log::error!("[{}] spool write failed: {e}", s.name);
+        }
+        if matches!(verdict, Verdict::Retry { .. }) {
+            break;
+        }
+    }
+    if let Err(e) = spool.remove_many(&s.name, &delivered) {
         log::error!("[{}] spool write failed: {e}", s.name);
     }
 }
