@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use chrono::{DateTime, Utc};
-use redb::{Database, ReadableTable, TableDefinition};
+use redb::{Builder, Database, ReadableTable, TableDefinition};
 
 const LAST_CALL: TableDefinition<&str, i64> = TableDefinition::new("last_call");
 
@@ -20,7 +20,7 @@ impl CallerHistory {
             std::fs::create_dir_all(dir)
                 .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
         }
-        let db = match Database::create(path) {
+        let db = match open_db(path) {
             Ok(db) => db,
             Err(e) => {
                 let aside = format!("{}.corrupt-{}", path.display(), Utc::now().timestamp());
@@ -29,7 +29,7 @@ impl CallerHistory {
                     path.display()
                 );
                 std::fs::rename(path, &aside).map_err(|e| e.to_string())?;
-                Database::create(path).map_err(|e| e.to_string())?
+                open_db(path).map_err(|e| e.to_string())?
             }
         };
         Ok(CallerHistory { db })
@@ -69,6 +69,11 @@ impl CallerHistory {
             (false, false)
         })
     }
+}
+
+/// redb caches up to 1 GiB by default; the module keeps its memory small and bounded.
+fn open_db(path: &Path) -> Result<Database, redb::DatabaseError> {
+    Builder::new().set_cache_size(8 << 20).create(path)
 }
 
 #[cfg(test)]

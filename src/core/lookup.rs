@@ -11,7 +11,6 @@ use serde_json::Value as Json;
 
 use super::config::{Config, Lookup};
 use super::delivery::client;
-use super::request::Method;
 
 /// Largest CRM answer read; a bigger one is an error, and the rest is never read.
 pub const MAX_ANSWER: u64 = 64 * 1024;
@@ -192,26 +191,7 @@ impl LookupService {
             LookupStatus::Error
         })?;
         let started = Instant::now();
-        let result = match req.method {
-            Method::Get => {
-                let mut b = agent.get(&req.url);
-                for (k, v) in &req.headers {
-                    b = b.header(k, v);
-                }
-                b.call()
-            }
-            Method::Post | Method::Put => {
-                let mut b = if req.method == Method::Post {
-                    agent.post(&req.url)
-                } else {
-                    agent.put(&req.url)
-                };
-                for (k, v) in &req.headers {
-                    b = b.header(k, v);
-                }
-                b.send(&req.body[..])
-            }
-        };
+        let result = client::call(&agent, &req, &[]);
         let timed_out = |e: &dyn std::fmt::Display| {
             log::warn!(
                 "[{section}] lookup {number}: no answer within {} ms ({e})",

@@ -326,26 +326,17 @@ fn parse_section(
         if e.key == "type" || e.key == "preset" {
             continue;
         }
-        if let Some(r) = preset.and_then(|p| p.apply_key(&e.key, &e.value, &mut spec)) {
-            if let Err(reason) = r {
-                errors.push(ConfigError {
-                    file: e.file.clone(),
-                    section: s.name.clone(),
-                    key: Some(e.key.clone()),
-                    line: e.line,
-                    reason,
-                });
-            }
-            continue;
-        }
-        let result = match &mut target {
-            SectionKind::Webhook(w) => spec
-                .apply(&e.key, &e.value)
-                .unwrap_or_else(|| w.apply(&e.key, &e.value)),
-            SectionKind::Lookup(l) => spec
-                .apply(&e.key, &e.value)
-                .unwrap_or_else(|| l.apply(&e.key, &e.value)),
-            SectionKind::Originate(o) => o.apply(&e.key, &e.value),
+        let result = match preset.and_then(|p| p.apply_key(&e.key, &e.value, &mut spec)) {
+            Some(r) => r,
+            None => match &mut target {
+                SectionKind::Webhook(w) => spec
+                    .apply(&e.key, &e.value)
+                    .unwrap_or_else(|| w.apply(&e.key, &e.value)),
+                SectionKind::Lookup(l) => spec
+                    .apply(&e.key, &e.value)
+                    .unwrap_or_else(|| l.apply(&e.key, &e.value)),
+                SectionKind::Originate(o) => o.apply(&e.key, &e.value),
+            },
         };
         if let Err(reason) = result {
             let reason = if reason == "unknown key" {

@@ -52,11 +52,15 @@ pub fn agent(timeout: Duration, tls_ca: Option<&Path>) -> Result<Agent, String> 
     Ok(config.into())
 }
 
-/// Sends `req` once, with `extra` headers (signing) added.
-pub fn send(agent: &Agent, req: &HttpRequest, extra: &[(String, String)]) -> Outcome {
-    let started = Instant::now();
+/// Performs `req` once with `extra` headers added; the raw answer, for callers that read it
+/// their own way (delivery keeps an excerpt, lookup parses it).
+pub fn call(
+    agent: &Agent,
+    req: &HttpRequest,
+    extra: &[(String, String)],
+) -> Result<ureq::http::Response<ureq::Body>, ureq::Error> {
     let headers = req.headers.iter().chain(extra.iter());
-    let result = match req.method {
+    match req.method {
         Method::Get => {
             let mut b = agent.get(&req.url);
             for (k, v) in headers {
@@ -75,7 +79,13 @@ pub fn send(agent: &Agent, req: &HttpRequest, extra: &[(String, String)]) -> Out
             }
             b.send(&req.body[..])
         }
-    };
+    }
+}
+
+/// Sends `req` once, with `extra` headers (signing) added.
+pub fn send(agent: &Agent, req: &HttpRequest, extra: &[(String, String)]) -> Outcome {
+    let started = Instant::now();
+    let result = call(agent, req, extra);
     match result {
         Ok(mut resp) => {
             let code = resp.status().as_u16();

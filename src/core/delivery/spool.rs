@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
+use redb::{Builder, Database, ReadableTable, ReadableTableMetadata, TableDefinition};
 use serde::{Deserialize, Serialize};
 
 use super::Delivery;
@@ -38,7 +38,7 @@ impl Spool {
         std::fs::create_dir_all(dir)
             .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
         let path = dir.join("spool.redb");
-        let db = match Database::create(&path) {
+        let db = match open_db(&path) {
             Ok(db) => db,
             Err(e) => {
                 let aside = PathBuf::from(format!(
@@ -53,7 +53,7 @@ impl Spool {
                 );
                 std::fs::rename(&path, &aside)
                     .map_err(|e| format!("cannot move the bad spool aside: {e}"))?;
-                Database::create(&path).map_err(err)?
+                open_db(&path).map_err(err)?
             }
         };
         let w = db.begin_write().map_err(err)?;
@@ -254,4 +254,9 @@ impl Spool {
         let r = self.db.begin_read().map_err(err)?;
         r.open_table(PENDING).map_err(err)?.len().map_err(err)
     }
+}
+
+/// redb caches up to 1 GiB by default; the module keeps its memory small and bounded.
+fn open_db(path: &Path) -> Result<Database, redb::DatabaseError> {
+    Builder::new().set_cache_size(16 << 20).create(path)
 }
