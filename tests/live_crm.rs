@@ -167,6 +167,19 @@ fn lookup_call(pbx: &Sandbox, rx: &Receiver, caller: &str) -> Json {
         .unwrap()
 }
 
+/// Keeps measured lookup times for the record (target/live/lookup-timing.txt).
+fn record_timing(line: &str) {
+    use std::io::Write as _;
+    let path = common::repo().join("target/live/lookup-timing.txt");
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+    {
+        let _ = writeln!(f, "{line}");
+    }
+}
+
 fn lookup_secs(end: &Json) -> f64 {
     let t = |k: &str| end[k].as_str().unwrap().parse::<f64>().unwrap();
     t("T1") - t("T0")
@@ -190,6 +203,10 @@ fn lookup_routes_known_callers_and_survives_a_hostile_crm() {
 
     // Known caller: name shown (Cyrillic), routed to the responsible agent; two reads, one request.
     let end = lookup_call(&pbx, &rx, "79990000001");
+    record_timing(&format!(
+        "lookup cache miss, local CRM: dialplan waited {:.3} s",
+        lookup_secs(&end)
+    ));
     assert_eq!(end["LOOKUP_STATUS"], "FOUND");
     assert_eq!(end["caller_name"], "Иван Петров");
     assert_eq!(end["ROUTE"], "PJSIP/100");
