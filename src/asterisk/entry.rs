@@ -93,6 +93,7 @@ pub extern "C" fn rw_unload() {
         }
         if let Some(engine) = lock(&ENGINE).take() {
             engine.shutdown();
+            log::info!("res_webhook stopped: every thread joined, undelivered webhooks spooled");
         }
     })
 }
