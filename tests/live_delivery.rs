@@ -63,9 +63,20 @@ param = caller => ${caller}
     assert!(pbx.call("79161300004", "74951234567", 500));
     let out = pbx.cli("module reload res_webhook.so");
     assert!(!out.contains("rror"), "{out}");
+    let log = pbx.log();
     assert!(
-        pbx.log().contains("waiting from before"),
+        log.contains("waiting from before"),
         "the spool was found after the crash"
+    );
+    assert!(
+        log.lines().any(
+            |l| l.contains("WARNING[") && l.contains("HTTP 503; attempt 1 failed, retrying in")
+        ),
+        "a retry is logged as a WARNING"
+    );
+    assert!(
+        log.contains("res_webhook stopped: every thread joined"),
+        "the clean restart stopped and joined every thread"
     );
 
     rx.set_status(200); // the endpoint recovers
@@ -197,7 +208,13 @@ param = event => ${event}
         .map(String::from)
         .collect();
     assert_eq!(crm[5], "2", "two dead letters: {status}");
-    assert!(pbx.log().contains("not retried (4xx), dead-lettered"));
+    // Rust's log lines reach Asterisk's logger at the right level.
+    let log = pbx.log();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("ERROR[") && l.contains("not retried (4xx), dead-lettered")),
+        "a dead letter is logged as an ERROR"
+    );
 
     rx.set_status(200);
     let out = pbx.cli("webhook replay crm");
