@@ -18,3 +18,19 @@ pub fn guard<T>(entry: &'static str, fallback: T, body: impl FnOnce() -> T) -> T
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::guard;
+
+    #[test]
+    fn a_panic_becomes_the_fallback_value() {
+        let r = guard("test_entry", -1, || -> i32 { panic!("boom") });
+        assert_eq!(r, -1);
+        let s = guard("test_entry", 0, || 7);
+        assert_eq!(s, 7);
+        let v: Vec<u8> = vec![];
+        let r = guard("test_entry", 99, || v[3] as i32);
+        assert_eq!(r, 99);
+    }
+}

@@ -228,8 +228,19 @@ impl Sandbox {
         self.boot();
     }
 
+    /// Graceful `core stop now`; fails the test if Asterisk (unloading res_webhook, which joins
+    /// its threads) did not exit by itself within the script's 15 s.
     pub fn stop(&self) {
-        run(Command::new(sandbox_sh()).arg("stop").arg(&self.dir));
+        let out = Command::new(sandbox_sh())
+            .arg("stop")
+            .arg(&self.dir)
+            .output()
+            .expect("sandbox.sh");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success() && !stderr.contains("killing it"),
+            "Asterisk did not stop cleanly: {stderr}"
+        );
     }
 
     /// `kill -9` Asterisk, then start it again.
