@@ -11,7 +11,8 @@
 #   asterisk/bench.sh outage [SECONDS_DOWN] [RATE]   e.g. asterisk/bench.sh outage 600 5
 #       res_webhook under steady load while its endpoint is down: Asterisk's memory (RSS) over
 #       time, nothing lost, and the time to drain once the endpoint is back.
-#   asterisk/bench.sh smoke                    a few seconds of each mode (for CI)
+#   asterisk/bench.sh smoke                    a few seconds of each mode
+# BENCH_THREADS=1 also writes each mode's CPU per Asterisk thread to target/bench/threads-*.txt.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO=$(pwd)
@@ -106,7 +107,11 @@ run_mode() { # mode rate seconds
         sleep 2
         hook=$(asterisk/sandbox.sh cli "$B/pbx" "webhook show status" | grep "Hook cost" | sed 's/.*): //')
     fi
-    [ -n "${BENCH_THREADS:-}" ] && /tmp/threads.sh >"$B/threads-$mode.txt" || true
+    if [ -n "${BENCH_THREADS:-}" ]; then # CPU ticks per Asterisk thread, to see where time goes
+        local t p; p=$(cat "$B/pbx/asterisk.pid")
+        for t in /proc/"$p"/task/*; do echo "$(awk '{print $14 + $15}' "$t/stat") $(cat "$t/comm")"; done \
+            | sort -rn | head -n 15 >"$B/threads-$mode.txt"
+    fi
     asterisk/sandbox.sh stop "$B/pbx" >/dev/null 2>&1 || true
     wait "$rpid" 2>/dev/null || true
     local tick; tick=$(getconf CLK_TCK)
