@@ -277,7 +277,8 @@ impl Engine {
         match words.as_slice() {
             ["show", "status"] => Ok(format!(
                 "{}\nCalls in progress: {}   call events: {}   render failures: {}\n\
-                 Hook cost (C callback + copy + enqueue): p50 {}  p99 {}  over {} events; dropped: {}\n",
+                 Hook cost (C callback + copy + enqueue): p50 {}  p99 {}  over {} events; dropped: {}\n\
+                 Lookups that reached a CRM: {}  p50 {}  p99 {}\n",
                 dispatcher.status_text(),
                 rt.active_calls.load(Ordering::Relaxed),
                 rt.call_events.load(Ordering::Relaxed),
@@ -286,6 +287,9 @@ impl Engine {
                 fmt_ns(self.shared.cost_ns.quantile(0.99)),
                 self.shared.cost_ns.count(),
                 self.shared.dropped.load(Ordering::Relaxed),
+                self.lookups.latency_us.count(),
+                fmt_ns(self.lookups.latency_us.quantile(0.5).map(|us| us * 1000)),
+                fmt_ns(self.lookups.latency_us.quantile(0.99).map(|us| us * 1000)),
             )),
             ["show", "errors"] => Ok(dispatcher.errors_text(None)),
             ["show", "errors", section] => Ok(dispatcher.errors_text(Some(section))),
@@ -305,10 +309,7 @@ impl Engine {
 
     fn test(&self, dispatcher: &Dispatcher, section: &str, kind: EventKind) -> String {
         let config = self.runtime.config();
-        let Some(webhook) = config.sections.iter().find_map(|s| match &s.kind {
-            SectionKind::Webhook(w) if s.name == section => Some(w),
-            _ => None,
-        }) else {
+        let Some(webhook) = config.webhook(section) else {
             return format!("no webhook section [{section}]\n");
         };
         let event = synthetic::call_event(kind, SystemTime::now());
