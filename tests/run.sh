@@ -16,4 +16,7 @@ export ASTERISK_INCLUDE_DIR
 
 cargo fmt --check
 cargo clippy --release --all-targets -- -D warnings
-cargo test --release "$@"
+mkdir -p target
+cargo test --release "$@" 2>&1 | tee target/test-output.txt
+# One closing line for the whole run, summed over every test binary.
+awk '/^test result:/ { p += $4; f += $6 } END { printf "tests: %d passed, %d failed\n", p, f }' target/test-output.txt
