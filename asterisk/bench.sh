@@ -13,6 +13,8 @@
 #       time, nothing lost, and the time to drain once the endpoint is back.
 #   asterisk/bench.sh smoke                    a few seconds of each mode
 # BENCH_THREADS=1 also writes each mode's CPU per Asterisk thread to target/bench/threads-*.txt.
+# BENCH_PERF=1 also records each mode with `perf record -g` into target/bench/perf-*.data (read it
+# with `perf report -i target/bench/perf-webhook.data --no-children --sort dso,sym`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO=$(pwd)
@@ -99,8 +101,14 @@ run_mode() { # mode rate seconds
     sleep 1
     local c0 c1 res ok failed
     c0=$(cpu_ticks)
+    local perf_pid=""
+    if [ -n "${BENCH_PERF:-}" ]; then # sample Asterisk's threads while the calls run
+        perf record -q -F 4999 -g -p "$(cat "$B/pbx/asterisk.pid")" -o "$B/perf-$mode.data" >/dev/null 2>&1 &
+        perf_pid=$!
+    fi
     res=$(place_calls "$rate" "$count")
     c1=$(cpu_ticks)
+    if [ -n "$perf_pid" ]; then kill -INT "$perf_pid"; wait "$perf_pid" 2>/dev/null || true; fi
     ok=${res% *}; failed=${res#* }
     local hook=""
     if [ "$mode" = webhook ]; then

@@ -6,7 +6,10 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use ureq::tls::{parse_pem, PemItem, RootCerts, TlsConfig};
+use ureq::unversioned::transport::DefaultConnector;
 use ureq::Agent;
+
+use super::resolver::CachingResolver;
 
 use super::retry::{parse_retry_after, Attempt};
 use crate::core::request::{HttpRequest, Method};
@@ -49,7 +52,11 @@ pub fn agent(timeout: Duration, tls_ca: Option<&Path>) -> Result<Agent, String> 
         .user_agent("res_webhook/0.1 (Asterisk)")
         .tls_config(tls.build())
         .build();
-    Ok(config.into())
+    Ok(Agent::with_parts(
+        config,
+        DefaultConnector::default(),
+        CachingResolver::default(),
+    ))
 }
 
 /// Performs `req` once with `extra` headers added; the raw answer, for callers that read it

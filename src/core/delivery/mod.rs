@@ -1,8 +1,9 @@
 //! The delivery engine: per-section queues and workers, retries, the durable spool, signing.
-//! One file per stage: [`client`] (one HTTP attempt), [`retry`] (the classifier),
+//! One file per stage: [`client`] (one HTTP attempt), [`resolver`], [`retry`] (the classifier),
 //! [`signing`], [`spool`], [`worker`], [`stats`].
 
 pub mod client;
+pub mod resolver;
 pub mod retry;
 pub mod signing;
 pub mod spool;
