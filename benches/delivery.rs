@@ -4,6 +4,8 @@
 //!
 //! `cargo bench --bench delivery` (needs ASTERISK_INCLUDE_DIR like every build).
 
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
@@ -14,28 +16,65 @@ use res_webhook::core::delivery::{Delivery, Dispatcher, EndpointPolicy};
 use res_webhook::core::lookup::LookupService;
 use res_webhook::core::request::{HttpRequest, Method};
 
-/// A keep-alive receiver with a few handler threads; counts requests.
+/// A lean keep-alive receiver (a thread per connection, `httparse` for the request head) that
+/// counts requests, so the benchmark measures the sender rather than the receiver. Lookups get
+/// a CRM answer.
 fn receiver() -> (String, Arc<AtomicUsize>) {
-    let server = Arc::new(tiny_http::Server::http("127.0.0.1:0").unwrap());
-    let url = format!(
-        "http://127.0.0.1:{}",
-        server.server_addr().to_ip().unwrap().port()
-    );
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
     let count = Arc::new(AtomicUsize::new(0));
-    for _ in 0..2 {
-        let (s, c) = (server.clone(), count.clone());
-        std::thread::spawn(move || {
-            for mut req in s.incoming_requests() {
-                let mut body = Vec::new();
-                let _ = req.as_reader().read_to_end(&mut body);
-                c.fetch_add(1, Ordering::Relaxed);
-                let _ = req.respond(tiny_http::Response::from_string(
-                    r#"{"contact_name":"Ivan","responsible":"100"}"#,
-                ));
-            }
-        });
-    }
+    let c = count.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            let c = c.clone();
+            std::thread::spawn(move || serve(conn, &c));
+        }
+    });
     (url, count)
+}
+
+/// Answers every request on one connection until the client closes it.
+fn serve(mut conn: TcpStream, count: &AtomicUsize) {
+    let _ = conn.set_nodelay(true);
+    const ANSWER: &str = r#"{"contact_name":"Ivan","responsible":"100"}"#;
+    let reply = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{ANSWER}",
+        ANSWER.len()
+    );
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut have = 0;
+    loop {
+        // One request: head, then Content-Length bytes of body.
+        let (head_len, body_len) = loop {
+            let mut headers = [httparse::EMPTY_HEADER; 32];
+            let mut req = httparse::Request::new(&mut headers);
+            if let Ok(httparse::Status::Complete(n)) = req.parse(&buf[..have]) {
+                let len = req
+                    .headers
+                    .iter()
+                    .find(|h| h.name.eq_ignore_ascii_case("content-length"))
+                    .and_then(|h| std::str::from_utf8(h.value).ok()?.trim().parse().ok())
+                    .unwrap_or(0usize);
+                break (n, len);
+            }
+            match conn.read(&mut buf[have..]) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => have += n,
+            }
+        };
+        while have < head_len + body_len {
+            match conn.read(&mut buf[have..]) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => have += n,
+            }
+        }
+        buf.copy_within(head_len + body_len..have, 0);
+        have -= head_len + body_len;
+        count.fetch_add(1, Ordering::Relaxed);
+        if conn.write_all(reply.as_bytes()).is_err() {
+            return;
+        }
+    }
 }
 
 fn throughput(endpoints: usize, n: usize) {
@@ -53,6 +92,7 @@ fn throughput(endpoints: usize, n: usize) {
                 retry: vec![Duration::from_secs(1)],
                 secret: Some("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into()),
                 tls_ca: None,
+                concurrency: 4,
             })
             .collect(),
     );

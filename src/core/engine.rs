@@ -365,6 +365,7 @@ fn endpoint_policies(config: &Config) -> Vec<EndpointPolicy> {
                 retry: w.retry.clone(),
                 secret: w.secret.clone(),
                 tls_ca: w.tls_ca.clone(),
+                concurrency: w.concurrency,
             }),
             _ => None,
         })

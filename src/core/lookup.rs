@@ -17,6 +17,9 @@ pub const MAX_ANSWER: u64 = 64 * 1024;
 /// How long a "not found" is remembered (found contacts: the section's `cache`).
 pub const MISS_CACHE: Duration = Duration::from_secs(10);
 
+/// Keep-alive connections kept open to one CRM: lookups come from many channels at once.
+const LOOKUP_CONNECTIONS: usize = 8;
+
 /// What `WEBHOOK_LOOKUP_STATUS` says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LookupStatus {
@@ -186,7 +189,7 @@ impl LookupService {
             log::error!("[{section}] lookup {number}: cannot render the request: {e}");
             LookupStatus::Error
         })?;
-        let agent = client::agent(l.timeout, None).map_err(|e| {
+        let agent = client::agent(l.timeout, None, LOOKUP_CONNECTIONS).map_err(|e| {
             log::error!("[{section}] lookup: {e}");
             LookupStatus::Error
         })?;

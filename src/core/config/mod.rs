@@ -490,6 +490,11 @@ method = DELETE
 
 [no-type]
 url = http://x/
+
+[bad-concurrency]
+type = webhook
+url = http://x/
+concurrency = 0
 ";
         let (c, errors) = parse(text);
         assert_eq!(
@@ -509,6 +514,7 @@ url = http://x/
             "webhook.conf:32 [bad-preset] preset: unknown preset `acme` (roistat, mango, xvb, calltracking, callkeeper)",
             "webhook.conf:38 [bad-method] method: unknown method `DELETE` (GET, POST or PUT); section skipped",
             "webhook.conf:41 [no-type]: missing `type` (webhook, lookup or originate)",
+            "webhook.conf:46 [bad-concurrency] concurrency: `0` is not a number from 1 to 64; section skipped",
         ];
         for e in expect {
             assert!(

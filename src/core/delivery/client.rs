@@ -25,8 +25,13 @@ pub struct Outcome {
     pub excerpt: String,
 }
 
-/// Builds the HTTP agent of one section. Keep-alive connections are reused between attempts.
-pub fn agent(timeout: Duration, tls_ca: Option<&Path>) -> Result<Agent, String> {
+/// Builds the HTTP agent of one section. Keep-alive connections (up to `connections` to the
+/// endpoint) are reused between attempts.
+pub fn agent(
+    timeout: Duration,
+    tls_ca: Option<&Path>,
+    connections: usize,
+) -> Result<Agent, String> {
     let mut tls = TlsConfig::builder();
     if let Some(path) = tls_ca {
         let pem = std::fs::read(path).map_err(|e| format!("tls_ca {}: {e}", path.display()))?;
@@ -47,6 +52,8 @@ pub fn agent(timeout: Duration, tls_ca: Option<&Path>) -> Result<Agent, String> 
     let config = Agent::config_builder()
         .timeout_global(Some(timeout))
         .timeout_connect(Some(timeout.min(Duration::from_secs(5))))
+        .max_idle_connections_per_host(connections)
+        .max_idle_connections(connections.max(10))
         .http_status_as_error(false)
         .max_redirects(0)
         .user_agent("res_webhook/0.1 (Asterisk)")

@@ -52,6 +52,8 @@ pub struct EndpointPolicy {
     pub retry: Vec<Duration>,
     pub secret: Option<String>,
     pub tls_ca: Option<PathBuf>,
+    /// Calls sent at once (each call's own events stay in order).
+    pub concurrency: usize,
 }
 
 struct Section {
@@ -374,6 +376,7 @@ impl<'de> Deserialize<'de> for Method {
 mod tests {
     //! The dispatcher against a real local HTTP server (tiny_http on 127.0.0.1).
     use super::*;
+    use std::collections::HashSet;
     use std::sync::atomic::AtomicUsize;
 
     struct Server {
@@ -465,6 +468,7 @@ mod tests {
                 .collect(),
             secret: None,
             tls_ca: None,
+            concurrency: 4,
         }
     }
 
@@ -508,27 +512,129 @@ mod tests {
         std::fs::remove_dir_all(dir).unwrap();
     }
 
+    /// Each call's bodies in arrival order.
+    fn per_call(got: &[(String, String)]) -> HashMap<String, Vec<String>> {
+        let mut calls: HashMap<String, Vec<String>> = HashMap::new();
+        for (_, body) in got {
+            let (call, event) = body.split_once(':').unwrap();
+            calls.entry(call.into()).or_default().push(event.into());
+        }
+        calls
+    }
+
     #[test]
     fn a_full_memory_queue_spills_to_the_spool_and_loses_nothing() {
         let srv = Server::start(0, 200);
         let dir = temp_dir("spill");
         let d = Dispatcher::open(&dir).unwrap();
         d.configure(vec![policy("crm", &[50])]);
-        let n = worker::MEMORY_QUEUE + 500;
-        for i in 0..n {
-            d.submit(delivery("crm", &srv.url, &format!("c{i}"), "end"));
+        let calls = (worker::MEMORY_QUEUE + 500) / 3;
+        for i in 0..calls {
+            for e in ["start", "answer", "end"] {
+                d.submit(delivery("crm", &srv.url, &format!("c{i}"), e));
+            }
         }
-        let got = srv.wait(n);
-        assert_eq!(got.len(), n);
-        let order: Vec<String> = got.iter().map(|(_, b)| b.clone()).collect();
-        let first_out_of_place = (0..n).find(|&i| order[i] != format!("c{i}:end"));
-        assert_eq!(
-            first_out_of_place,
-            None,
-            "spilled deliveries stay in order: {:?}",
-            first_out_of_place.map(|i| &order[i.saturating_sub(2)..(i + 3).min(n)])
-        );
+        let got = srv.wait(calls * 3);
+        assert_eq!(got.len(), calls * 3, "every delivery arrives once");
+        let by_call = per_call(&got);
+        assert_eq!(by_call.len(), calls);
+        for (call, events) in by_call {
+            assert_eq!(events, ["start", "answer", "end"], "{call} in order");
+        }
         d.shutdown();
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_call_waiting_for_a_retry_does_not_hold_back_other_calls() {
+        let srv = Server::start(1, 503); // c1's start is refused once
+        let dir = temp_dir("hol");
+        let d = Dispatcher::open(&dir).unwrap();
+        d.configure(vec![policy("crm", &[400])]);
+        d.submit(delivery("crm", &srv.url, "c1", "start"));
+        std::thread::sleep(Duration::from_millis(100));
+        for (c, e) in [("c1", "end"), ("c2", "start"), ("c2", "end")] {
+            d.submit(delivery("crm", &srv.url, c, e));
+        }
+        let bodies: Vec<String> = srv.wait(4).into_iter().map(|(_, b)| b).collect();
+        assert_eq!(bodies, ["c2:start", "c2:end", "c1:start", "c1:end"]);
+        d.shutdown();
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn calls_go_out_at_once_up_to_concurrency_and_each_call_in_order() {
+        // A slow endpoint with many handler threads; it records how many requests it held at
+        // once, overall and per call.
+        let server = Arc::new(tiny_http::Server::http("127.0.0.1:0").unwrap());
+        let url = format!(
+            "http://127.0.0.1:{}/hook",
+            server.server_addr().to_ip().unwrap().port()
+        );
+        #[derive(Default)]
+        struct Seen {
+            now: usize,
+            most: usize,
+            busy_calls: HashSet<String>,
+            same_call_overlap: bool,
+            got: Vec<(String, String)>,
+        }
+        let seen = Arc::new(Mutex::new(Seen::default()));
+        for _ in 0..8 {
+            let (s, seen) = (server.clone(), seen.clone());
+            std::thread::spawn(move || {
+                for mut req in s.incoming_requests() {
+                    let mut body = String::new();
+                    let _ = req.as_reader().read_to_string(&mut body);
+                    let call = body.split(':').next().unwrap().to_string();
+                    {
+                        let mut v = seen.lock().unwrap();
+                        v.now += 1;
+                        v.most = v.most.max(v.now);
+                        if !v.busy_calls.insert(call.clone()) {
+                            v.same_call_overlap = true;
+                        }
+                    }
+                    std::thread::sleep(Duration::from_millis(30));
+                    {
+                        let mut v = seen.lock().unwrap();
+                        v.now -= 1;
+                        v.busy_calls.remove(&call);
+                        v.got.push((String::new(), body));
+                    }
+                    let _ = req.respond(tiny_http::Response::from_string("ok"));
+                }
+            });
+        }
+        let dir = temp_dir("lanes");
+        let d = Dispatcher::open(&dir).unwrap();
+        d.configure(vec![EndpointPolicy {
+            concurrency: 3,
+            ..policy("crm", &[50])
+        }]);
+        for i in 0..12 {
+            for e in ["start", "answer", "end"] {
+                d.submit(delivery("crm", &url, &format!("c{i}"), e));
+            }
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while seen.lock().unwrap().got.len() < 36 && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let v = seen.lock().unwrap();
+        assert_eq!(v.got.len(), 36);
+        assert!(v.most > 1, "calls were sent one at a time");
+        assert!(v.most <= 3, "{} requests at once, concurrency is 3", v.most);
+        assert!(
+            !v.same_call_overlap,
+            "two events of one call were in flight at once"
+        );
+        for (call, events) in per_call(&v.got) {
+            assert_eq!(events, ["start", "answer", "end"], "{call} in order");
+        }
+        drop(v);
+        d.shutdown();
+        server.unblock();
         std::fs::remove_dir_all(dir).unwrap();
     }
 

@@ -1,14 +1,16 @@
 //! One section's delivery worker: its own memory queue, its own thread, its own HTTP agent, so
-//! a slow or dead endpoint never delays another. Strict FIFO per section keeps each call's
-//! events in order (start, answer, end).
+//! a slow or dead endpoint never delays another. Each call's events go out in order (start,
+//! answer, end), one after the other; different calls go out at once, on up to `concurrency`
+//! connections, and a call waiting for a retry does not hold back the others.
 //!
 //! Fast path: the memory queue, no disk. When an attempt fails and is to be retried, or the
 //! memory queue is full, the section switches to *spool mode*: the failed delivery and
-//! everything queued behind it go to the spool (in order), new deliveries are written there
-//! directly, and the worker sends from the spool until it is empty. Memory stays bounded
-//! however long an endpoint is down.
+//! everything queued behind it go to the spool (in order), new deliveries follow them there
+//! (moved from the memory queue once per round, in one transaction), and the worker sends from
+//! the spool until it is empty. Memory stays bounded however long an endpoint is down.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -24,8 +26,13 @@ use super::{Delivery, EndpointPolicy};
 /// Deliveries one section keeps in memory before it spools.
 pub const MEMORY_QUEUE: usize = 4096;
 
-/// Spooled deliveries read and acknowledged per spool transaction while draining.
-const SPOOL_BATCH: usize = 64;
+/// Most deliveries taken from the memory queue per round (sent at once when they belong to
+/// different calls).
+const MEMORY_BATCH: usize = 64;
+
+/// Spooled deliveries looked at per round while draining; the ones due are sent, and the
+/// delivered ones acknowledged in one spool transaction.
+const SPOOL_WINDOW: usize = 256;
 
 /// What the dispatcher and a worker thread share.
 pub struct SectionShared {
@@ -51,7 +58,7 @@ pub struct SectionShared {
 impl SectionShared {
     pub fn new(policy: EndpointPolicy) -> SectionShared {
         let (tx, rx) = bounded(MEMORY_QUEUE);
-        let agent = client::agent(policy.timeout, policy.tls_ca.as_deref())
+        let agent = client::agent(policy.timeout, policy.tls_ca.as_deref(), policy.concurrency)
             .map_err(|e| {
                 log::error!(
                     "[{}] {e}; deliveries wait in the spool until it is fixed",
@@ -75,7 +82,7 @@ impl SectionShared {
     }
 
     pub fn set_policy(&self, policy: EndpointPolicy) {
-        let agent = client::agent(policy.timeout, policy.tls_ca.as_deref())
+        let agent = client::agent(policy.timeout, policy.tls_ca.as_deref(), policy.concurrency)
             .map_err(|e| log::error!("[{}] {e}", policy.name))
             .ok();
         *self.agent.write().unwrap_or_else(|p| p.into_inner()) = agent;
@@ -98,25 +105,27 @@ fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
-/// Hands a delivery to a section: memory queue, or spool when spooling or full.
+/// Hands a delivery to a section's memory queue; when that is full, the queue goes to the spool
+/// in one transaction. In spool mode the worker moves the memory queue to the spool (behind
+/// what is there) before each round, so the spool is written once per round, not per delivery.
 pub fn submit(s: &SectionShared, env: &WorkerEnv, d: Delivery) {
     let _gate = s.gate.lock().unwrap_or_else(|p| p.into_inner());
     let seq = env.seq.fetch_add(1, Ordering::SeqCst) + 1;
-    if !s.spooling.load(Ordering::SeqCst) {
-        match s.tx.try_send((seq, d)) {
-            Ok(()) => return,
-            Err(TrySendError::Full((seq, d))) | Err(TrySendError::Disconnected((seq, d))) => {
+    match s.tx.try_send((seq, d)) {
+        Ok(()) => {}
+        Err(TrySendError::Full((seq, d))) | Err(TrySendError::Disconnected((seq, d))) => {
+            if !s.spooling.load(Ordering::SeqCst) {
                 log::warn!(
                     "[{}] memory queue full ({MEMORY_QUEUE}): spooling to disk",
                     s.name
                 );
-                spool_locked(s, env, vec![(seq, fresh(d))]);
             }
+            spool_locked(s, env, vec![(seq, fresh(d))]);
         }
-    } else {
-        spool_locked(s, env, vec![(seq, fresh(d))]);
     }
-    s.wake();
+    if s.spooling.load(Ordering::SeqCst) {
+        s.wake();
+    }
 }
 
 fn fresh(d: Delivery) -> Spooled {
@@ -180,24 +189,33 @@ pub fn run(s: Arc<SectionShared>, env: WorkerEnv) {
             continue;
         }
         match s.rx.recv_timeout(Duration::from_millis(250)) {
-            Ok((seq, d)) => {
-                let mut item = fresh(d);
+            Ok(first) => {
+                let mut batch = vec![(first.0, fresh(first.1))];
+                while batch.len() < MEMORY_BATCH {
+                    match s.rx.try_recv() {
+                        Ok((seq, d)) => batch.push((seq, fresh(d))),
+                        Err(_) => break,
+                    }
+                }
                 if s.spooling.load(Ordering::SeqCst) {
-                    // A spill happened while we took this one: it joins the spool in its place.
+                    // A spill happened while we took these: they join the spool in their place.
                     let _gate = s.gate.lock().unwrap_or_else(|p| p.into_inner());
-                    spool_locked(&s, &env, vec![(seq, item)]);
+                    spool_locked(&s, &env, batch);
                     continue;
                 }
-                s.stats.in_flight.store(1, Ordering::Relaxed);
-                let verdict = attempt(&s, &env, &mut item);
-                s.stats.in_flight.store(0, Ordering::Relaxed);
-                match verdict {
-                    Verdict::Delivered => {}
-                    Verdict::Fail => bury_fresh(&s, &env, seq, item),
-                    Verdict::Retry { .. } => {
-                        let _gate = s.gate.lock().unwrap_or_else(|p| p.into_inner());
-                        spool_locked(&s, &env, vec![(seq, item)]);
+                let mut to_spool = Vec::new();
+                for (seq, item, sent) in send_batch(&s, &env, batch) {
+                    match sent {
+                        Sent::Done(Verdict::Delivered) => {}
+                        Sent::Done(Verdict::Fail) => bury_fresh(&s, &env, seq, item),
+                        Sent::Done(Verdict::Retry { .. }) | Sent::Held => {
+                            to_spool.push((seq, item))
+                        }
                     }
+                }
+                if !to_spool.is_empty() {
+                    let _gate = s.gate.lock().unwrap_or_else(|p| p.into_inner());
+                    spool_locked(&s, &env, to_spool);
                 }
             }
             Err(RecvTimeoutError::Timeout) => {}
@@ -216,10 +234,92 @@ pub fn run(s: Arc<SectionShared>, env: WorkerEnv) {
     }
 }
 
+/// What became of one delivery of a batch.
+enum Sent {
+    /// It was attempted; the classifier's verdict.
+    Done(Verdict),
+    /// Not attempted: an earlier delivery of the same call is to be retried first (or the
+    /// section is stopping).
+    Held,
+}
+
+/// Sends a batch: each call's deliveries in order, a call stopping at its first delivery to be
+/// retried; different calls at once, on up to `concurrency` connections. Returns every item
+/// with what became of it, in sequence order.
+fn send_batch(
+    s: &SectionShared,
+    env: &WorkerEnv,
+    items: Vec<(u64, Spooled)>,
+) -> Vec<(u64, Spooled, Sent)> {
+    let n = items.len();
+    let mut calls: Vec<Vec<(u64, Spooled)>> = Vec::new();
+    let mut index: HashMap<String, usize> = HashMap::new();
+    for (seq, item) in items {
+        let i = *index
+            .entry(item.delivery.call_id.clone())
+            .or_insert_with(|| {
+                calls.push(Vec::new());
+                calls.len() - 1
+            });
+        calls[i].push((seq, item));
+    }
+    let lanes = s
+        .policy
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .concurrency
+        .clamp(1, calls.len().max(1));
+    let calls: Vec<Mutex<Vec<(u64, Spooled)>>> = calls.into_iter().map(Mutex::new).collect();
+    let next = AtomicUsize::new(0);
+    let out = Mutex::new(Vec::with_capacity(n));
+    let lane = || {
+        while let Some(call) = calls.get(next.fetch_add(1, Ordering::SeqCst)) {
+            let call = std::mem::take(&mut *call.lock().unwrap_or_else(|p| p.into_inner()));
+            let mut held = false;
+            let mut done = Vec::with_capacity(call.len());
+            for (seq, mut item) in call {
+                if held || s.stop.load(Ordering::SeqCst) {
+                    done.push((seq, item, Sent::Held));
+                    continue;
+                }
+                let verdict = attempt(s, env, &mut item);
+                held = matches!(verdict, Verdict::Retry { .. });
+                done.push((seq, item, Sent::Done(verdict)));
+            }
+            out.lock().unwrap_or_else(|p| p.into_inner()).extend(done);
+        }
+    };
+    if lanes == 1 {
+        lane();
+    } else {
+        std::thread::scope(|scope| {
+            for _ in 1..lanes {
+                let spawned = std::thread::Builder::new()
+                    .name(format!("webhook-{}", s.name))
+                    .spawn_scoped(scope, lane);
+                if let Err(e) = spawned {
+                    log::warn!("[{}] cannot start a delivery lane: {e}", s.name);
+                }
+            }
+            lane();
+        });
+    }
+    let mut out = out.into_inner().unwrap_or_else(|p| p.into_inner());
+    out.sort_by_key(|(seq, _, _)| *seq);
+    out
+}
+
 /// One attempt; updates stats and the error log; sets `item.attempts`, `last_error`,
 /// `next_at_ms` (for a retry). Returns the verdict, with `Retry` turned into `Fail` when the
 /// schedule is exhausted.
 fn attempt(s: &SectionShared, env: &WorkerEnv, item: &mut Spooled) -> Verdict {
+    s.stats.in_flight.fetch_add(1, Ordering::Relaxed);
+    let verdict = attempt_and_record(s, env, item);
+    s.stats.in_flight.fetch_sub(1, Ordering::Relaxed);
+    verdict
+}
+
+fn attempt_and_record(s: &SectionShared, env: &WorkerEnv, item: &mut Spooled) -> Verdict {
     let policy = s.policy.read().unwrap_or_else(|p| p.into_inner()).clone();
     let agent = s.agent.read().unwrap_or_else(|p| p.into_inner()).clone();
     let d = &item.delivery;
@@ -337,13 +437,19 @@ fn bury_fresh(s: &SectionShared, env: &WorkerEnv, seq: u64, item: Spooled) {
     }
 }
 
-/// Sends (or waits for) the head of this section's spool; leaves spool mode when it is empty.
+/// Sends what is due at the head of this section's spool (calls whose next delivery waits
+/// for a retry are skipped, with their later deliveries); leaves spool mode when it is empty.
 fn drain_spool_step(s: &SectionShared, env: &WorkerEnv) {
     let Some(spool) = &env.spool else {
         s.spooling.store(false, Ordering::SeqCst);
         return;
     };
-    let batch = match spool.head_batch(&s.name, SPOOL_BATCH) {
+    if !s.rx.is_empty() {
+        // What arrived meanwhile joins the spool behind everything already there.
+        let _gate = s.gate.lock().unwrap_or_else(|p| p.into_inner());
+        spool_locked(s, env, Vec::new());
+    }
+    let window = match spool.head_batch(&s.name, SPOOL_WINDOW) {
         Ok(b) => b,
         Err(e) => {
             log::error!("[{}] spool read failed: {e}", s.name);
@@ -351,7 +457,7 @@ fn drain_spool_step(s: &SectionShared, env: &WorkerEnv) {
             return;
         }
     };
-    if batch.is_empty() {
+    if window.is_empty() {
         let _gate = s.gate.lock().unwrap_or_else(|p| p.into_inner());
         if matches!(spool.head(&s.name), Ok(None)) {
             s.spooling.store(false, Ordering::SeqCst);
@@ -359,44 +465,47 @@ fn drain_spool_step(s: &SectionShared, env: &WorkerEnv) {
         }
         return;
     }
-    // Send the head of the spool in order; delivered ones are removed together at the end
-    // (one transaction per batch). The first that must wait or be retried stops the batch.
-    let mut delivered = Vec::new();
-    for (seq, mut item) in batch {
-        if s.stop.load(Ordering::SeqCst) {
-            break;
+    let fresh = s.fresh_start.swap(false, Ordering::SeqCst);
+    let now = now_ms();
+    let mut waiting: HashSet<String> = HashSet::new();
+    let mut soonest = i64::MAX;
+    let mut due = Vec::new();
+    for (seq, item) in window {
+        if waiting.contains(&item.delivery.call_id) {
+            continue;
         }
-        let wait = item.next_at_ms - now_ms();
-        let fresh = s.fresh_start.swap(false, Ordering::SeqCst);
+        let wait = item.next_at_ms - now;
         if wait > 0 && !fresh {
-            if delivered.is_empty() {
-                // Sleep until due, but wake for shutdown or replay.
-                let _ = s
-                    .wake
-                    .1
-                    .recv_timeout(Duration::from_millis(wait.min(1000) as u64));
-            }
-            break;
+            soonest = soonest.min(wait);
+            waiting.insert(item.delivery.call_id.clone());
+            continue;
         }
-        s.stats.in_flight.store(1, Ordering::Relaxed);
-        let verdict = attempt(s, env, &mut item);
-        s.stats.in_flight.store(0, Ordering::Relaxed);
-        let result = match verdict {
-            Verdict::Delivered => {
+        due.push((seq, item));
+    }
+    if due.is_empty() {
+        // Sleep until the first retry is due, but wake for shutdown or replay.
+        let _ = s
+            .wake
+            .1
+            .recv_timeout(Duration::from_millis(soonest.clamp(1, 1000) as u64));
+        return;
+    }
+    let mut delivered = Vec::new();
+    for (seq, item, sent) in send_batch(s, env, due) {
+        let result = match sent {
+            Sent::Held => Ok(()),
+            Sent::Done(Verdict::Delivered) => {
                 delivered.push(seq);
                 Ok(())
             }
-            Verdict::Retry { .. } => spool.update(seq, &item),
-            Verdict::Fail => {
+            Sent::Done(Verdict::Retry { .. }) => spool.update(seq, &item),
+            Sent::Done(Verdict::Fail) => {
                 s.stats.dead.fetch_add(1, Ordering::Relaxed);
                 spool.bury(seq, &item)
             }
         };
         if let Err(e) = result {
             log::error!("[{}] spool write failed: {e}", s.name);
-        }
-        if matches!(verdict, Verdict::Retry { .. }) {
-            break;
         }
     }
     if let Err(e) = spool.remove_many(&s.name, &delivered) {
