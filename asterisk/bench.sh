@@ -12,6 +12,8 @@
 #       res_webhook under steady load while its endpoint is down: Asterisk's memory (RSS) over
 #       time, nothing lost, and the time to drain once the endpoint is back.
 #   asterisk/bench.sh smoke                    a few seconds of each mode
+# BENCH_MODES="webhook" runs only the modes listed (default: none webhook curl; also: idle =
+# the module loaded with no section, i.e. the cost of listening to Stasis alone).
 # BENCH_THREADS=1 also writes each mode's CPU per Asterisk thread to target/bench/threads-*.txt.
 # BENCH_PERF=1 also records each mode with `perf record -g` into target/bench/perf-*.data (read it
 # with `perf report -i target/bench/perf-webhook.data --no-children --sort dso,sym`).
@@ -37,7 +39,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-setup() { # mode: none | webhook | curl
+setup() { # mode: none | idle | webhook | curl
     local mode=$1
     asterisk/sandbox.sh stop "$B/pbx" >/dev/null 2>&1 || true
     rm -rf "$B/pbx" && mkdir -p "$B/pbx/etc"
@@ -47,6 +49,7 @@ setup() { # mode: none | webhook | curl
     done
     : >"$B/pbx/etc/webhook.conf"
     case $mode in
+        idle) ;; # module loaded, no section: the cost of listening alone
         none) sed -i 's/^load => res_webhook.so/noload => res_webhook.so/' "$B/pbx/etc/modules.conf" ;;
         curl)
             sed -i 's/^load => res_webhook.so/noload => res_webhook.so/' "$B/pbx/etc/modules.conf"
@@ -111,7 +114,7 @@ run_mode() { # mode rate seconds
     if [ -n "$perf_pid" ]; then kill -INT "$perf_pid"; wait "$perf_pid" 2>/dev/null || true; fi
     ok=${res% *}; failed=${res#* }
     local hook=""
-    if [ "$mode" = webhook ]; then
+    if [ "$mode" = webhook ] || [ "$mode" = idle ]; then
         sleep 2
         hook=$(asterisk/sandbox.sh cli "$B/pbx" "webhook show status" | grep "Hook cost" | sed 's/.*): //')
     fi
@@ -129,7 +132,7 @@ run_mode() { # mode rate seconds
     calls=$(echo "$stats" | sed 's/.*"distinct_calls":\([0-9]*\).*/\1/')
     p50=$(echo "$stats" | sed 's/.*"end_delay_ms_p50":\([-0-9.]*\).*/\1/')
     p99=$(echo "$stats" | sed 's/.*"end_delay_ms_p99":\([-0-9.]*\).*/\1/')
-    if [ "$mode" = none ]; then lost="-"; p50="-"; p99="-"; else lost=$(( ok - calls )); fi
+    if [ "$mode" = none ] || [ "$mode" = idle ]; then lost="-"; p50="-"; p99="-"; else lost=$(( ok - calls )); fi
     printf "| %-8s | %4s cps | %6s | %6s | %8s | %6s | %8s | %8s | %s\n" "$mode" "$rate" "$ok" "$failed" "$cpu_ms" "$lost" "$p50" "$p99" "$hook" | tee -a "$RESULTS"
 }
 
@@ -143,7 +146,7 @@ cmd_load() {
     echo "# load $(date -u +%FT%TZ) on $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo)" | tee -a "$RESULTS"
     header
     for r in $rates; do
-        for m in none webhook curl; do run_mode "$m" "$r" "$secs"; done
+        for m in ${BENCH_MODES:-none webhook curl}; do run_mode "$m" "$r" "$secs"; done
     done
 }
 

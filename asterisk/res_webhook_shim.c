@@ -129,8 +129,9 @@ static void snapshot_cb(void *data, struct stasis_subscription *sub, struct stas
 	c.hangup_cause = new->hangup->cause;
 	c.creation_sec = new->base->creationtime.tv_sec;
 	c.creation_usec = new->base->creationtime.tv_usec;
-	rw_on_channel(&c);
-	rw_record_hook_ns(now_ns() - t0);
+	if (rw_on_channel(&c)) {
+		rw_record_hook_ns(now_ns() - t0);
+	}
 }
 
 static void dial_cb(void *data, struct stasis_subscription *sub, struct stasis_message *msg)
@@ -151,8 +152,9 @@ static void dial_cb(void *data, struct stasis_subscription *sub, struct stasis_m
 	d.peer_name = S(peer->base->name);
 	d.dialstring = S(ast_json_string_get(ast_json_object_get(json, "dialstring")));
 	d.dialstatus = S(ast_json_string_get(ast_json_object_get(json, "dialstatus")));
-	rw_on_dial(&d);
-	rw_record_hook_ns(now_ns() - t0);
+	if (rw_on_dial(&d)) {
+		rw_record_hook_ns(now_ns() - t0);
+	}
 }
 
 static void varset_cb(void *data, struct stasis_subscription *sub, struct stasis_message *msg)
@@ -164,10 +166,11 @@ static void varset_cb(void *data, struct stasis_subscription *sub, struct stasis
 	if (!snap || (snap->base->tech_properties & AST_CHAN_TP_INTERNAL)) {
 		return; /* global variable */
 	}
-	rw_on_varset(S(snap->peer->linkedid), S(snap->base->uniqueid),
-		S(ast_json_string_get(ast_json_object_get(blob->blob, "variable"))),
-		S(ast_json_string_get(ast_json_object_get(blob->blob, "value"))));
-	rw_record_hook_ns(now_ns() - t0);
+	if (rw_on_varset(S(snap->peer->linkedid), S(snap->base->uniqueid),
+			S(ast_json_string_get(ast_json_object_get(blob->blob, "variable"))),
+			S(ast_json_string_get(ast_json_object_get(blob->blob, "value"))))) {
+		rw_record_hook_ns(now_ns() - t0);
+	}
 }
 
 /* ---------------------------------------------------------------- configuration */

@@ -1,5 +1,5 @@
 //! The Rust side of the call-path hand-off (SPEC §8: median ≤ 2 µs, p99 ≤ 10 µs for the whole
-//! hook): copying a channel snapshot into owned values and `try_send`ing it to the engine,
+//! hook): packing a channel snapshot's strings into a pooled buffer and `try_send`ing it,
 //! with the engine's correlation thread consuming on the other side, as in Asterisk.
 //!
 //! `cargo bench --bench handoff` (needs ASTERISK_INCLUDE_DIR like every build).
@@ -7,31 +7,39 @@
 use std::time::SystemTime;
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use res_webhook::core::engine::{Engine, EngineSettings};
-use res_webhook::core::host_event::{ChannelChange, ChannelInfo, HostEvent};
+use res_webhook::core::engine::{Engine, EngineSettings, Hook};
+use res_webhook::core::host_event::ChannelChange;
+use res_webhook::core::packed_event::{PackedEvent, PackedKind};
 
-fn snapshot(i: u64, change: ChannelChange) -> HostEvent {
-    // The same 12 string copies rw_on_channel makes from the C snapshot.
+/// What rw_on_channel does with the C snapshot: its 11 strings packed into a pooled buffer,
+/// then `try_send`.
+fn send_snapshot(hook: &Hook, i: u64, change: ChannelChange) {
     let id = format!("1700000000.{i}");
-    HostEvent::Channel {
-        change,
-        info: ChannelInfo {
-            linkedid: id.clone(),
-            uniqueid: id,
-            name: "PJSIP/caller-00000001".to_string(),
-            caller_number: "79161234567".to_string(),
-            caller_name: "Ivan Petrov".to_string(),
-            dnid: "74951234567".to_string(),
-            context: "from-external".to_string(),
-            exten: "74951234567".to_string(),
-            appl: "Dial".to_string(),
-            accountcode: String::new(),
+    let mut strings = hook.strings();
+    for field in [
+        id.as_str(),
+        id.as_str(),
+        "PJSIP/caller-00000001",
+        "79161234567",
+        "Ivan Petrov",
+        "74951234567",
+        "from-external",
+        "74951234567",
+        "Dial",
+        "",
+        "",
+    ] {
+        strings.push(field.as_bytes());
+    }
+    hook.send_packed(PackedEvent {
+        kind: PackedKind::Channel {
+            change,
             hangup_cause: 0,
-            hangup_source: String::new(),
             created: Some(SystemTime::now()),
         },
+        strings,
         at: SystemTime::now(),
-    }
+    });
 }
 
 fn handoff(c: &mut Criterion) {
@@ -48,7 +56,7 @@ fn handoff(c: &mut Criterion) {
             } else {
                 ChannelChange::Dead
             };
-            hook.send(snapshot(i.div_ceil(2), change));
+            send_snapshot(&hook, i.div_ceil(2), change);
         })
     });
     engine.shutdown();

@@ -87,13 +87,15 @@ void rw_config_entry(const char *key, const char *value, const char *file, int l
 /* Applies what was fed since rw_config_begin. missing = the file does not exist. */
 void rw_config_end(int missing);
 
-/* Call-path hand-off. Copy and enqueue; never block. Called on Stasis threads. */
-void rw_on_channel(const struct rw_channel *channel);
-void rw_on_dial(const struct rw_dial *dial);
-void rw_on_varset(const char *linkedid, const char *uniqueid, const char *name, const char *value);
+/* Call-path hand-off. Copy and enqueue; never block. Called on Stasis threads. Return 1 when
+ * the event was copied and enqueued, 0 when it was not wanted (or the queue was full). */
+int rw_on_channel(const struct rw_channel *channel);
+int rw_on_dial(const struct rw_dial *dial);
+int rw_on_varset(const char *linkedid, const char *uniqueid, const char *name, const char *value);
 /* Set(WEBHOOK(name)=value), on the channel's thread. Returns 0 when accepted. */
 int rw_on_call_data(const char *linkedid, const char *name, const char *value);
-/* Time the shim measured for one hook invocation (C callback + copy + enqueue). */
+/* Time the shim measured for one hook invocation that copied and enqueued an event
+ * (C callback + copy + enqueue). */
 void rw_record_hook_ns(uint64_t ns);
 
 /* WEBHOOK_LOOKUP(section,number[,field]) on the channel's thread (the shim keeps the channel's

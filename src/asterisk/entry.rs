@@ -10,7 +10,7 @@ use std::ffi::CStr;
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use libc::c_char;
+use libc::{c_char, c_int};
 use once_cell::sync::OnceCell;
 
 use super::ffi;
@@ -18,7 +18,8 @@ use super::guard::guard;
 use super::host_log;
 use crate::core::config::raw::{RawConfig, RawEntry, RawSection};
 use crate::core::engine::{Engine, EngineSettings, Hook};
-use crate::core::host_event::{ChannelChange, ChannelInfo, HostEvent};
+use crate::core::host_event::{ChannelChange, HostEvent};
+use crate::core::packed_event::{PackedEvent, PackedKind, PackedStrings};
 
 /// The running engine; `None` before load and after unload.
 static ENGINE: Mutex<Option<Engine>> = Mutex::new(None);
@@ -163,59 +164,72 @@ fn time_from(sec: i64, usec: i64) -> Option<SystemTime> {
     Some(UNIX_EPOCH + Duration::from_secs(sec as u64) + Duration::from_micros(usec.max(0) as u64))
 }
 
+/// The bytes of a C string (none for NULL), without copying.
+fn bytes<'a>(p: *const c_char) -> &'a [u8] {
+    if p.is_null() {
+        return b"";
+    }
+    // SAFETY: the shim passes NUL-terminated strings valid for the duration of the call.
+    unsafe { CStr::from_ptr(p) }.to_bytes()
+}
+
 #[no_mangle]
-pub extern "C" fn rw_on_channel(c: *const ffi::rw_channel) {
-    guard("rw_on_channel", (), || {
+pub extern "C" fn rw_on_channel(c: *const ffi::rw_channel) -> c_int {
+    guard("rw_on_channel", 0, || {
         // SAFETY: the shim passes a pointer to a stack struct valid for this call.
         let (Some(hook), Some(c)) = (HOOK.get(), unsafe { c.as_ref() }) else {
-            return;
+            return 0;
         };
         let change = match c.change as u32 {
             ffi::rw_channel_change_RW_CHANNEL_NEW => ChannelChange::New,
             ffi::rw_channel_change_RW_CHANNEL_UP => ChannelChange::Up,
             ffi::rw_channel_change_RW_CHANNEL_DEAD => ChannelChange::Dead,
-            _ => return,
+            _ => return 0,
         };
-        let info = ChannelInfo {
-            linkedid: owned(c.linkedid),
-            uniqueid: owned(c.uniqueid),
-            name: owned(c.name),
-            caller_number: owned(c.caller_number),
-            caller_name: owned(c.caller_name),
-            dnid: owned(c.dnid),
-            context: owned(c.context),
-            exten: owned(c.exten),
-            appl: owned(c.appl),
-            accountcode: owned(c.accountcode),
+        let mut strings = hook.strings();
+        for field in [
+            c.linkedid,
+            c.uniqueid,
+            c.name,
+            c.caller_number,
+            c.caller_name,
+            c.dnid,
+            c.context,
+            c.exten,
+            c.appl,
+            c.accountcode,
+            c.hangup_source,
+        ] {
+            strings.push(bytes(field));
+        }
+        let kind = PackedKind::Channel {
+            change,
             hangup_cause: c.hangup_cause,
-            hangup_source: owned(c.hangup_source),
             created: time_from(c.creation_sec, c.creation_usec),
         };
-        hook.send(HostEvent::Channel {
-            change,
-            info,
-            at: SystemTime::now(),
-        });
+        enqueue(hook, kind, strings)
     })
 }
 
 #[no_mangle]
-pub extern "C" fn rw_on_dial(d: *const ffi::rw_dial) {
-    guard("rw_on_dial", (), || {
+pub extern "C" fn rw_on_dial(d: *const ffi::rw_dial) -> c_int {
+    guard("rw_on_dial", 0, || {
         // SAFETY: the shim passes a pointer to a stack struct valid for this call.
         let (Some(hook), Some(d)) = (HOOK.get(), unsafe { d.as_ref() }) else {
-            return;
+            return 0;
         };
-        let caller = owned(d.caller_uniqueid);
-        hook.send(HostEvent::Dial {
-            caller_uniqueid: (!caller.is_empty()).then_some(caller),
-            peer_uniqueid: owned(d.peer_uniqueid),
-            peer_linkedid: owned(d.peer_linkedid),
-            peer_name: owned(d.peer_name),
-            dialstring: owned(d.dialstring),
-            status: owned(d.dialstatus),
-            at: SystemTime::now(),
-        });
+        let mut strings = hook.strings();
+        for field in [
+            d.caller_uniqueid,
+            d.peer_uniqueid,
+            d.peer_linkedid,
+            d.peer_name,
+            d.dialstring,
+            d.dialstatus,
+        ] {
+            strings.push(bytes(field));
+        }
+        enqueue(hook, PackedKind::Dial, strings)
     })
 }
 
@@ -225,21 +239,28 @@ pub extern "C" fn rw_on_varset(
     uniqueid: *const c_char,
     name: *const c_char,
     value: *const c_char,
-) {
-    guard("rw_on_varset", (), || {
-        let Some(hook) = HOOK.get() else { return };
-        let name = owned(name);
-        if !hook.wants_variable(&name) {
-            return;
+) -> c_int {
+    guard("rw_on_varset", 0, || {
+        let Some(hook) = HOOK.get() else { return 0 };
+        let name = bytes(name);
+        if !std::str::from_utf8(name).is_ok_and(|n| hook.wants_variable(n)) {
+            return 0;
         }
-        hook.send(HostEvent::VarSet {
-            linkedid: owned(linkedid),
-            uniqueid: owned(uniqueid),
-            name,
-            value: owned(value),
-            at: SystemTime::now(),
-        });
+        let mut strings = hook.strings();
+        for field in [bytes(linkedid), bytes(uniqueid), name, bytes(value)] {
+            strings.push(field);
+        }
+        enqueue(hook, PackedKind::VarSet, strings)
     })
+}
+
+fn enqueue(hook: &Hook, kind: PackedKind, strings: PackedStrings) -> c_int {
+    let ev = PackedEvent {
+        kind,
+        strings,
+        at: SystemTime::now(),
+    };
+    c_int::from(hook.send_packed(ev))
 }
 
 #[no_mangle]
