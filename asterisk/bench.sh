@@ -17,6 +17,7 @@
 # BENCH_THREADS=1 also writes each mode's CPU per Asterisk thread to target/bench/threads-*.txt.
 # BENCH_PERF=1 also records each mode with `perf record -g` into target/bench/perf-*.data (read it
 # with `perf report -i target/bench/perf-webhook.data --no-children --sort dso,sym`).
+# BENCH_PERF=stat instead counts context switches and CPU time into target/bench/perfstat-*.txt.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO=$(pwd)
@@ -105,7 +106,10 @@ run_mode() { # mode rate seconds
     local c0 c1 res ok failed
     c0=$(cpu_ticks)
     local perf_pid=""
-    if [ -n "${BENCH_PERF:-}" ]; then # sample Asterisk's threads while the calls run
+    if [ "${BENCH_PERF:-}" = stat ]; then # count Asterisk's context switches while the calls run
+        perf stat -e context-switches,cpu-clock -p "$(cat "$B/pbx/asterisk.pid")" -o "$B/perfstat-$mode.txt" &
+        perf_pid=$!
+    elif [ -n "${BENCH_PERF:-}" ]; then # sample Asterisk's threads while the calls run
         perf record -q -F 4999 -g -p "$(cat "$B/pbx/asterisk.pid")" -o "$B/perf-$mode.data" >/dev/null 2>&1 &
         perf_pid=$!
     fi
