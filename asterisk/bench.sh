@@ -89,10 +89,13 @@ place_calls() { # rate count -> prints "successful failed"
     timeout $((count / rate + 60)) sipp -sf tests/sipp/uac.xml -key caller 79160000000 -s 74951234590 "127.0.0.1:$SIP" \
         -i 127.0.0.1 -p 25170 -r "$rate" -m "$count" -l 5000 -d 1000 -aa -nostdin -nd \
         -trace_screen -screen_file "$B/uac_screen.log" >/dev/null 2>&1 || true
-    local ok failed
+    local ok failed total
     ok=$(grep -m1 "Successful call" "$B/uac_screen.log" | awk -F'|' '{gsub(/ /,"",$3); print $3}')
     failed=$(grep -m1 "Failed call" "$B/uac_screen.log" | awk -F'|' '{gsub(/ /,"",$3); print $3}')
-    echo "${ok:-0} ${failed:-0}"
+    # SIPp's Total-time runs from the first INVITE to the last BYE's answer: one talk time more
+    # than the span over which calls were started.
+    total=$(awk '/Total-time/ { getline; print $4; exit }' "$B/uac_screen.log")
+    echo "${ok:-0} ${failed:-0} ${total:-0}"
 }
 
 run_mode() { # mode rate seconds
@@ -116,7 +119,8 @@ run_mode() { # mode rate seconds
     res=$(place_calls "$rate" "$count")
     c1=$(cpu_ticks)
     if [ -n "$perf_pid" ]; then kill -INT "$perf_pid"; wait "$perf_pid" 2>/dev/null || true; fi
-    ok=${res% *}; failed=${res#* }
+    local total; read -r ok failed total <<<"$res"
+    local cps; cps=$(awk -v n="$ok" -v t="$total" 'BEGIN { if (t > 1) printf "%.1f", n / (t - 1); else print "-" }')
     local hook=""
     if [ "$mode" = webhook ] || [ "$mode" = idle ]; then
         sleep 2
@@ -137,12 +141,12 @@ run_mode() { # mode rate seconds
     p50=$(echo "$stats" | sed 's/.*"end_delay_ms_p50":\([-0-9.]*\).*/\1/')
     p99=$(echo "$stats" | sed 's/.*"end_delay_ms_p99":\([-0-9.]*\).*/\1/')
     if [ "$mode" = none ] || [ "$mode" = idle ]; then lost="-"; p50="-"; p99="-"; else lost=$(( ok - calls )); fi
-    printf "| %-8s | %4s cps | %6s | %6s | %8s | %6s | %8s | %8s | %s\n" "$mode" "$rate" "$ok" "$failed" "$cpu_ms" "$lost" "$p50" "$p99" "$hook" | tee -a "$RESULTS"
+    printf "| %-8s | %4s cps | %6s | %6s | %6s | %8s | %6s | %8s | %8s | %s\n" "$mode" "$rate" "$cps" "$ok" "$failed" "$cpu_ms" "$lost" "$p50" "$p99" "$hook" | tee -a "$RESULTS"
 }
 
 header() {
-    echo "| mode     | rate     | calls  | failed | CPU ms/call | ends lost | end p50 ms | end p99 ms | hook cost (res_webhook)" | tee -a "$RESULTS"
-    echo "|---|---|---|---|---|---|---|---|---|" | tee -a "$RESULTS"
+    echo "| mode     | rate     | sustained cps | calls  | failed | CPU ms/call | ends lost | end p50 ms | end p99 ms | hook cost (res_webhook)" | tee -a "$RESULTS"
+    echo "|---|---|---|---|---|---|---|---|---|---|" | tee -a "$RESULTS"
 }
 
 cmd_load() {
@@ -167,7 +171,7 @@ cmd_outage() {
         echo "t=${t}s asterisk_rss_kb=$(rss_kb) $(asterisk/sandbox.sh cli "$B/pbx" 'webhook show status' | awk '/^ep1/ {print "ep1_spooled=" $7}')" | tee -a "$RESULTS"
         sleep 10; t=$((t + 10))
     done
-    local res; res=$(cat "$B/outage_calls.txt"); local ok=${res% *}
+    local ok _; read -r ok _ <"$B/outage_calls.txt"
     echo "calls placed: $ok; endpoint back up at t=${t}s" | tee -a "$RESULTS"
     target/release/examples/load_receiver "127.0.0.1:$RECV" --seconds 900 >"$B/recv.json" 2>"$B/recv.progress" &
     pids+=($!)

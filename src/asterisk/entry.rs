@@ -19,7 +19,7 @@ use super::host_log;
 use crate::core::config::raw::{RawConfig, RawEntry, RawSection};
 use crate::core::engine::{Engine, EngineSettings, Hook};
 use crate::core::host_event::{ChannelChange, HostEvent};
-use crate::core::packed_event::{PackedEvent, PackedKind, PackedStrings};
+use crate::core::packed_event::{PackedEvent, PackedKind};
 
 /// The running engine; `None` before load and after unload.
 static ENGINE: Mutex<Option<Engine>> = Mutex::new(None);
@@ -186,8 +186,12 @@ pub extern "C" fn rw_on_channel(c: *const ffi::rw_channel) -> c_int {
             ffi::rw_channel_change_RW_CHANNEL_DEAD => ChannelChange::Dead,
             _ => return 0,
         };
-        let mut strings = hook.strings();
-        for field in [
+        let kind = PackedKind::Channel {
+            change,
+            hangup_cause: c.hangup_cause,
+            created: time_from(c.creation_sec, c.creation_usec),
+        };
+        let fields = [
             c.linkedid,
             c.uniqueid,
             c.name,
@@ -199,15 +203,8 @@ pub extern "C" fn rw_on_channel(c: *const ffi::rw_channel) -> c_int {
             c.appl,
             c.accountcode,
             c.hangup_source,
-        ] {
-            strings.push(bytes(field));
-        }
-        let kind = PackedKind::Channel {
-            change,
-            hangup_cause: c.hangup_cause,
-            created: time_from(c.creation_sec, c.creation_usec),
-        };
-        enqueue(hook, kind, strings)
+        ];
+        enqueue(hook, kind, &fields.map(bytes))
     })
 }
 
@@ -218,18 +215,15 @@ pub extern "C" fn rw_on_dial(d: *const ffi::rw_dial) -> c_int {
         let (Some(hook), Some(d)) = (HOOK.get(), unsafe { d.as_ref() }) else {
             return 0;
         };
-        let mut strings = hook.strings();
-        for field in [
+        let fields = [
             d.caller_uniqueid,
             d.peer_uniqueid,
             d.peer_linkedid,
             d.peer_name,
             d.dialstring,
             d.dialstatus,
-        ] {
-            strings.push(bytes(field));
-        }
-        enqueue(hook, PackedKind::Dial, strings)
+        ];
+        enqueue(hook, PackedKind::Dial, &fields.map(bytes))
     })
 }
 
@@ -246,15 +240,17 @@ pub extern "C" fn rw_on_varset(
         if !std::str::from_utf8(name).is_ok_and(|n| hook.wants_variable(n)) {
             return 0;
         }
-        let mut strings = hook.strings();
-        for field in [bytes(linkedid), bytes(uniqueid), name, bytes(value)] {
-            strings.push(field);
-        }
-        enqueue(hook, PackedKind::VarSet, strings)
+        let fields = [bytes(linkedid), bytes(uniqueid), name, bytes(value)];
+        enqueue(hook, PackedKind::VarSet, &fields)
     })
 }
 
-fn enqueue(hook: &Hook, kind: PackedKind, strings: PackedStrings) -> c_int {
+/// Packs the event's strings into a pooled buffer and hands it to the correlation thread.
+fn enqueue(hook: &Hook, kind: PackedKind, fields: &[&[u8]]) -> c_int {
+    let mut strings = hook.strings();
+    for field in fields {
+        strings.push(field);
+    }
     let ev = PackedEvent {
         kind,
         strings,

@@ -36,8 +36,9 @@ impl EventKind {
 }
 
 /// `out` when the first channel started in an internal context.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum Direction {
+    #[default]
     In,
     Out,
 }
@@ -60,7 +61,7 @@ impl Direction {
 }
 
 /// What is known about a call at one of its events (SPEC §2).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct CallRecord {
     pub call_id: String,
     pub direction: Direction,

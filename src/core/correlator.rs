@@ -241,21 +241,13 @@ impl Correlator {
             called,
             ext,
             time_start: utc(info.created.unwrap_or(at)),
-            time_answer: None,
-            time_end: None,
-            status: None,
-            hangup_cause: None,
-            recording: String::new(),
-            recording_url: String::new(),
-            is_new: None,
-            is_duplicate: None,
             context: info.context.clone(),
             exten: info.exten.clone(),
             channel: info.name.clone(),
             uniqueid: info.uniqueid.clone(),
             accountcode: info.accountcode.clone(),
             data,
-            vars: Default::default(),
+            ..Default::default()
         };
         let event = CallEvent {
             kind: EventKind::Start,

@@ -22,23 +22,15 @@ pub fn call_event(kind: EventKind, now: SystemTime) -> CallEvent {
         caller: "79990000000".into(),
         caller_name: "Webhook Test".into(),
         called: "74950000000".into(),
-        ext: String::new(),
         time_start: DateTime::<Utc>::from(start),
-        time_answer: None,
-        time_end: None,
-        status: None,
-        hangup_cause: None,
-        recording: String::new(),
-        recording_url: String::new(),
         is_new: Some(false),
         is_duplicate: Some(false),
         context: "from-external".into(),
         exten: "74950000000".into(),
         channel: "PJSIP/test-00000000".into(),
         uniqueid: format!("test-{stamp}.0"),
-        accountcode: String::new(),
         data: BTreeMap::from([("WEBHOOK_TEST".to_string(), "1".to_string())]),
-        vars: BTreeMap::new(),
+        ..Default::default()
     };
     if kind != EventKind::Start {
         call.time_answer = Some(DateTime::<Utc>::from(answer));

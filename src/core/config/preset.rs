@@ -437,25 +437,16 @@ mod golden {
             call_id: "313".into(),
             direction: Direction::In,
             caller: "79990009911".into(),
-            caller_name: String::new(),
             called: "78005552233".into(),
-            ext: String::new(),
             time_start: t("2019-02-19T00:00:00Z"),
-            time_answer: None,
-            time_end: None,
-            status: None,
-            hangup_cause: None,
-            recording: String::new(),
-            recording_url: String::new(),
             is_new: Some(true),
             is_duplicate: Some(false),
             context: "from-external".into(),
             exten: "78005552233".into(),
             channel: "PJSIP/trunk-00000001".into(),
             uniqueid: "313".into(),
-            accountcode: String::new(),
             data,
-            vars: BTreeMap::new(),
+            ..Default::default()
         };
         if kind != EventKind::Start {
             c.time_answer = Some(t("2019-02-19T00:00:05Z"));
