@@ -6,8 +6,10 @@
 #       with three endpoints (the end event, like the CURL() run; BENCH_EVENTS="start, answer,
 #       end" for all three), and the Asterisk-native alternative (a
 #       hangup handler calling CURL() for each of three endpoints). SIPp places answered calls
-#       (1 s talk). Reports calls placed / failed, Asterisk CPU ms per call, ends lost, and the
-#       delay from hangup to the end webhook's arrival (p50 / p99).
+#       (1 s talk). Reports calls placed / failed, sustained calls/s, Asterisk CPU ms per call,
+#       ends lost, and the delay from hangup to the end webhook's arrival (p50 / p99). For the
+#       webhook and idle modes, `webhook show status` and `webhook show errors` are kept in
+#       target/bench/status-<mode>-<rate>.txt.
 #   asterisk/bench.sh outage [SECONDS_DOWN] [RATE]   e.g. asterisk/bench.sh outage 600 5
 #       res_webhook under steady load while its endpoint is down: Asterisk's memory (RSS) over
 #       time, nothing lost, and the time to drain once the endpoint is back.
@@ -124,7 +126,8 @@ run_mode() { # mode rate seconds
     local hook=""
     if [ "$mode" = webhook ] || [ "$mode" = idle ]; then
         sleep 2
-        hook=$(asterisk/sandbox.sh cli "$B/pbx" "webhook show status" | grep "Hook cost" | sed 's/.*): //')
+        { asterisk/sandbox.sh cli "$B/pbx" "webhook show status"; asterisk/sandbox.sh cli "$B/pbx" "webhook show errors"; } >"$B/status-$mode-$rate.txt"
+        hook=$(grep "Hook cost" "$B/status-$mode-$rate.txt" | sed 's/.*): //')
     fi
     if [ -n "${BENCH_THREADS:-}" ]; then # CPU ticks per Asterisk thread, to see where time goes
         local t p; p=$(cat "$B/pbx/asterisk.pid")
