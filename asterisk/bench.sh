@@ -85,7 +85,7 @@ start_uas() {
     pids+=($!)
 }
 
-place_calls() { # rate count -> prints "successful failed"
+place_calls() { # rate count -> prints "successful failed total-seconds"
     local rate=$1 count=$2
     rm -f "$B"/uac_*screen.log
     timeout $((count / rate + 60)) sipp -sf tests/sipp/uac.xml -key caller 79160000000 -s 74951234590 "127.0.0.1:$SIP" \
