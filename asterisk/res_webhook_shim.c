@@ -111,6 +111,12 @@ static void snapshot_cb(void *data, struct stasis_subscription *sub, struct stas
 		c.change = RW_CHANNEL_DEAD;
 	} else if (new->state == AST_STATE_UP && old->state != AST_STATE_UP) {
 		c.change = RW_CHANNEL_UP;
+	} else if (strcmp(new->peer->linkedid, old->peer->linkedid)
+		|| strcmp(new->bridge->id, old->bridge->id)
+		|| (strcmp(new->dialplan->appl, old->dialplan->appl)
+			&& (!strcmp(new->dialplan->appl, "Queue") || !strcmp(old->dialplan->appl, "Queue")))) {
+		/* Bridges merge calls (linkedid), transfers and pickups move parties (bridge). */
+		c.change = RW_CHANNEL_CHANGED;
 	} else {
 		return;
 	}
@@ -126,6 +132,8 @@ static void snapshot_cb(void *data, struct stasis_subscription *sub, struct stas
 	c.appl = S(new->dialplan->appl);
 	c.accountcode = S(new->base->accountcode);
 	c.hangup_source = S(new->hangup->source);
+	c.appl_data = S(new->dialplan->data);
+	c.bridge_id = S(new->bridge->id);
 	c.hangup_cause = new->hangup->cause;
 	c.creation_sec = new->base->creationtime.tv_sec;
 	c.creation_usec = new->base->creationtime.tv_usec;

@@ -101,6 +101,22 @@ cli() {
     nsenter --target "$pid" --mount -- chroot "$ROOT" /usr/sbin/asterisk -rx "$*"
 }
 
+# A directory of the sandbox, created when missing, as a path inside the root with every symlink
+# resolved by the sandbox's own filesystem (chroot), so it never escapes to the host.
+in_root_dir() {
+    chroot "$ROOT" /bin/sh -c 'mkdir -p "$1" && readlink -f "$1"' sh "$1"
+}
+
+# Why a start failed: the mount/exec errors and Asterisk's console output, then its log.
+start_failed() {
+    local inst="$1" f
+    for f in "$inst/asterisk.log" "$inst/log/messages"; do
+        [ -s "$f" ] || continue
+        echo "---- last lines of $f" >&2
+        tail -n 30 "$f" >&2
+    done
+}
+
 cmd_start() {
     need_root
     local inst="${1:?usage: sandbox.sh start INSTANCE}"
@@ -115,29 +131,36 @@ cmd_start() {
     mkdir -p "$inst/spool" "$inst/log" "$inst/run" "$inst/lib"
     [ -e "$inst/lib/.seeded" ] || { cp -a "$ROOT/var/lib/asterisk/." "$inst/lib/" && touch "$inst/lib/.seeded"; }
     : >"$inst/asterisk.log"
+    # Mount points are resolved *inside* the sandbox root: a fresh sid root's var/run is an
+    # absolute symlink to /run, and "$ROOT/var/run/..." would resolve into the host's /run.
+    local targets=() d resolved
+    for d in /etc/asterisk /var/spool/asterisk /var/log/asterisk /var/run/asterisk /var/lib/asterisk /proc; do
+        resolved=$(in_root_dir "$d") || die "cannot create $d in the sandbox $ROOT"
+        targets+=("$ROOT$resolved")
+    done
     # Mounts live in a private namespace: they disappear with the process, whatever happens.
     setsid unshare --mount --propagation private -- /bin/bash -c '
         set -e
-        root="$1"; inst="$2"
-        mount --bind "$inst/etc" "$root/etc/asterisk"
-        mount --bind "$inst/spool" "$root/var/spool/asterisk"
-        mount --bind "$inst/log" "$root/var/log/asterisk"
-        mount --bind "$inst/run" "$root/var/run/asterisk"
-        mount --bind "$inst/lib" "$root/var/lib/asterisk"
-        mount -t proc proc "$root/proc"
-        exec chroot "$root" /usr/sbin/asterisk -f -n' bash "$ROOT" "$inst" \
+        inst="$1"; root="$2"
+        mount --bind "$inst/etc" "$3"
+        mount --bind "$inst/spool" "$4"
+        mount --bind "$inst/log" "$5"
+        mount --bind "$inst/run" "$6"
+        mount --bind "$inst/lib" "$7"
+        mount -t proc proc "$8"
+        exec chroot "$root" /usr/sbin/asterisk -f -n' bash "$inst" "$ROOT" "${targets[@]}" \
         </dev/null >>"$inst/asterisk.log" 2>&1 &
     local pid=$!
     echo "$pid" >"$inst/asterisk.pid"
     local i
     for i in $(seq 1 120); do
-        kill -0 "$pid" 2>/dev/null || { tail -n 30 "$inst/asterisk.log" "$inst/log/messages" 2>/dev/null >&2; die "Asterisk exited during start"; }
+        kill -0 "$pid" 2>/dev/null || { start_failed "$inst"; die "Asterisk exited during start (its output is above; full log: $inst/asterisk.log)"; }
         if cli "$pid" "core waitfullybooted" 2>/dev/null | grep -q "fully booted"; then
             return 0
         fi
         sleep 0.25
     done
-    tail -n 30 "$inst/log/messages" 2>/dev/null >&2 || true
+    start_failed "$inst"
     cmd_kill9 "$inst"
     die "Asterisk did not finish booting within 30 s"
 }

@@ -25,11 +25,14 @@ enum rw_log_level {
 	RW_LOG_VERBOSE = 4,
 };
 
-/* What happened to a channel (see ASTERISK-NOTES: new, state Up, DEAD flag). */
+/* What happened to a channel (see ASTERISK-NOTES: new, state Up, DEAD flag). CHANGED: its
+ * linkedid or bridge changed, or it entered or left the Queue application — what the call model
+ * needs to follow transfers, pickups and queues. */
 enum rw_channel_change {
 	RW_CHANNEL_NEW = 1,
 	RW_CHANNEL_UP = 2,
 	RW_CHANNEL_DEAD = 3,
+	RW_CHANNEL_CHANGED = 4,
 };
 
 /* A channel snapshot, flattened. Every string is non-NULL (possibly ""). */
@@ -46,6 +49,8 @@ struct rw_channel {
 	const char *appl;
 	const char *accountcode;
 	const char *hangup_source;
+	const char *appl_data; /* the application's arguments (Queue: "sales,t,,,30") */
+	const char *bridge_id; /* "" when not in a bridge */
 	int hangup_cause;
 	int64_t creation_sec;
 	int64_t creation_usec;

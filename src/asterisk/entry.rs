@@ -184,6 +184,7 @@ pub extern "C" fn rw_on_channel(c: *const ffi::rw_channel) -> c_int {
             ffi::rw_channel_change_RW_CHANNEL_NEW => ChannelChange::New,
             ffi::rw_channel_change_RW_CHANNEL_UP => ChannelChange::Up,
             ffi::rw_channel_change_RW_CHANNEL_DEAD => ChannelChange::Dead,
+            ffi::rw_channel_change_RW_CHANNEL_CHANGED => ChannelChange::Changed,
             _ => return 0,
         };
         let kind = PackedKind::Channel {
@@ -203,6 +204,8 @@ pub extern "C" fn rw_on_channel(c: *const ffi::rw_channel) -> c_int {
             c.appl,
             c.accountcode,
             c.hangup_source,
+            c.appl_data,
+            c.bridge_id,
         ];
         enqueue(hook, kind, &fields.map(bytes))
     })

@@ -1,4 +1,5 @@
-//! The call model: one call is every channel sharing a linkedid; webhooks are per call.
+//! The call model: a call is the channels that share a linkedid, followed across the linkedid
+//! changes of transfers, pickups and bridged calls; webhooks are per call.
 
 use std::collections::BTreeMap;
 
@@ -6,21 +7,25 @@ use chrono::{DateTime, Utc};
 
 use super::value::{FieldSource, Value};
 
-/// The three moments of a call a CRM hears about.
+/// The moments of a call a CRM hears about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum EventKind {
     Start,
     Answer,
+    /// The internal party talking with the caller changed (opt-in: not in [`EventKind::ALL`]).
+    Transfer,
     End,
 }
 
 impl EventKind {
+    /// The events a section gets unless it says `events = …`.
     pub const ALL: [EventKind; 3] = [EventKind::Start, EventKind::Answer, EventKind::End];
 
     pub fn as_str(self) -> &'static str {
         match self {
             EventKind::Start => "start",
             EventKind::Answer => "answer",
+            EventKind::Transfer => "transfer",
             EventKind::End => "end",
         }
     }
@@ -29,18 +34,21 @@ impl EventKind {
         match s.trim().to_ascii_lowercase().as_str() {
             "start" => Some(EventKind::Start),
             "answer" => Some(EventKind::Answer),
+            "transfer" => Some(EventKind::Transfer),
             "end" => Some(EventKind::End),
             _ => None,
         }
     }
 }
 
-/// `out` when the first channel started in an internal context.
+/// `out` when the first channel started in an internal context, `internal` when such a call
+/// reached another extension rather than an outside line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum Direction {
     #[default]
     In,
     Out,
+    Internal,
 }
 
 impl Direction {
@@ -48,6 +56,7 @@ impl Direction {
         match self {
             Direction::In => "in",
             Direction::Out => "out",
+            Direction::Internal => "internal",
         }
     }
 
@@ -55,7 +64,39 @@ impl Direction {
         match s.trim().to_ascii_lowercase().as_str() {
             "in" => Some(Direction::In),
             "out" => Some(Direction::Out),
+            "internal" => Some(Direction::Internal),
             _ => None,
+        }
+    }
+}
+
+/// One extension that rang for a call (`targets`).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Target {
+    pub ext: String,
+    /// Whole seconds it rang, summed over every time it rang for this call.
+    pub ring_seconds: i64,
+    /// It answered (talked with the caller) at least once.
+    pub answered: bool,
+}
+
+/// Who ended the call (`hangup_by`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HangupBy {
+    /// The side that placed the call (for `in`: the outside caller).
+    Caller,
+    /// The side that was called (an agent, or the outside party of an `out` call).
+    Agent,
+    /// Neither: the dialplan, a timeout, the PBX.
+    Pbx,
+}
+
+impl HangupBy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HangupBy::Caller => "caller",
+            HangupBy::Agent => "agent",
+            HangupBy::Pbx => "pbx",
         }
     }
 }
@@ -90,6 +131,25 @@ pub struct CallRecord {
     pub data: BTreeMap<String, String>,
     /// Channel variables of the first channel, as last set.
     pub vars: BTreeMap<String, String>,
+    /// The first internal party who talked with the caller.
+    pub answered_by: String,
+    /// Every internal party who talked with the caller, in order.
+    pub agents: Vec<String>,
+    /// Every extension that rang for this call, in the order they first rang.
+    pub targets: Vec<Target>,
+    pub transfers: u32,
+    /// The internal party before the last transfer.
+    pub transferred_from: String,
+    /// The last queue the caller waited in.
+    pub queue: String,
+    /// Seconds the caller waited in queues (until answered, or until the call ended).
+    pub queue_wait: Option<i64>,
+    /// Set at `end`.
+    pub hangup_by: Option<HangupBy>,
+    /// This call's channels moved into that call (attended transfer, pickup, bridged calls).
+    pub merged_into: String,
+    /// The outside number that answered a call forwarded out through a trunk.
+    pub forwarded_to: String,
 }
 
 impl CallRecord {
@@ -148,8 +208,8 @@ impl FieldSource for CallEvent {
             "total_duration" => opt(c.total_duration(), Value::Int),
             "duration_min" => opt(c.duration(), |d| Value::Int((d + 30) / 60)),
             "client_number" => Value::non_empty(match c.direction {
-                Direction::In => &c.caller,
                 Direction::Out => &c.called,
+                Direction::In | Direction::Internal => &c.caller,
             }),
             "status" => opt(c.status.clone(), Value::Str),
             "hangup_cause" => opt(c.hangup_cause, |n| Value::Int(n.into())),
@@ -162,6 +222,27 @@ impl FieldSource for CallEvent {
             "channel" => Value::non_empty(&c.channel),
             "uniqueid" => Value::non_empty(&c.uniqueid),
             "accountcode" => Value::non_empty(&c.accountcode),
+            "answered_by" => Value::non_empty(&c.answered_by),
+            "agents" => Value::List(c.agents.iter().map(|a| Value::Str(a.clone())).collect()),
+            "targets" => Value::List(
+                c.targets
+                    .iter()
+                    .map(|t| {
+                        Value::Record(vec![
+                            ("ext", Value::Str(t.ext.clone())),
+                            ("ring_seconds", Value::Int(t.ring_seconds)),
+                            ("answered", Value::Bool(t.answered)),
+                        ])
+                    })
+                    .collect(),
+            ),
+            "transfers" => Value::Int(c.transfers.into()),
+            "transferred_from" => Value::non_empty(&c.transferred_from),
+            "queue" => Value::non_empty(&c.queue),
+            "queue_wait" => opt(c.queue_wait, Value::Int),
+            "hangup_by" => opt(c.hangup_by, |h| Value::Str(h.as_str().into())),
+            "merged_into" => Value::non_empty(&c.merged_into),
+            "forwarded_to" => Value::non_empty(&c.forwarded_to),
             other => {
                 return c
                     .data

@@ -61,7 +61,7 @@ struct HookShared {
 
 /// What crosses the hook's queue.
 enum Queued {
-    Event(HostEvent),
+    Event(Box<HostEvent>),
     Packed(PackedEvent),
 }
 
@@ -75,7 +75,7 @@ pub struct Hook {
 impl Hook {
     /// Hands one event to the engine; `false` (and counted) when the queue is full or closed.
     pub fn send(&self, ev: HostEvent) -> bool {
-        self.enqueue(Queued::Event(ev))
+        self.enqueue(Queued::Event(Box::new(ev)))
     }
 
     /// Hands over a packed event (the call path's way: no allocation); `false` like [`send`].
@@ -424,7 +424,7 @@ fn correlate(rx: Receiver<Queued>, stop: Receiver<()>, buffers: Sender<Vec<u8>>,
     // than 5 ms cut the thread's CPU by half while keeping `end` well inside the 100 ms target.
     loop {
         let ev = match rx.try_recv() {
-            Ok(Queued::Event(ev)) => ev,
+            Ok(Queued::Event(ev)) => *ev,
             Ok(Queued::Packed(p)) => {
                 let (ev, buffer) = p.unpack();
                 let _ = buffers.try_send(buffer);
@@ -453,6 +453,9 @@ fn correlate(rx: Receiver<Queued>, stop: Receiver<()>, buffers: Sender<Vec<u8>>,
             history_on = config.uses_caller_history();
             correlator.set_internal_contexts(config.general.internal_contexts.clone());
         }
+        if config.general.trace_calls {
+            log::info!("trace: host event {ev:?}");
+        }
         let events = correlator.handle(ev);
         rt.active_calls
             .store(correlator.active_calls(), Ordering::Relaxed);
@@ -468,6 +471,14 @@ fn correlate(rx: Receiver<Queued>, stop: Receiver<()>, buffers: Sender<Vec<u8>>,
                     ev.call.is_new = Some(is_new);
                     ev.call.is_duplicate = Some(is_dup);
                 }
+            }
+            if config.general.trace_calls {
+                log::info!(
+                    "trace: call {} {}: {:?}",
+                    ev.call.call_id,
+                    ev.kind.as_str(),
+                    ev.call
+                );
             }
             dispatch(&rt, &config, ev);
         }

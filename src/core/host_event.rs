@@ -12,6 +12,9 @@ pub enum ChannelChange {
     Up,
     /// The channel is gone.
     Dead,
+    /// Its linkedid or bridge changed, or it entered or left a queue: a transfer, a pickup,
+    /// two calls bridged into one, a queue.
+    Changed,
 }
 
 /// A snapshot of one channel at a change.
@@ -28,8 +31,12 @@ pub struct ChannelInfo {
     pub dnid: String,
     pub context: String,
     pub exten: String,
-    /// Dialplan application running at the time (`Dial`, `Playback`, …).
+    /// Dialplan application running at the time (`Dial`, `Queue`, …).
     pub appl: String,
+    /// Its arguments (`Queue`: `sales,t,,,30`).
+    pub appl_data: String,
+    /// The bridge the channel is in; empty when in none.
+    pub bridge: String,
     pub accountcode: String,
     /// Q.850 cause; meaningful at `Dead`.
     pub hangup_cause: i32,

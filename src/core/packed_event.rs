@@ -12,7 +12,7 @@ use std::time::SystemTime;
 use super::host_event::{ChannelChange, ChannelInfo, HostEvent};
 
 /// Most strings one packed event carries.
-pub const MAX_FIELDS: usize = 12;
+pub const MAX_FIELDS: usize = 14;
 
 /// Byte strings back to back in one buffer.
 #[derive(Debug, Default)]
@@ -63,7 +63,7 @@ impl PackedStrings {
 #[derive(Debug)]
 pub enum PackedKind {
     /// Fields: linkedid, uniqueid, name, caller number, caller name, dnid, context, exten,
-    /// application, accountcode, hangup source.
+    /// application, accountcode, hangup source, application data, bridge id.
     Channel {
         change: ChannelChange,
         hangup_cause: i32,
@@ -107,6 +107,8 @@ impl PackedEvent {
                     appl: f(8),
                     accountcode: f(9),
                     hangup_source: f(10),
+                    appl_data: f(11),
+                    bridge: f(12),
                     hangup_cause,
                     created,
                 },

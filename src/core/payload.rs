@@ -174,6 +174,13 @@ fn to_json(v: Value, ctx: &FormatContext) -> Json {
         Value::Int(i) => Json::Number(Number::from(i)),
         Value::Bool(b) => Json::Bool(b),
         Value::Time(t) => to_json(ctx.time(t), ctx),
+        Value::List(items) => Json::Array(items.into_iter().map(|v| to_json(v, ctx)).collect()),
+        Value::Record(fields) => Json::Object(
+            fields
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), to_json(v, ctx)))
+                .collect(),
+        ),
     }
 }
 

@@ -295,9 +295,21 @@ impl Template {
     }
 }
 
-/// A value as text: `Null` is empty, booleans `true`/`false`, times per `ctx`.
+/// A value as text: `Null` is empty, booleans `true`/`false`, times per `ctx`; a list is its
+/// items joined by `,` and a record its values joined by `:` (`targets` in a query string:
+/// `100:12:false,101:3:true`).
 pub fn value_text(v: &Value, ctx: &FormatContext) -> String {
     match v {
+        Value::List(items) => items
+            .iter()
+            .map(|i| value_text(i, ctx))
+            .collect::<Vec<_>>()
+            .join(","),
+        Value::Record(fields) => fields
+            .iter()
+            .map(|(_, v)| value_text(v, ctx))
+            .collect::<Vec<_>>()
+            .join(":"),
         Value::Null => String::new(),
         Value::Str(s) => s.clone(),
         Value::Int(i) => i.to_string(),

@@ -12,6 +12,10 @@ pub enum Value {
     Bool(bool),
     /// A point in time, formatted by each webhook's `date_format`.
     Time(DateTime<Utc>),
+    /// A list (`agents`, `targets`): a JSON array; in text, the items joined by `,`.
+    List(Vec<Value>),
+    /// A small record (one of `targets`): a JSON object; in text, the values joined by `:`.
+    Record(Vec<(&'static str, Value)>),
 }
 
 impl Value {

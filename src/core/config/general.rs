@@ -23,6 +23,9 @@ pub struct General {
     pub retry: Vec<Duration>,
     /// Default date format and time zone for every section.
     pub format: FormatContext,
+    /// `trace_calls = yes`: log every channel event the module sees and every call event it
+    /// makes, to see how a call flow was understood.
+    pub trace_calls: bool,
 }
 
 impl Default for General {
@@ -37,6 +40,7 @@ impl Default for General {
                 .map(Duration::from_secs)
                 .to_vec(),
             format: FormatContext::default(),
+            trace_calls: false,
         }
     }
 }
@@ -70,6 +74,7 @@ impl General {
             "date_format" => {
                 self.format.date_format = DateFormat::parse(v).map_err(|e| e.to_string())?
             }
+            "trace_calls" => self.trace_calls = values::boolean(v)?,
             "timezone" => {
                 self.format.timezone = v
                     .parse()

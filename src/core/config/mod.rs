@@ -89,6 +89,16 @@ const BUILTIN_FIELDS: &[&str] = &[
     "channel",
     "uniqueid",
     "accountcode",
+    "answered_by",
+    "agents",
+    "targets",
+    "transfers",
+    "transferred_from",
+    "queue",
+    "queue_wait",
+    "hangup_by",
+    "merged_into",
+    "forwarded_to",
     "number",
 ];
 

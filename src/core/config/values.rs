@@ -40,6 +40,15 @@ pub fn durations(s: &str) -> Result<Vec<Duration>, String> {
 }
 
 /// A non-negative integer.
+/// `yes` / `no` as Asterisk's configs write them (also `true`/`false`, `on`/`off`, `1`/`0`).
+pub fn boolean(s: &str) -> Result<bool, String> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "yes" | "true" | "on" | "1" => Ok(true),
+        "no" | "false" | "off" | "0" => Ok(false),
+        _ => Err(format!("`{s}` is not yes or no")),
+    }
+}
+
 pub fn number(s: &str) -> Result<u64, String> {
     s.trim()
         .parse()

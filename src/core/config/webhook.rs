@@ -54,8 +54,9 @@ impl Webhook {
                 self.events = values::list(v)
                     .iter()
                     .map(|e| {
-                        EventKind::parse(e)
-                            .ok_or_else(|| format!("unknown event `{e}` (start, answer, end)"))
+                        EventKind::parse(e).ok_or_else(|| {
+                            format!("unknown event `{e}` (start, answer, transfer, end)")
+                        })
                     })
                     .collect::<Result<_, _>>()?
             }
@@ -64,7 +65,7 @@ impl Webhook {
                     .iter()
                     .map(|d| {
                         Direction::parse(d)
-                            .ok_or_else(|| format!("unknown direction `{d}` (in, out)"))
+                            .ok_or_else(|| format!("unknown direction `{d}` (in, out, internal)"))
                     })
                     .collect::<Result<_, _>>()?
             }
