@@ -4,12 +4,13 @@
 //! Tests in one binary run one at a time (a global lock): one Asterisk at a time.
 #![allow(dead_code)]
 
-use std::io::Read;
-use std::net::{TcpListener, UdpSocket};
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 pub use serde_json::Value as Json;
 
@@ -89,8 +90,16 @@ fn module() -> &'static Path {
             .args(["build", "--release", "--lib"])
             .current_dir(repo())
             .env("ASTERISK_INCLUDE_DIR", include));
-        repo().join("target/release/libres_webhook.so")
+        target_dir().join("release/libres_webhook.so")
     })
+}
+
+/// Cargo's target directory (`CARGO_TARGET_DIR` when set).
+pub fn target_dir() -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(d) => repo().join(d),
+        None => repo().join("target"),
+    }
 }
 
 /// Ports one Asterisk instance listens on and calls into.
@@ -101,6 +110,10 @@ pub struct Ports {
     pub uas_answer: u16,
     pub uas_busy: u16,
     pub uas_ring: u16,
+    /// Extension 104: answers, then transfers the caller to 100 with a REFER.
+    pub uas_refer: u16,
+    /// AMI (manager.conf), user `rwtest`.
+    pub ami: u16,
     pub rtp: u16,
 }
 
@@ -133,6 +146,8 @@ impl Sandbox {
             uas_answer: free_udp_port(),
             uas_busy: free_udp_port(),
             uas_ring: free_udp_port(),
+            uas_refer: free_udp_port(),
+            ami: free_tcp_port(),
             rtp: 20000 + (std::process::id() % 200) as u16 * 100,
         };
         let mut sandbox = Sandbox {
@@ -151,6 +166,7 @@ impl Sandbox {
             .unwrap();
         }
         sandbox.write_webhook_conf(webhook_conf, receiver_url);
+        write_silence_wav(&sandbox.dir.join("silence.wav"));
         sandbox.start_uas();
         sandbox.boot();
         Some(sandbox)
@@ -163,6 +179,8 @@ impl Sandbox {
             .replace("@UAS_ANSWER_PORT@", &p.uas_answer.to_string())
             .replace("@UAS_BUSY_PORT@", &p.uas_busy.to_string())
             .replace("@UAS_RING_PORT@", &p.uas_ring.to_string())
+            .replace("@UAS_REFER_PORT@", &p.uas_refer.to_string())
+            .replace("@AMI_PORT@", &p.ami.to_string())
             .replace("@RTP_START@", &p.rtp.to_string())
             .replace("@RTP_END@", &(p.rtp + 98).to_string())
             .replace("@RECEIVER@", receiver_url)
@@ -183,6 +201,7 @@ impl Sandbox {
             ("uas_answer.xml", self.ports.uas_answer, vec!["-d", "1000"]),
             ("uas_busy.xml", self.ports.uas_busy, vec![]),
             ("uas_ring.xml", self.ports.uas_ring, vec![]),
+            ("uas_refer.xml", self.ports.uas_refer, vec!["-s", "100"]),
         ] {
             let child = Command::new("sipp")
                 .arg("-sf")
@@ -197,6 +216,7 @@ impl Sandbox {
                     "-nd",
                 ])
                 .args(extra)
+                .current_dir(&self.dir)
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .spawn()
@@ -261,9 +281,18 @@ impl Sandbox {
     }
 
     fn sipp_uac(&self, scenario: &str, caller: &str, did: &str, ms: u64) -> bool {
+        self.sipp_command(scenario, caller, did, ms)
+            .status()
+            .expect("sipp")
+            .success()
+    }
+
+    /// A SIPp phone (`scenario` in tests/sipp) calling `did` as `caller`, run in the instance's
+    /// folder (where `silence.wav` is, for scenarios that send RTP); `ms` is SIPp's `-d`.
+    pub fn sipp_command(&self, scenario: &str, caller: &str, did: &str, ms: u64) -> Command {
         let port = free_udp_port();
-        let status = Command::new("timeout")
-            .arg("60")
+        let mut cmd = Command::new("timeout");
+        cmd.arg("60")
             .arg("sipp")
             .arg("-sf")
             .arg(repo().join("tests/sipp").join(scenario))
@@ -282,11 +311,401 @@ impl Sandbox {
                 "-nostdin",
                 "-nd",
             ])
+            .current_dir(&self.dir)
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .expect("sipp");
-        status.success()
+            .stderr(Stdio::null());
+        cmd
+    }
+
+    /// Places a call in the background (`uac.xml`): the caller talks `talk_ms` once answered.
+    pub fn spawn_call(&self, caller: &str, did: &str, talk_ms: u64) -> Child {
+        self.spawn_sipp("uac.xml", caller, did, talk_ms)
+    }
+
+    /// Runs a SIPp phone in the background; wait on the returned child for its outcome.
+    pub fn spawn_sipp(&self, scenario: &str, caller: &str, did: &str, ms: u64) -> Child {
+        self.sipp_command(scenario, caller, did, ms)
+            .spawn()
+            .expect("sipp")
+    }
+
+    /// The live channels (`core show channels concise`).
+    pub fn channels(&self) -> Vec<Channel> {
+        self.cli("core show channels concise")
+            .lines()
+            .filter_map(Channel::parse)
+            .collect()
+    }
+
+    /// Waits until a live channel satisfies `pred` (given it and all live channels).
+    pub fn wait_channel(
+        &self,
+        what: &str,
+        timeout: Duration,
+        pred: impl Fn(&Channel, &[Channel]) -> bool,
+    ) -> Channel {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let all = self.channels();
+            if let Some(c) = all.iter().find(|c| pred(c, &all)) {
+                return c.clone();
+            }
+            if Instant::now() > deadline {
+                panic!("timed out after {timeout:?} waiting for {what}; channels: {all:#?}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Waits until no channel is left (every call is over in Asterisk).
+    pub fn wait_no_channels(&self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let all = self.channels();
+            if all.is_empty() {
+                return;
+            }
+            if Instant::now() > deadline {
+                panic!("channels still up after {timeout:?}: {all:#?}");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// A logged-in AMI connection (manager.conf: user `rwtest`).
+    pub fn ami(&self) -> Ami {
+        Ami::connect(self.ports.ami)
+    }
+
+    /// Every CEL event so far (cel_custom.conf writes `log/cel.csv`).
+    pub fn cel(&self) -> Vec<CelEvent> {
+        std::fs::read_to_string(self.dir.join("log/cel.csv"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(CelEvent::parse)
+            .collect()
+    }
+
+    /// Every CDR so far (cdr_custom.conf writes `log/cdr.csv`).
+    pub fn cdr(&self) -> Vec<Cdr> {
+        std::fs::read_to_string(self.dir.join("log/cdr.csv"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(Cdr::parse)
+            .collect()
+    }
+
+    /// Waits until CEL's events satisfy `pred`.
+    pub fn wait_cel(
+        &self,
+        what: &str,
+        timeout: Duration,
+        pred: impl Fn(&[CelEvent]) -> bool,
+    ) -> Vec<CelEvent> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let cel = self.cel();
+            if pred(&cel) {
+                return cel;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "timed out after {timeout:?} waiting for {what} in CEL:\n{}",
+                    cel.iter()
+                        .map(|e| e.line.clone())
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Saves what Asterisk itself recorded of this instance's calls to
+    /// `target/flow-traces/<flow>.txt`: CEL and CDR lines, the module's "host event" debug lines
+    /// (if it logs them), and the webhooks `received`.
+    pub fn save_flow_trace(&self, flow: &str, received: &[Received]) {
+        let dir = target_dir().join("flow-traces");
+        std::fs::create_dir_all(&dir).unwrap();
+        let read = |f: &str| std::fs::read_to_string(self.dir.join(f)).unwrap_or_default();
+        let mut out = format!("# {flow}\n\n## CEL (log/cel.csv)\n# {CEL_COLUMNS}\n");
+        out += &read("log/cel.csv");
+        out += &format!("\n## CDR (log/cdr.csv)\n# {CDR_COLUMNS}\n");
+        out += &read("log/cdr.csv");
+        out += "\n## host events (log/messages, res_webhook debug)\n";
+        for l in read("log/messages")
+            .lines()
+            .filter(|l| l.contains("host event"))
+        {
+            out += l;
+            out += "\n";
+        }
+        out += "\n## webhooks received\n";
+        for r in received {
+            out += &r.body;
+            out += "\n";
+        }
+        std::fs::write(dir.join(format!("{flow}.txt")), out).unwrap();
+    }
+}
+
+/// A 2 s µ-law WAV of silence: SIPp phones stream it as RTP (`<exec rtp_stream>`), so that
+/// Asterisk sees media (Local channels are optimized away only when frames pass).
+fn write_silence_wav(path: &Path) {
+    let n: u32 = 16000;
+    let mut w = Vec::with_capacity(44 + n as usize);
+    w.extend_from_slice(b"RIFF");
+    w.extend_from_slice(&(36 + n).to_le_bytes());
+    w.extend_from_slice(b"WAVEfmt ");
+    w.extend_from_slice(&16u32.to_le_bytes());
+    w.extend_from_slice(&7u16.to_le_bytes()); // µ-law
+    w.extend_from_slice(&1u16.to_le_bytes());
+    w.extend_from_slice(&8000u32.to_le_bytes());
+    w.extend_from_slice(&8000u32.to_le_bytes());
+    w.extend_from_slice(&1u16.to_le_bytes());
+    w.extend_from_slice(&8u16.to_le_bytes());
+    w.extend_from_slice(b"data");
+    w.extend_from_slice(&n.to_le_bytes());
+    w.resize(44 + n as usize, 0xff);
+    std::fs::write(path, w).unwrap();
+}
+
+/// One line of `core show channels concise`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Channel {
+    pub name: String,
+    pub context: String,
+    pub exten: String,
+    /// `Up`, `Ring`, `Ringing`, `Down`, …
+    pub state: String,
+    pub app: String,
+    pub data: String,
+    pub callerid: String,
+    pub bridge: String,
+    pub uniqueid: String,
+}
+
+impl Channel {
+    fn parse(line: &str) -> Option<Channel> {
+        let f: Vec<&str> = line.split('!').collect();
+        if f.len() < 14 {
+            return None;
+        }
+        Some(Channel {
+            name: f[0].into(),
+            context: f[1].into(),
+            exten: f[2].into(),
+            state: f[4].into(),
+            app: f[5].into(),
+            data: f[6].into(),
+            callerid: f[7].into(),
+            bridge: f[12].into(),
+            uniqueid: f[13].into(),
+        })
+    }
+
+    pub fn up(&self) -> bool {
+        self.state == "Up"
+    }
+
+    /// The other channels in this channel's bridge.
+    pub fn bridged_with<'a>(&self, all: &'a [Channel]) -> Vec<&'a Channel> {
+        all.iter()
+            .filter(|c| !self.bridge.is_empty() && c.bridge == self.bridge && c.name != self.name)
+            .collect()
+    }
+}
+
+/// Splits one CSV line written with `quoting_method = all`: every field quoted, quotes doubled.
+pub fn csv_fields(line: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut quoted = false;
+    let mut chars = line.chars().peekable();
+    while let Some(c) = chars.next() {
+        match (c, quoted) {
+            ('"', true) if chars.peek() == Some(&'"') => {
+                cur.push('"');
+                chars.next();
+            }
+            ('"', _) => quoted = !quoted,
+            (',', false) => out.push(std::mem::take(&mut cur)),
+            (c, _) => cur.push(c),
+        }
+    }
+    out.push(cur);
+    out
+}
+
+/// cel_custom.conf's columns, in order.
+pub const CEL_COLUMNS: &str = "eventtype,eventtime,uniqueid,linkedid,channame,peer,eventextra,appname,appdata,context,exten,num,name,dnid";
+
+/// One CEL event (tests/asterisk-etc/cel_custom.conf).
+#[derive(Debug, Clone)]
+pub struct CelEvent {
+    pub eventtype: String,
+    /// Seconds since the epoch, with microseconds.
+    pub time: f64,
+    pub uniqueid: String,
+    pub linkedid: String,
+    pub channel: String,
+    pub peer: String,
+    pub extra: String,
+    pub appname: String,
+    pub appdata: String,
+    pub context: String,
+    pub exten: String,
+    pub cid_num: String,
+    pub line: String,
+}
+
+impl CelEvent {
+    fn parse(line: &str) -> Option<CelEvent> {
+        let f = csv_fields(line);
+        if f.len() < 14 {
+            return None;
+        }
+        Some(CelEvent {
+            eventtype: f[0].clone(),
+            time: f[1].parse().ok()?,
+            uniqueid: f[2].clone(),
+            linkedid: f[3].clone(),
+            channel: f[4].clone(),
+            peer: f[5].clone(),
+            extra: f[6].clone(),
+            appname: f[7].clone(),
+            appdata: f[8].clone(),
+            context: f[9].clone(),
+            exten: f[10].clone(),
+            cid_num: f[11].clone(),
+            line: line.to_string(),
+        })
+    }
+}
+
+/// cdr_custom.conf's columns, in order.
+pub const CDR_COLUMNS: &str = "linkedid,uniqueid,channel,dstchannel,src,dst,dcontext,lastapp,lastdata,start,answer,end,duration,billsec,disposition,sequence";
+
+/// One CDR (tests/asterisk-etc/cdr_custom.conf); times in epoch seconds, 0 when unset.
+#[derive(Debug, Clone)]
+pub struct Cdr {
+    pub linkedid: String,
+    pub uniqueid: String,
+    pub channel: String,
+    pub dstchannel: String,
+    pub src: String,
+    pub dst: String,
+    pub dcontext: String,
+    pub lastapp: String,
+    pub lastdata: String,
+    pub start: f64,
+    pub answer: f64,
+    pub end: f64,
+    pub duration: i64,
+    pub billsec: i64,
+    /// `ANSWERED`, `NO ANSWER`, `BUSY`, `FAILED`, `CONGESTION`.
+    pub disposition: String,
+    pub sequence: i64,
+    pub line: String,
+}
+
+impl Cdr {
+    fn parse(line: &str) -> Option<Cdr> {
+        let f = csv_fields(line);
+        if f.len() < 16 {
+            return None;
+        }
+        Some(Cdr {
+            linkedid: f[0].clone(),
+            uniqueid: f[1].clone(),
+            channel: f[2].clone(),
+            dstchannel: f[3].clone(),
+            src: f[4].clone(),
+            dst: f[5].clone(),
+            dcontext: f[6].clone(),
+            lastapp: f[7].clone(),
+            lastdata: f[8].clone(),
+            start: f[9].parse().ok()?,
+            answer: f[10].parse().ok()?,
+            end: f[11].parse().ok()?,
+            duration: f[12].parse().ok()?,
+            billsec: f[13].parse().ok()?,
+            disposition: f[14].clone(),
+            sequence: f[15].parse().ok()?,
+            line: line.to_string(),
+        })
+    }
+}
+
+/// A tiny blocking AMI client: login, one action at a time, its response.
+pub struct Ami {
+    reader: BufReader<TcpStream>,
+    writer: TcpStream,
+    next_id: u64,
+}
+
+impl Ami {
+    pub fn connect(port: u16) -> Ami {
+        let stream = TcpStream::connect(("127.0.0.1", port)).expect("AMI connect");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut ami = Ami {
+            reader: BufReader::new(stream.try_clone().unwrap()),
+            writer: stream,
+            next_id: 1,
+        };
+        let mut banner = String::new();
+        ami.reader.read_line(&mut banner).expect("AMI banner");
+        assert!(banner.starts_with("Asterisk Call Manager"), "{banner}");
+        ami.ok(&[
+            ("Action", "Login"),
+            ("Username", "rwtest"),
+            ("Secret", "rwtest"),
+            ("Events", "off"),
+        ]);
+        ami
+    }
+
+    /// Sends one action and returns its response's headers (events are skipped).
+    pub fn action(&mut self, headers: &[(&str, &str)]) -> HashMap<String, String> {
+        let id = format!("rw-{}", self.next_id);
+        self.next_id += 1;
+        let mut msg = String::new();
+        for (k, v) in headers {
+            msg += &format!("{k}: {v}\r\n");
+        }
+        msg += &format!("ActionID: {id}\r\n\r\n");
+        self.writer.write_all(msg.as_bytes()).expect("AMI write");
+        loop {
+            let mut packet = HashMap::new();
+            loop {
+                let mut line = String::new();
+                let n = self.reader.read_line(&mut line).expect("AMI read");
+                assert!(n > 0, "AMI closed the connection");
+                let line = line.trim_end();
+                if line.is_empty() {
+                    break;
+                }
+                if let Some((k, v)) = line.split_once(": ") {
+                    packet.insert(k.to_string(), v.to_string());
+                }
+            }
+            if packet.contains_key("Response") && packet.get("ActionID") == Some(&id) {
+                return packet;
+            }
+        }
+    }
+
+    /// Sends one action and panics unless Asterisk answers `Response: Success`.
+    pub fn ok(&mut self, headers: &[(&str, &str)]) -> HashMap<String, String> {
+        let r = self.action(headers);
+        assert_eq!(
+            r.get("Response").map(String::as_str),
+            Some("Success"),
+            "AMI {headers:?}: {r:?}"
+        );
+        r
     }
 }
 
@@ -311,6 +730,15 @@ pub struct Received {
     pub headers: Vec<(String, String)>,
     pub body: String,
     pub at: Instant,
+    /// Wall-clock time of arrival (to compare with CEL's event times).
+    pub wall: SystemTime,
+}
+
+impl Received {
+    /// Arrival as seconds since the epoch.
+    pub fn epoch(&self) -> f64 {
+        self.wall.duration_since(UNIX_EPOCH).unwrap().as_secs_f64()
+    }
 }
 
 impl Received {
@@ -382,6 +810,7 @@ impl Receiver {
                         .collect(),
                     body,
                     at: Instant::now(),
+                    wall: SystemTime::now(),
                 };
                 let now = *b.lock().unwrap();
                 std::thread::sleep(now.delay);
