@@ -605,13 +605,13 @@ fn directed_pickup_gives_the_caller_the_picker_and_merges_the_pickers_call() {
     let Some(pbx) = start("pickup", &rx) else {
         return;
     };
-    // The caller dials 102, who rings; 201 dials *8102 (PickupChan(PJSIP/102)), talks 2 s and
+    // The caller dials 105, who rings; 201 dials *8105 (PickupChan(PJSIP/105)), talks 2 s and
     // hangs up.
     let mut caller = pbx.spawn_call("79160000611", "74951234611", 8000);
-    pbx.wait_channel("102 ringing", WAIT, |c, _| {
-        c.name.starts_with("PJSIP/102-") && c.state == "Ringing"
+    pbx.wait_channel("105 ringing", WAIT, |c, _| {
+        c.name.starts_with("PJSIP/105-") && c.state == "Ringing"
     });
-    assert!(pbx.call("201", "*8102", 2000));
+    assert!(pbx.call("201", "*8105", 2000));
     let _ = caller.wait();
     let flow = Flow::settle(&pbx, &rx, "pickup");
     assert!(
@@ -619,7 +619,7 @@ fn directed_pickup_gives_the_caller_the_picker_and_merges_the_pickers_call() {
         "Asterisk saw no pickup"
     );
     let a = flow.call_of("79160000611");
-    let p = flow.call_dialing("from-internal", "*8102");
+    let p = flow.call_dialing("from-internal", "*8105");
     assert_ne!(a, p);
     let evs = flow.events(&a);
     assert_eq!(kinds(&evs), ["start", "answer", "end"], "{evs:#?}");
@@ -631,7 +631,7 @@ fn directed_pickup_gives_the_caller_the_picker_and_merges_the_pickers_call() {
     assert_eq!(strs(&end["agents"]), ["201"]);
     assert_eq!(end["transfers"], 0);
     assert_eq!(end["hangup_by"], "agent");
-    assert_target(end, "102", 0.0, 2.0, false);
+    assert_target(end, "105", 0.0, 2.0, false);
 
     let picker = flow.events(&p);
     let k = kinds(&picker);

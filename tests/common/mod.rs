@@ -148,7 +148,7 @@ impl Sandbox {
             uas_ring: free_udp_port(),
             uas_refer: free_udp_port(),
             ami: free_tcp_port(),
-            rtp: 20000 + (std::process::id() % 200) as u16 * 100,
+            rtp: 20000 + (std::process::id() % 200) as u16 * 200,
         };
         let mut sandbox = Sandbox {
             dir,
@@ -182,7 +182,7 @@ impl Sandbox {
             .replace("@UAS_REFER_PORT@", &p.uas_refer.to_string())
             .replace("@AMI_PORT@", &p.ami.to_string())
             .replace("@RTP_START@", &p.rtp.to_string())
-            .replace("@RTP_END@", &(p.rtp + 98).to_string())
+            .replace("@RTP_END@", &(p.rtp + 198).to_string())
             .replace("@RECEIVER@", receiver_url)
     }
 
