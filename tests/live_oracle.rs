@@ -274,14 +274,12 @@ fn judge(
     let mut rows: BTreeMap<String, Row> = BTreeMap::new();
     for e in cel {
         let row = rows.entry(e.linkedid.clone()).or_default();
-        if e.eventtype == "CHAN_START" {
-            if row.cel_start.is_none() {
-                row.cel_start = Some(e.time);
-                row.flow = match callers.get(&e.cid_num) {
-                    Some(f) => f.to_string(),
-                    None => format!("{} -> {}", e.cid_num, e.exten),
-                };
-            }
+        if e.eventtype == "CHAN_START" && row.cel_start.is_none() {
+            row.cel_start = Some(e.time);
+            row.flow = match callers.get(&e.cid_num) {
+                Some(f) => f.to_string(),
+                None => format!("{} -> {}", e.cid_num, e.exten),
+            };
         }
         if e.eventtype == "LINKEDID_END" {
             row.cel_end = Some(e.time);
