@@ -462,10 +462,11 @@ impl Correlator {
                     }
                 }
             }
-            call.record.answered_by = call.record.ext.clone();
-            if !call.record.ext.is_empty() {
+            if call.record.forwarded_to.is_empty() && !call.record.ext.is_empty() {
+                call.record.answered_by = call.record.ext.clone();
                 call.record.agents.push(call.record.ext.clone());
             }
+            Self::refresh_targets(call, at);
             out.push(CallEvent {
                 kind: EventKind::Answer,
                 call: call.record.clone(),
@@ -489,10 +490,22 @@ impl Correlator {
         if call.record.agents.last() != Some(&ext) {
             call.record.agents.push(ext);
         }
+        Self::refresh_targets(call, at);
         out.push(CallEvent {
             kind: EventKind::Transfer,
             call: call.record.clone(),
         });
+    }
+
+    /// `ring_seconds` as of `at`, counting extensions still ringing.
+    fn refresh_targets(call: &mut CallState, at: SystemTime) {
+        let mut total = call.ring_time.clone();
+        for (i, since_t) in call.ringing.values() {
+            total[*i] += since(*since_t, at);
+        }
+        for (t, d) in call.record.targets.iter_mut().zip(total) {
+            t.ring_seconds = secs(d);
+        }
     }
 
     fn send_start(call: &mut CallState, out: &mut Vec<CallEvent>) {
@@ -622,12 +635,7 @@ impl Correlator {
             call.record.direction = Direction::Internal;
             Self::send_start(call, out);
         }
-        for (_, (i, since_t)) in call.ringing.drain() {
-            call.ring_time[i] += since(since_t, at);
-        }
-        for (t, d) in call.record.targets.iter_mut().zip(&call.ring_time) {
-            t.ring_seconds = secs(*d);
-        }
+        Self::refresh_targets(call, at);
         Self::leave_queue(call, at);
         let hangup_by = outcome::hangup_by(&Hangups {
             caller_name: &call.caller_name,
@@ -1134,6 +1142,11 @@ mod tests {
         assert_eq!(kinds(&evs), ["start", "answer", "end"]);
         let end = &evs[2];
         assert_eq!(field(&evs[1], "ext"), Value::Str("100".into()));
+        assert_eq!(
+            strs(field(&evs[1], "targets")),
+            ["[Str(\"100\"), Int(3), Bool(true)]", "[Str(\"102\"), Int(3), Bool(false)]"],
+            "ring time as of the answer"
+        );
         assert_eq!(field(end, "queue"), Value::Str("sales".into()));
         assert_eq!(field(end, "queue_wait"), Value::Int(3));
         assert_eq!(field(end, "answered_by"), Value::Str("100".into()));
@@ -1360,6 +1373,8 @@ mod tests {
         let end = &evs[2];
         assert_eq!(field(end, "ext"), Value::Str("102".into()));
         assert_eq!(field(end, "forwarded_to"), Value::Str("79990001111".into()));
+        assert_eq!(field(end, "answered_by"), Value::Null, "102 never talked with the caller");
+        assert!(strs(field(end, "agents")).is_empty());
         assert_eq!(field(end, "status"), Value::Str("ANSWER".into()));
         assert_eq!(field(end, "hangup_by"), Value::Str("agent".into()));
         assert_eq!(
