@@ -92,10 +92,12 @@ impl Flow {
         pbx.wait_no_channels(WAIT);
         let cel = pbx.wait_cel("LINKEDID_END of every linkedid", WAIT, |cel| {
             let seen: BTreeSet<&str> = cel.iter().map(|e| e.linkedid.as_str()).collect();
-            seen.iter().all(|id| {
-                cel.iter()
-                    .any(|e| e.eventtype == "LINKEDID_END" && e.linkedid == *id)
-            })
+            // Not vacuously: cel_custom may not have written the flow's first line yet.
+            !seen.is_empty()
+                && seen.iter().all(|id| {
+                    cel.iter()
+                        .any(|e| e.eventtype == "LINKEDID_END" && e.linkedid == *id)
+                })
         });
         let ended: BTreeSet<String> = cel
             .iter()
@@ -257,6 +259,28 @@ fn assert_in(v: i64, lo: i64, hi: i64, what: &str) {
 }
 
 /// The end of a call that a person answered and the caller hung up, with one agent.
+/// One transfer from agent `from` to agent `to`, as a CRM sees it: `start`, `answer` (from),
+/// `transfer` (to), `end` naming both; returns the `end`.
+fn assert_transferred<'a>(evs: &'a [Json], from: &str, to: &str) -> &'a Json {
+    assert_eq!(
+        kinds(evs),
+        ["start", "answer", "transfer", "end"],
+        "{evs:#?}"
+    );
+    assert_eq!(evs[1]["ext"], from);
+    assert_eq!(evs[2]["ext"], to);
+    assert_eq!(evs[2]["transferred_from"], from);
+    let end = &evs[3];
+    assert_eq!(end["status"], "ANSWER");
+    assert_eq!(end["ext"], to, "the last agent the caller talked to");
+    assert_eq!(end["answered_by"], from);
+    assert_eq!(strs(&end["agents"]), [from, to]);
+    assert_eq!(end["transfers"], 1);
+    assert_eq!(end["transferred_from"], from);
+    assert_eq!(end["hangup_by"], "caller");
+    end
+}
+
 fn assert_answered_by_one(evs: &[Json], ext: &str) {
     assert_eq!(kinds(evs), ["start", "answer", "end"], "{evs:#?}");
     let (start, answer, end) = (&evs[0], &evs[1], &evs[2]);
@@ -438,22 +462,7 @@ fn blind_transfer_by_refer_names_both_agents() {
     );
     let id = flow.call_of("79160000608");
     let evs = flow.events(&id);
-    assert_eq!(
-        kinds(&evs),
-        ["start", "answer", "transfer", "end"],
-        "{evs:#?}"
-    );
-    assert_eq!(evs[1]["ext"], "104");
-    assert_eq!(evs[2]["ext"], "100");
-    assert_eq!(evs[2]["transferred_from"], "104");
-    let end = &evs[3];
-    assert_eq!(end["status"], "ANSWER");
-    assert_eq!(end["ext"], "100", "the last agent the caller talked to");
-    assert_eq!(end["answered_by"], "104");
-    assert_eq!(strs(&end["agents"]), ["104", "100"]);
-    assert_eq!(end["transfers"], 1);
-    assert_eq!(end["transferred_from"], "104");
-    assert_eq!(end["hangup_by"], "caller");
+    let end = assert_transferred(&evs, "104", "100");
     assert_target(end, "104", 0.0, 2.5, true);
     assert_target(end, "100", 0.0, 2.5, true);
     assert_eq!(flow.call_ids().len(), 1, "one call: {:?}", flow.call_ids());
@@ -495,22 +504,7 @@ fn attended_transfer_by_feature_code_names_the_new_agent() {
     );
     let id = flow.call_of("79160000609");
     let evs = flow.events(&id);
-    assert_eq!(
-        kinds(&evs),
-        ["start", "answer", "transfer", "end"],
-        "{evs:#?}"
-    );
-    assert_eq!(evs[1]["ext"], "100");
-    assert_eq!(evs[2]["ext"], "103");
-    assert_eq!(evs[2]["transferred_from"], "100");
-    let end = &evs[3];
-    assert_eq!(end["status"], "ANSWER");
-    assert_eq!(end["ext"], "103", "the last agent the caller talked to");
-    assert_eq!(end["answered_by"], "100");
-    assert_eq!(strs(&end["agents"]), ["100", "103"]);
-    assert_eq!(end["transfers"], 1);
-    assert_eq!(end["transferred_from"], "100");
-    assert_eq!(end["hangup_by"], "caller");
+    let end = assert_transferred(&evs, "100", "103");
     assert_target(end, "100", 0.0, 2.5, true);
     assert_target(end, "103", 0.0, 2.5, true);
     assert_eq!(flow.call_ids().len(), 1, "one call: {:?}", flow.call_ids());
@@ -554,22 +548,7 @@ fn attended_transfer_from_a_desk_phone_merges_the_consultation_call() {
     let b = flow.call_dialing("from-internal", "103");
     assert_ne!(a, b);
     let evs = flow.events(&a);
-    assert_eq!(
-        kinds(&evs),
-        ["start", "answer", "transfer", "end"],
-        "{evs:#?}"
-    );
-    assert_eq!(evs[1]["ext"], "100");
-    assert_eq!(evs[2]["ext"], "103");
-    assert_eq!(evs[2]["transferred_from"], "100");
-    let end = &evs[3];
-    assert_eq!(end["status"], "ANSWER");
-    assert_eq!(end["ext"], "103", "the last agent the caller talked to");
-    assert_eq!(end["answered_by"], "100");
-    assert_eq!(strs(&end["agents"]), ["100", "103"]);
-    assert_eq!(end["transfers"], 1);
-    assert_eq!(end["transferred_from"], "100");
-    assert_eq!(end["hangup_by"], "caller");
+    let end = assert_transferred(&evs, "100", "103");
     assert_eq!(end["merged_into"], Json::Null);
 
     // The consultation call: one start, at most one answer, one end, merged into the caller's
@@ -746,4 +725,128 @@ fn call_between_extensions_is_internal_and_left_out_by_default() {
             .any(|r| r.url.starts_with("/inout") && r.json()["call_id"] == id.as_str()),
         "a section with the default direction (in, out) got the internal call"
     );
+}
+
+// ---- presets on queue calls ----
+
+/// The provider presets read the same facts: XVB's ANSWERED names the queue member who picked
+/// up, MANGO's callStatus / waitDuration and Roistat's status tell answered, timed out and
+/// abandoned queue calls apart.
+#[test]
+fn presets_name_the_queue_member_and_the_queue_outcome() {
+    let conf = format!(
+        "{FLOW_CONF}
+[p-xvb]
+type = webhook
+preset = xvb
+url = @RECEIVER@/xvb
+access_code = 10019
+
+[p-mango]
+type = webhook
+preset = mango
+url = @RECEIVER@/mango
+
+[p-roistat]
+type = webhook
+preset = roistat
+url = @RECEIVER@/roistat
+"
+    );
+    let rx = Receiver::start();
+    let Some(pbx) = Sandbox::start("flow-presets", &conf, &rx.url()) else {
+        return;
+    };
+    let (answered, timed_out, abandoned) = ("79160000621", "79160000622", "79160000623");
+    assert!(pbx.call(answered, "74951234601", 1000));
+    assert!(pbx.call(timed_out, "74951234602", 1000));
+    assert!(pbx.call_and_cancel(abandoned, "74951234603", 1500));
+    // Each endpoint has its own queue: wait for all three ends at each, not only at /hook.
+    for (path, ends) in [
+        ("/xvb", "event=COMPLETED"),
+        ("/mango", "callStatus="),
+        ("/roistat", "\"status\""),
+    ] {
+        rx.wait_for(&format!("three ends at {path}"), WAIT, |got| {
+            got.iter()
+                .filter(|r| {
+                    r.url.starts_with(path) && (r.url.contains(ends) || r.body.contains(ends))
+                })
+                .count()
+                >= 3
+        });
+    }
+    let flow = Flow::settle(&pbx, &rx, "presets");
+    let on = |prefix: &str| -> Vec<Vec<(String, String)>> {
+        flow.got
+            .iter()
+            .filter(|r| r.url.starts_with(prefix))
+            .map(|r| {
+                if r.method == "GET" {
+                    r.query()
+                } else {
+                    Received::pairs(&r.body)
+                }
+            })
+            .collect()
+    };
+    let get = |pairs: &[(String, String)], k: &str| {
+        pairs
+            .iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
+    };
+
+    // XVB: ANSWERED carries the member who picked up; COMPLETED the outcome in XVB's words.
+    let xvb = on("/xvb");
+    let of = |phone: &str, event: &str| {
+        xvb.iter()
+            .find(|p| get(p, "phone") == phone && get(p, "event") == event)
+            .cloned()
+            .unwrap_or_else(|| panic!("XVB got no {event} for {phone}: {xvb:?}"))
+    };
+    assert_eq!(get(&of(answered, "ANSWERED"), "ext"), "100");
+    assert_eq!(get(&of(answered, "COMPLETED"), "status"), "Success");
+    assert_eq!(get(&of(answered, "COMPLETED"), "ext"), "100");
+    assert_eq!(get(&of(timed_out, "COMPLETED"), "status"), "NoAnswer");
+    assert_eq!(get(&of(abandoned, "COMPLETED"), "status"), "Cancel");
+    assert!(
+        !xvb.iter()
+            .any(|p| get(p, "event") == "ANSWERED" && get(p, "phone") != answered),
+        "only the answered queue call has ANSWERED: {xvb:?}"
+    );
+
+    // MANGO: 11xx only for the answered call; waitDuration is the wait until the member answered.
+    let mango = on("/mango");
+    let end_of = |caller: &str| {
+        mango
+            .iter()
+            .find(|p| get(p, "callerNumber") == caller && !get(p, "callStatus").is_empty())
+            .cloned()
+            .unwrap_or_else(|| panic!("MANGO got no end for {caller}: {mango:?}"))
+    };
+    assert_eq!(get(&end_of(answered), "callStatus"), "1100");
+    let wait: i64 = get(&end_of(answered), "waitDuration").parse().unwrap();
+    assert_in(wait, 0, 3, "MANGO waitDuration of the answered queue call");
+    assert_eq!(get(&end_of(timed_out), "callStatus"), "2100");
+    assert_eq!(get(&end_of(abandoned), "callStatus"), "2300");
+
+    // Roistat: the end's status in Asterisk's DIALSTATUS words.
+    let roistat: Vec<Json> = flow
+        .got
+        .iter()
+        .filter(|r| r.url.starts_with("/roistat"))
+        .map(|r| r.json())
+        .collect();
+    let status_of = |caller: &str| {
+        roistat
+            .iter()
+            .find(|j| j["caller"] == caller && !j["status"].is_null())
+            .unwrap_or_else(|| panic!("Roistat got no end for {caller}: {roistat:?}"))["status"]
+            .clone()
+    };
+    assert_eq!(status_of(answered), "ANSWER");
+    assert_eq!(status_of(timed_out), "NOANSWER");
+    assert_eq!(status_of(abandoned), "CANCEL");
 }

@@ -224,10 +224,11 @@ fn every_call_matches_asterisks_cel_and_cdr() {
     pbx.wait_no_channels(WAIT);
     let cel = pbx.wait_cel("LINKEDID_END of every linkedid", WAIT, |cel| {
         let ids: BTreeSet<&str> = cel.iter().map(|e| e.linkedid.as_str()).collect();
-        ids.iter().all(|id| {
-            cel.iter()
-                .any(|e| e.eventtype == "LINKEDID_END" && e.linkedid == *id)
-        })
+        !ids.is_empty()
+            && ids.iter().all(|id| {
+                cel.iter()
+                    .any(|e| e.eventtype == "LINKEDID_END" && e.linkedid == *id)
+            })
     });
     let ended: BTreeSet<String> = cel
         .iter()

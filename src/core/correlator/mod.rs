@@ -742,6 +742,11 @@ mod tests {
     fn bridge(info: &ChannelInfo, bridge: &str, t: f64) -> HostEvent {
         let mut info = info.clone();
         info.bridge = bridge.into();
+        changed(info, t)
+    }
+
+    /// A snapshot of `info` that changed linkedid, bridge or application at `t`.
+    fn changed(info: ChannelInfo, t: f64) -> HostEvent {
         HostEvent::Channel {
             change: ChannelChange::Changed,
             info,
@@ -1113,11 +1118,7 @@ mod tests {
             &mut c,
             vec![
                 new(&a, 0.0),
-                HostEvent::Channel {
-                    change: ChannelChange::Changed,
-                    info: queued.clone(),
-                    at: at(1.0),
-                },
+                changed(queued.clone(), 1.0),
                 new(&m1, 1.0),
                 new(&m2, 1.0),
                 dial(&m1, "", 1.0),
@@ -1129,11 +1130,7 @@ mod tests {
                 {
                     let mut i = queued.clone();
                     i.bridge = "q".into();
-                    HostEvent::Channel {
-                        change: ChannelChange::Changed,
-                        info: i,
-                        at: at(4.0),
-                    }
+                    changed(i, 4.0)
                 },
                 dead(&a, 9.0, 16, "PJSIP/caller-00000001"),
                 dead(&m1, 9.0, 16, ""),
@@ -1144,7 +1141,10 @@ mod tests {
         assert_eq!(field(&evs[1], "ext"), Value::Str("100".into()));
         assert_eq!(
             strs(field(&evs[1], "targets")),
-            ["[Str(\"100\"), Int(3), Bool(true)]", "[Str(\"102\"), Int(3), Bool(false)]"],
+            [
+                "[Str(\"100\"), Int(3), Bool(true)]",
+                "[Str(\"102\"), Int(3), Bool(false)]"
+            ],
             "ring time as of the answer"
         );
         assert_eq!(field(end, "queue"), Value::Str("sales".into()));
@@ -1177,11 +1177,7 @@ mod tests {
                 &mut c,
                 vec![
                     new(&a, 0.0),
-                    HostEvent::Channel {
-                        change: ChannelChange::Changed,
-                        info: queued,
-                        at: at(0.5),
-                    },
+                    changed(queued.clone(), 0.5),
                     new(&m, 0.5),
                     dial(&m, "", 0.5),
                     dial(&m, "CANCEL", 3.5),
@@ -1228,11 +1224,7 @@ mod tests {
             vec![
                 dial(&picker, "ANSWER", 3.0),
                 dead(&ringing, 3.0, 16, ""),
-                HostEvent::Channel {
-                    change: ChannelChange::Changed,
-                    info: moved.clone(),
-                    at: at(3.0),
-                },
+                changed(moved.clone(), 3.0),
                 bridge(&a, "b", 3.0),
                 dead(&a, 8.0, 16, "PJSIP/caller-00000001"),
                 dead(&moved, 8.0, 16, ""),
@@ -1299,11 +1291,7 @@ mod tests {
         evs.extend(run(
             &mut c,
             vec![
-                HostEvent::Channel {
-                    change: ChannelChange::Changed,
-                    info: moved.clone(),
-                    at: at(8.0),
-                },
+                changed(moved.clone(), 8.0),
                 dead(&a1, 8.1, 16, ""),
                 dead(&a2, 8.1, 16, ""),
                 dead(&a, 12.0, 16, "PJSIP/caller-00000001"),
@@ -1373,7 +1361,11 @@ mod tests {
         let end = &evs[2];
         assert_eq!(field(end, "ext"), Value::Str("102".into()));
         assert_eq!(field(end, "forwarded_to"), Value::Str("79990001111".into()));
-        assert_eq!(field(end, "answered_by"), Value::Null, "102 never talked with the caller");
+        assert_eq!(
+            field(end, "answered_by"),
+            Value::Null,
+            "102 never talked with the caller"
+        );
         assert!(strs(field(end, "agents")).is_empty());
         assert_eq!(field(end, "status"), Value::Str("ANSWER".into()));
         assert_eq!(field(end, "hangup_by"), Value::Str("agent".into()));
