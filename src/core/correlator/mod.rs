@@ -227,9 +227,13 @@ impl Correlator {
     }
 
     fn role_of(&self, info: &ChannelInfo) -> Role {
+        // Without `internal_contexts` every phone the PBX dials counts as an extension (a
+        // call's first channel is its caller): agents are named, trunks cannot be told apart.
+        let dialed_without_config =
+            self.internal_contexts.is_empty() && self.calls.contains_key(&info.linkedid);
         if let Some(pair) = local_pair(&info.name) {
             Role::Local { pair }
-        } else if self.internal_contexts.contains(&info.context) {
+        } else if dialed_without_config || self.internal_contexts.contains(&info.context) {
             Role::Internal {
                 ext: extension_of_channel(&info.name),
             }
@@ -611,7 +615,7 @@ impl Correlator {
         if is_caller || (call.caller.is_none() && uid == call.first_uniqueid) {
             call.record.hangup_cause = Some(info.hangup_cause);
             call.caller_hangup_source = info.hangup_source.clone();
-            if !info.caller_name.is_empty() && call.record.direction == Direction::In {
+            if !info.caller_name.is_empty() {
                 call.record.caller_name = info.caller_name.clone();
             }
         } else if call.parties.contains_key(uid) && call.caller.is_some() {
@@ -1399,6 +1403,33 @@ mod tests {
         assert_eq!(field(&evs[0], "direction"), Value::Str("internal".into()));
         assert_eq!(field(&evs[1], "ext"), Value::Str("100".into()));
         assert_eq!(field(&evs[2], "caller"), Value::Str("201".into()));
+    }
+
+    #[test]
+    fn without_internal_contexts_every_dialed_phone_is_an_agent() {
+        let mut c = Correlator::new(vec![]);
+        let (a, b) = (
+            caller(),
+            chan("c.1", "c.2", "PJSIP/100-00000002", "from-anywhere", "s"),
+        );
+        let evs = run(
+            &mut c,
+            vec![
+                new(&a, 0.0),
+                new(&b, 0.1),
+                dial(&b, "", 0.1),
+                dial(&b, "ANSWER", 1.0),
+                bridge(&b, "x", 1.0),
+                bridge(&a, "x", 1.0),
+                dead(&a, 2.0, 16, &a.name),
+                dead(&b, 2.0, 16, ""),
+            ],
+        );
+        assert_eq!(kinds(&evs), ["start", "answer", "end"]);
+        assert_eq!(field(&evs[0], "direction"), Value::Str("in".into()));
+        assert_eq!(field(&evs[1], "ext"), Value::Str("100".into()));
+        assert_eq!(strs(field(&evs[2], "agents")), ["100"]);
+        assert_eq!(field(&evs[2], "forwarded_to"), Value::Null);
     }
 
     #[test]
