@@ -102,11 +102,16 @@ pub fn extension_of_channel(name: &str) -> String {
     no_suffix.split('@').next().unwrap_or(no_suffix).to_string()
 }
 
-/// The number a dial string reaches: `trunk/79990001111` and `79990001111@trunk` →
-/// `79990001111`.
+/// The number a dial string reaches: `trunk/79990001111`, `79990001111@trunk` and
+/// `trunk/sip:79990001111@10.0.0.1` → `79990001111`.
 fn dialed_number(dialstring: &str) -> String {
     let last = dialstring.rsplit('/').next().unwrap_or(dialstring);
-    last.split('@').next().unwrap_or(last).to_string()
+    let user = last.split('@').next().unwrap_or(last);
+    let user = ["sip:", "sips:", "tel:"]
+        .iter()
+        .find_map(|scheme| user.strip_prefix(scheme))
+        .unwrap_or(user);
+    user.to_string()
 }
 
 impl Correlator {
@@ -1430,6 +1435,18 @@ mod tests {
         assert_eq!(field(&evs[1], "ext"), Value::Str("100".into()));
         assert_eq!(strs(field(&evs[2], "agents")), ["100"]);
         assert_eq!(field(&evs[2], "forwarded_to"), Value::Null);
+    }
+
+    #[test]
+    fn numbers_from_dial_strings() {
+        assert_eq!(dialed_number("trunk/79990001111"), "79990001111");
+        assert_eq!(dialed_number("79990001111@trunk"), "79990001111");
+        assert_eq!(
+            dialed_number("trunk/sip:79990001111@10.0.0.1"),
+            "79990001111"
+        );
+        assert_eq!(dialed_number("100"), "100");
+        assert_eq!(dialed_number(""), "");
     }
 
     #[test]
