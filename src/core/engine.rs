@@ -145,6 +145,8 @@ struct Runtime {
     active_calls: AtomicUsize,
     call_events: AtomicU64,
     render_failures: AtomicU64,
+    /// Channel events skipped because the call model panicked on them (a bug; logged).
+    correlator_panics: AtomicU64,
 }
 
 impl Runtime {
@@ -188,6 +190,7 @@ impl Engine {
             active_calls: AtomicUsize::new(0),
             call_events: AtomicU64::new(0),
             render_failures: AtomicU64::new(0),
+            correlator_panics: AtomicU64::new(0),
         });
         let rt = runtime.clone();
         let thread = std::thread::Builder::new()
@@ -315,13 +318,14 @@ impl Engine {
         };
         match words.as_slice() {
             ["show", "status"] => Ok(format!(
-                "{}\nCalls in progress: {}   call events: {}   render failures: {}\n\
+                "{}\nCalls in progress: {}   call events: {}   render failures: {}   call model errors: {}\n\
                  Hook cost (C callback + copy + enqueue): p50 {}  p99 {}  over {} events; dropped: {}\n\
                  Lookups that reached a CRM: {}  p50 {}  p99 {}\n",
                 dispatcher.status_text(),
                 rt.active_calls.load(Ordering::Relaxed),
                 rt.call_events.load(Ordering::Relaxed),
                 rt.render_failures.load(Ordering::Relaxed),
+                rt.correlator_panics.load(Ordering::Relaxed),
                 fmt_ns(self.shared.cost_ns.quantile(0.5)),
                 fmt_ns(self.shared.cost_ns.quantile(0.99)),
                 self.shared.cost_ns.count(),
@@ -411,6 +415,32 @@ fn endpoint_policies(config: &Config) -> Vec<EndpointPolicy> {
         .collect()
 }
 
+/// Feeds one host event to the correlator. A panic (a bug) loses that one event, is logged and
+/// counted, and the thread goes on with the next: every other call keeps its events.
+fn handle_guarded(correlator: &mut Correlator, ev: HostEvent, rt: &Runtime) -> Vec<CallEvent> {
+    match caught(|| correlator.handle(ev)) {
+        Ok(events) => events,
+        Err(why) => {
+            rt.correlator_panics.fetch_add(1, Ordering::Relaxed);
+            log::error!(
+                "call model bug ({why}): one channel event skipped (trace_calls = yes shows them)"
+            );
+            Vec::new()
+        }
+    }
+}
+
+/// Runs `f`, turning a panic into its message.
+fn caught<T>(f: impl FnOnce() -> T) -> Result<T, String> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|panic| {
+        panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown panic".into())
+    })
+}
+
 /// The `webhook-calls` thread: host events in, deliveries out.
 fn correlate(rx: Receiver<Queued>, stop: Receiver<()>, buffers: Sender<Vec<u8>>, rt: Arc<Runtime>) {
     let mut generation = rt.generation.load(Ordering::SeqCst);
@@ -456,7 +486,7 @@ fn correlate(rx: Receiver<Queued>, stop: Receiver<()>, buffers: Sender<Vec<u8>>,
         if config.general.trace_calls {
             log::info!("trace: host event {ev:?}");
         }
-        let events = correlator.handle(ev);
+        let events = handle_guarded(&mut correlator, ev, &rt);
         rt.active_calls
             .store(correlator.active_calls(), Ordering::Relaxed);
         for mut ev in events {
@@ -528,5 +558,25 @@ fn dispatch(rt: &Runtime, config: &Config, mut ev: CallEvent) {
                 );
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::caught;
+
+    #[test]
+    fn a_panic_becomes_its_message_and_the_thread_goes_on() {
+        assert_eq!(caught(|| 7), Ok(7));
+        assert_eq!(
+            caught(|| -> i32 { panic!("boom") }),
+            Err("boom".to_string())
+        );
+        let n = 3;
+        assert_eq!(
+            caught(|| -> i32 { panic!("call {n} broke") }),
+            Err("call 3 broke".to_string())
+        );
+        assert_eq!(caught(|| 8), Ok(8), "usable after a panic");
     }
 }
