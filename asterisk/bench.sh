@@ -1,25 +1,32 @@
 #!/usr/bin/env bash
 # Load benchmark, side by side, on the sandboxed Asterisk 22 (run as root):
 #
-#   asterisk/bench.sh load [RATES] [SECONDS]   e.g. asterisk/bench.sh load "10 25 50" 20
-#       For each call rate, three ways in turn: no webhooks (module not loaded), res_webhook
-#       with three endpoints (the end event, like the CURL() run; BENCH_EVENTS="start, answer,
-#       end" for all three), and the Asterisk-native alternative (a
-#       hangup handler calling CURL() for each of three endpoints). SIPp places answered calls
-#       (1 s talk). Reports calls placed / failed, sustained calls/s, Asterisk CPU ms per call,
-#       ends lost, and the delay from hangup to the end webhook's arrival (p50 / p99). For the
-#       webhook and idle modes, `webhook show status` and `webhook show errors` are kept in
-#       target/bench/status-<mode>-<rate>.txt.
+#   asterisk/bench.sh load [RATES] [SECONDS]   e.g. asterisk/bench.sh load "20 100 300" 30
+#       For each call rate and each of BENCH_ROUNDS rounds (default 3), every mode in turn
+#       (rounds interleaved, so drift on a shared machine hits every mode alike). Modes
+#       (BENCH_MODES, default "none idle webhook curl ami"):
+#         none     res_webhook not loaded, nothing listening
+#         idle     res_webhook loaded with no section (the cost of being loaded)
+#         webhook  res_webhook, the realistic configuration: a CRM endpoint (POST JSON, signed,
+#                  ~30 fields, start/answer/end) plus an end-only analytics endpoint (GET)
+#         webhook3 res_webhook, the end event to three GET endpoints (like the curl mode)
+#         curl     a hangup handler calling CURL() for each of three endpoints
+#         ami      AMI enabled and asterisk/ami_connector.py (panoramisk) posting one end per
+#                  call from Newchannel / DialEnd / Hangup events
+#       SIPp places answered calls (1 s talk). Each round's row goes to target/bench/rounds.txt;
+#       the table of medians over the rounds to target/bench/results.txt: sustained calls/s,
+#       Asterisk CPU ms per call (user + system), context switches per call (perf stat),
+#       ends lost, hangup-to-end-arrival p50 / p99, and the hook's own cost. For the webhook
+#       and idle modes, `webhook show status` and `webhook show errors` are kept in
+#       target/bench/status-<mode>-<rate>-<round>.txt.
 #   asterisk/bench.sh outage [SECONDS_DOWN] [RATE]   e.g. asterisk/bench.sh outage 600 5
 #       res_webhook under steady load while its endpoint is down: Asterisk's memory (RSS) over
 #       time, nothing lost, and the time to drain once the endpoint is back.
 #   asterisk/bench.sh smoke                    a few seconds of each mode
-# BENCH_MODES="webhook" runs only the modes listed (default: none webhook curl; also: idle =
-# the module loaded with no section, i.e. the cost of listening to Stasis alone).
 # BENCH_THREADS=1 also writes each mode's CPU per Asterisk thread to target/bench/threads-*.txt.
-# BENCH_PERF=1 also records each mode with `perf record -g` into target/bench/perf-*.data (read it
-# with `perf report -i target/bench/perf-webhook.data --no-children --sort dso,sym`).
-# BENCH_PERF=stat instead counts context switches and CPU time into target/bench/perfstat-*.txt.
+# BENCH_PERF=1 records each mode with `perf record -g` into target/bench/perf-<mode>-<rate>.data
+# (read it with `perf report -i target/bench/perf-webhook-100.data --no-children --sort dso,sym`)
+# instead of counting context switches.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO=$(pwd)
@@ -28,11 +35,15 @@ asterisk/sandbox.sh ensure
 ASTERISK_INCLUDE_DIR="$(asterisk/sandbox.sh include-dir)"
 export ASTERISK_INCLUDE_DIR
 cargo build --release --lib --example load_receiver >/dev/null 2>&1 || cargo build --release --lib --example load_receiver
+case " ${BENCH_MODES:-none idle webhook curl ami} " in
+    *" ami "*) python3 -c 'import panoramisk' 2>/dev/null || python3 -m pip install --quiet panoramisk ;;
+esac
 asterisk/sandbox.sh install-module target/release/libres_webhook.so
 
 B="$REPO/target/bench"
-SIP=25160; UAS=25161; HTTP=25188; RECV=25199
+SIP=25160; UAS=25161; HTTP=25188; RECV=25199; AMI=25038
 RESULTS="$B/results.txt"
+ROUNDS="$B/rounds.txt"
 mkdir -p "$B"
 
 pids=()
@@ -42,7 +53,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-setup() { # mode: none | idle | webhook | curl
+setup() { # mode: none | idle | webhook | webhook3 | curl | ami
     local mode=$1
     asterisk/sandbox.sh stop "$B/pbx" >/dev/null 2>&1 || true
     rm -rf "$B/pbx" && mkdir -p "$B/pbx/etc"
@@ -57,7 +68,85 @@ setup() { # mode: none | idle | webhook | curl
         curl)
             sed -i 's/^load => res_webhook.so/noload => res_webhook.so/' "$B/pbx/etc/modules.conf"
             printf '[globals]\nBENCH_CURL=http://127.0.0.1:%s\n' "$RECV" >"$B/pbx/etc/bench-globals.conf" ;;
+        ami)
+            sed -i 's/^load => res_webhook.so/noload => res_webhook.so/' "$B/pbx/etc/modules.conf"
+            cat >"$B/pbx/etc/manager.conf" <<CONF
+[general]
+enabled = yes
+bindaddr = 127.0.0.1
+port = $AMI
+timestampevents = yes
+
+[bench]
+secret = bench
+read = call
+write = system
+; only the events the connector reads (whitelist filters are ORed)
+eventfilter = Event: Newchannel
+eventfilter = Event: DialEnd
+eventfilter = Event: Hangup
+CONF
+            ;;
         webhook)
+            cat >"$B/pbx/etc/webhook.conf" <<CONF
+[general]
+date_format = unix_ms
+
+; A CRM: every event, signed JSON, ~30 fields.
+[crm]
+type = webhook
+url = http://127.0.0.1:$RECV/crm
+method = POST
+format = json
+events = start, answer, end
+secret = whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw
+header = Authorization: Bearer bench-token
+header = X-PBX: bench
+param = id => \${call_id}
+param = event => \${event}
+param = direction => \${direction}
+param = caller => \${caller}
+param = caller_name => \${caller_name}
+param = called => \${called}
+param = ext => \${ext}
+param = time_start => \${time_start}
+param = time_answer => \${time_answer}
+param = t => \${time_end}
+param = wait_duration => \${wait_duration}
+param = duration => \${duration}
+param = total_duration => \${total_duration}
+param = status => \${status}
+param = hangup_cause => \${hangup_cause}
+param = recording => \${recording}
+param = recording_url => \${recording_url}
+param = is_new => \${is_new}
+param = is_duplicate => \${is_duplicate}
+param = context => \${context}
+param = exten => \${exten}
+param = channel => \${channel}
+param = uniqueid => \${uniqueid}
+param = accountcode => \${accountcode}
+param = pbx.kind => \${CALL_KIND}
+param = pbx.node => bench
+param = visit.utm_source => \${UTM_SOURCE}
+param = visit.utm_campaign => \${UTM_CAMPAIGN}
+param = tags[] => \${TAG1}
+param = sign => \${sha256(\${call_id}:s3cret)}
+
+; Analytics: the end of each call, a GET.
+[analytics]
+type = webhook
+url = http://127.0.0.1:$RECV/an
+method = GET
+events = end
+param = id => \${call_id}
+param = event => \${event}
+param = status => \${status}
+param = duration => \${duration}
+param = t => \${time_end}
+CONF
+            ;;
+        webhook3)
             for i in 1 2 3; do
                 cat >>"$B/pbx/etc/webhook.conf" <<CONF
 [ep$i]
@@ -100,70 +189,136 @@ place_calls() { # rate count -> prints "successful failed total-seconds"
     echo "${ok:-0} ${failed:-0} ${total:-0}"
 }
 
-run_mode() { # mode rate seconds
-    local mode=$1 rate=$2 secs=$3 count=$(( $2 * $3 ))
+proc_cpu_ms() { # pid -> user + system ms so far (0 when gone)
+    awk -v t="$(getconf CLK_TCK)" '{printf "%.0f", ($14 + $15) * 1000 / t}' "/proc/$1/stat" 2>/dev/null || echo 0
+}
+
+run_mode() { # mode rate seconds round
+    local mode=$1 rate=$2 secs=$3 round=${4:-1} count=$(( $2 * $3 ))
     setup "$mode"
-    target/release/examples/load_receiver "127.0.0.1:$RECV" --seconds $((secs + 25)) >"$B/recv.json" 2>/dev/null &
+    target/release/examples/load_receiver "127.0.0.1:$RECV" --seconds $((secs + 60)) --idle-exit 3 >"$B/recv.json" 2>/dev/null &
     local rpid=$!
     pids+=($rpid)
+    local apid=""
+    if [ "$mode" = ami ]; then
+        python3 asterisk/ami_connector.py --ami "127.0.0.1:$AMI" --url "http://127.0.0.1:$RECV/a1" \
+            --seconds $((secs + 60)) 2>"$B/ami-connector.log" &
+        apid=$!
+        pids+=($apid)
+    fi
     start_uas
     sleep 1
+    local pid; pid=$(cat "$B/pbx/asterisk.pid")
     local c0 c1 res ok failed
     c0=$(cpu_ticks)
     local perf_pid=""
-    if [ "${BENCH_PERF:-}" = stat ]; then # count Asterisk's context switches while the calls run
-        perf stat -e context-switches,cpu-clock -p "$(cat "$B/pbx/asterisk.pid")" -o "$B/perfstat-$mode.txt" &
+    if [ -n "${BENCH_PERF:-}" ]; then # sample Asterisk's threads while the calls run
+        perf record -q -F 4999 -g -p "$pid" -o "$B/perf-$mode-$rate.data" >/dev/null 2>&1 &
         perf_pid=$!
-    elif [ -n "${BENCH_PERF:-}" ]; then # sample Asterisk's threads while the calls run
-        perf record -q -F 4999 -g -p "$(cat "$B/pbx/asterisk.pid")" -o "$B/perf-$mode.data" >/dev/null 2>&1 &
+    else # count Asterisk's context switches (every thread, also ones started later)
+        perf stat -e context-switches -p "$pid" -x, -o "$B/perfstat.txt" &
         perf_pid=$!
     fi
     res=$(place_calls "$rate" "$count")
     c1=$(cpu_ticks)
-    if [ -n "$perf_pid" ]; then kill -INT "$perf_pid"; wait "$perf_pid" 2>/dev/null || true; fi
+    kill -INT "$perf_pid"; wait "$perf_pid" 2>/dev/null || true
+    local extra_ms=0
+    [ -n "$apid" ] && extra_ms=$(proc_cpu_ms "$apid")
     local total; read -r ok failed total <<<"$res"
     local cps; cps=$(awk -v n="$ok" -v t="$total" 'BEGIN { if (t > 1) printf "%.1f", n / (t - 1); else print "-" }')
+    local cs="-"
+    if [ -z "${BENCH_PERF:-}" ]; then
+        cs=$(awk -F, -v n="$ok" '$3 == "context-switches" && n > 0 { printf "%.1f", $1 / n }' "$B/perfstat.txt")
+    fi
     local hook=""
-    if [ "$mode" = webhook ] || [ "$mode" = idle ]; then
+    if [ "$mode" = webhook ] || [ "$mode" = webhook3 ] || [ "$mode" = idle ]; then
         sleep 2
-        { asterisk/sandbox.sh cli "$B/pbx" "webhook show status"; asterisk/sandbox.sh cli "$B/pbx" "webhook show errors"; } >"$B/status-$mode-$rate.txt"
-        hook=$(grep "Hook cost" "$B/status-$mode-$rate.txt" | sed 's/.*): //')
+        { asterisk/sandbox.sh cli "$B/pbx" "webhook show status"; asterisk/sandbox.sh cli "$B/pbx" "webhook show errors"; } >"$B/status-$mode-$rate-$round.txt"
+        hook=$(grep "Hook cost" "$B/status-$mode-$rate-$round.txt" | sed 's/.*): //')
     fi
     if [ -n "${BENCH_THREADS:-}" ]; then # CPU ticks per Asterisk thread, to see where time goes
-        local t p; p=$(cat "$B/pbx/asterisk.pid")
-        for t in /proc/"$p"/task/*; do echo "$(awk '{print $14 + $15}' "$t/stat") $(cat "$t/comm")"; done \
-            | sort -rn | head -n 15 >"$B/threads-$mode.txt"
+        local t
+        { echo "cpu-ticks voluntary-cs involuntary-cs thread (since Asterisk started; threads that ended are missing)"
+          for t in /proc/"$pid"/task/*; do
+              echo "$(awk '{print $14 + $15}' "$t/stat") $(awk '/^voluntary_ctxt/ {v = $2} /^nonvoluntary_ctxt/ {n = $2} END {print v, n}' "$t/status") $(cat "$t/comm")"
+          done | sort -rn | head -n 25; } >"$B/threads-$mode-$rate.txt"
     fi
+    if [ "$mode" = none ] || [ "$mode" = idle ]; then kill "$rpid" 2>/dev/null || true; fi
     asterisk/sandbox.sh stop "$B/pbx" >/dev/null 2>&1 || true
     wait "$rpid" 2>/dev/null || true
+    if [ -n "$apid" ]; then kill "$apid" 2>/dev/null || true; wait "$apid" 2>/dev/null || true; fi
     local tick; tick=$(getconf CLK_TCK)
     local cpu_ms; cpu_ms=$(awk -v a="$c0" -v b="$c1" -v t="$tick" -v n="$ok" 'BEGIN { if (n > 0) printf "%.2f", (b - a) * 1000 / t / n; else print "-" }')
-    local stats; stats=$(cat "$B/recv.json")
+    local extra; extra=$(awk -v e="$extra_ms" -v n="$ok" 'BEGIN { if (e > 0 && n > 0) printf "%.2f", e / n; else print "-" }')
+    local stats; stats=$(cat "$B/recv.json" 2>/dev/null)
     local calls p50 p99 lost
-    calls=$(echo "$stats" | sed 's/.*"distinct_calls":\([0-9]*\).*/\1/')
-    p50=$(echo "$stats" | sed 's/.*"end_delay_ms_p50":\([-0-9.]*\).*/\1/')
-    p99=$(echo "$stats" | sed 's/.*"end_delay_ms_p99":\([-0-9.]*\).*/\1/')
-    if [ "$mode" = none ] || [ "$mode" = idle ]; then lost="-"; p50="-"; p99="-"; else lost=$(( ok - calls )); fi
-    printf "| %-8s | %4s cps | %6s | %6s | %6s | %8s | %6s | %8s | %8s | %s\n" "$mode" "$rate" "$cps" "$ok" "$failed" "$cpu_ms" "$lost" "$p50" "$p99" "$hook" | tee -a "$RESULTS"
+    calls=$(echo "$stats" | sed -n 's/.*"distinct_calls":\([0-9]*\).*/\1/p')
+    p50=$(echo "$stats" | sed -n 's/.*"end_delay_ms_p50":\([-0-9.]*\).*/\1/p')
+    p99=$(echo "$stats" | sed -n 's/.*"end_delay_ms_p99":\([-0-9.]*\).*/\1/p')
+    if [ "$mode" = none ] || [ "$mode" = idle ]; then lost="-"; p50="-"; p99="-"; else lost=$(( ok - ${calls:-0} )); fi
+    printf "| %-8s | %4s cps | %2s | %6s | %6s | %6s | %8s | %7s | %6s | %8s | %8s | %7s | %s\n" \
+        "$mode" "$rate" "$round" "$cps" "$ok" "$failed" "$cpu_ms" "$cs" "$lost" "$p50" "$p99" "$extra" "$hook" | tee -a "$ROUNDS"
 }
 
 header() {
-    echo "| mode     | rate     | sustained cps | calls  | failed | CPU ms/call | ends lost | end p50 ms | end p99 ms | hook cost (res_webhook)" | tee -a "$RESULTS"
-    echo "|---|---|---|---|---|---|---|---|---|---|" | tee -a "$RESULTS"
+    echo "| mode     | rate     | round | sustained cps | calls  | failed | CPU ms/call | cs/call | ends lost | end p50 ms | end p99 ms | connector CPU ms/call | hook cost (res_webhook)" | tee -a "$ROUNDS"
+    echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|" | tee -a "$ROUNDS"
+}
+
+# The table of medians: one row per mode and rate, over the rounds just run (rows of $ROUNDS
+# after line $1), with CPU and context switches also relative to the none mode of the same rate.
+summarize() {
+    local from=$1
+    tail -n +"$from" "$ROUNDS" | awk -F'|' '
+        function med(key,   n, i, j, t, a) {
+            n = split(vals[key], a, " ")
+            for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (a[j] + 0 < a[i] + 0) { t = a[i]; a[i] = a[j]; a[j] = t }
+            if (n == 0) return "-"
+            return (n % 2) ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
+        }
+        function add(key, v) { if (v != "-" && v != "") vals[key] = vals[key] " " v }
+        /^\| [a-z]/ && $4 ~ /[0-9]/ {
+            for (i = 2; i <= NF; i++) gsub(/^ +| +$/, "", $i)
+            m = $2; r = $3 + 0; k = m SUBSEP r
+            if (!(k in seen)) { seen[k] = 1; order[++nk] = k }
+            rounds[k]++
+            add(k SUBSEP "cps", $5); calls[k] += $6; failed[k] += $7
+            add(k SUBSEP "cpu", $8); add(k SUBSEP "cs", $9)
+            if ($10 != "-") { lost[k] += $10; haslost[k] = 1 }
+            add(k SUBSEP "p50", $11); add(k SUBSEP "p99", $12); add(k SUBSEP "extra", $13)
+            if ($14 ~ /p99/) { h = $14; sub(/ over.*/, "", h); hook[k] = hook[k] (hook[k] == "" ? "" : "; ") h }
+        }
+        END {
+            print "| mode | rate | rounds | sustained cps | calls | failed | CPU ms/call | vs none | cs/call | vs none | ends lost | end p50 ms | end p99 ms | connector CPU ms/call | hook p50 / p99 per round |"
+            print "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+            for (i = 1; i <= nk; i++) {
+                k = order[i]; split(k, mr, SUBSEP); base = "none" SUBSEP mr[2]
+                cpu = med(k SUBSEP "cpu"); cs = med(k SUBSEP "cs")
+                bcpu = (base in seen) ? med(base SUBSEP "cpu") : "-"; bcs = (base in seen) ? med(base SUBSEP "cs") : "-"
+                dcpu = (bcpu != "-" && bcpu > 0 && cpu != "-") ? sprintf("%+.1f %%", (cpu / bcpu - 1) * 100) : "-"
+                dcs = (bcs != "-" && cs != "-") ? sprintf("%+.1f", cs - bcs) : "-"
+                printf "| %s | %d cps | %d | %s | %d | %d | %.2f | %s | %s | %s | %s | %s | %s | %s | %s |\n", mr[1], mr[2], rounds[k], med(k SUBSEP "cps"), calls[k], failed[k], cpu, dcpu, cs, dcs, (k in haslost) ? lost[k] : "-", med(k SUBSEP "p50"), med(k SUBSEP "p99"), med(k SUBSEP "extra"), hook[k] == "" ? "-" : hook[k]
+            }
+        }' | tee -a "$RESULTS"
 }
 
 cmd_load() {
-    local rates=${1:-"10 25 50"} secs=${2:-20}
-    echo "# load $(date -u +%FT%TZ) on $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo)" | tee -a "$RESULTS"
+    local rates=${1:-"20 100 300"} secs=${2:-20}
+    local from; from=$(( $(wc -l <"$ROUNDS" 2>/dev/null || echo 0) + 1 ))
+    echo "# load $(date -u +%FT%TZ) on $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo): rates $rates, ${secs}s per run, ${BENCH_ROUNDS:-3} rounds of: ${BENCH_MODES:-none idle webhook curl ami}" | tee -a "$ROUNDS" "$RESULTS"
     header
+    local r round m
     for r in $rates; do
-        for m in ${BENCH_MODES:-none webhook curl}; do run_mode "$m" "$r" "$secs"; done
+        for round in $(seq 1 "${BENCH_ROUNDS:-3}"); do
+            for m in ${BENCH_MODES:-none idle webhook curl ami}; do run_mode "$m" "$r" "$secs" "$round"; done
+        done
     done
+    summarize "$from"
 }
 
 cmd_outage() {
     local down=${1:-120} rate=${2:-5}
-    setup webhook
+    setup webhook3
     start_uas
     echo "# outage: endpoint down ${down}s under ${rate} cps, $(date -u +%FT%TZ)" | tee -a "$RESULTS"
     local count=$(( down * rate ))
@@ -176,23 +331,30 @@ cmd_outage() {
     done
     local ok _; read -r ok _ <"$B/outage_calls.txt"
     echo "calls placed: $ok; endpoint back up at t=${t}s" | tee -a "$RESULTS"
-    target/release/examples/load_receiver "127.0.0.1:$RECV" --seconds 900 >"$B/recv.json" 2>"$B/recv.progress" &
-    pids+=($!)
+    target/release/examples/load_receiver "127.0.0.1:$RECV" --seconds 900 --idle-exit 5 >"$B/recv.json" 2>"$B/recv.progress" &
+    local rpid=$!
+    pids+=($rpid)
     local start; start=$(date +%s.%N)
     while :; do
-        local seen; seen=$(tail -n 1 "$B/recv.progress" 2>/dev/null | sed -n 's/.*calls=\([0-9]*\).*/\1/p')
         local reqs; reqs=$(tail -n 1 "$B/recv.progress" 2>/dev/null | sed -n 's/.*requests=\([0-9]*\).*/\1/p')
         # 3 endpoints × (start, answer, end) per call
         if [ -n "$reqs" ] && [ "$reqs" -ge $(( ok * 9 )) ]; then break; fi
         if awk -v s="$start" -v n="$(date +%s.%N)" 'BEGIN { exit !(n - s > 600) }'; then echo "drain did not finish in 600 s" | tee -a "$RESULTS"; break; fi
         sleep 0.5
     done
-    echo "drained $(tail -n 1 "$B/recv.progress") in $(awk -v s="$start" -v n="$(date +%s.%N)" 'BEGIN { printf "%.1f", n - s }') s; asterisk_rss_kb=$(rss_kb)" | tee -a "$RESULTS"
+    wait "$rpid" 2>/dev/null || true
+    # The wait before the first arrival is the retry schedule's (the next retry of the oldest
+    # delivery); from then on the spool drains as fast as it can.
+    awk -v s="$start" -F'[:,}]' '{ for (i = 1; i < NF; i++) v[$i] = $(i + 1) }
+        END { n = v["\"requests\""]; f = v["\"first_ms\""] / 1000; l = v["\"last_ms\""] / 1000;
+              printf "drained %d requests (%d calls): first arrived %.1f s after the endpoint came back, then %.2f s from first to last = %.0f requests/s\n",
+                  n, v["\"distinct_calls\""], f - s, l - f, (l > f) ? (n - 1) / (l - f) : 0 }' "$B/recv.json" | tee -a "$RESULTS"
+    echo "asterisk_rss_kb=$(rss_kb)" | tee -a "$RESULTS"
 }
 
 case "${1:-load}" in
     load) shift || true; cmd_load "$@" ;;
     outage) shift; cmd_outage "$@" ;;
-    smoke) header; for m in none webhook curl; do run_mode "$m" 5 4; done ;;
-    *) sed -n '2,16p' "$0"; exit 2 ;;
+    smoke) BENCH_ROUNDS=1 cmd_load 5 4 ;;
+    *) sed -n '2,30p' "$0"; exit 2 ;;
 esac

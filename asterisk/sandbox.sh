@@ -40,7 +40,8 @@ cmd_deps() {
     command -v unshare >/dev/null || missing+=(util-linux)
     command -v nsenter >/dev/null || missing+=(util-linux)
     command -v cc >/dev/null || missing+=(gcc)
-    [ -e /usr/lib/llvm-14/lib/libclang.so ] || ls /usr/lib/x86_64-linux-gnu/libclang*.so* >/dev/null 2>&1 \
+    # libclang itself (bindgen loads it); libclang-cpp, which other packages bring, is not it.
+    [ -e /usr/lib/llvm-14/lib/libclang.so ] || ls /usr/lib/x86_64-linux-gnu/libclang.so* /usr/lib/x86_64-linux-gnu/libclang-[0-9]*.so* >/dev/null 2>&1 \
         || ls /usr/lib/llvm-*/lib/libclang.so >/dev/null 2>&1 || missing+=(libclang-dev)
     command -v openssl >/dev/null || missing+=(openssl)
     [ -e /etc/ssl/certs/ca-certificates.crt ] || missing+=(ca-certificates)

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use res_webhook::core::config::raw::RawConfig;
 use res_webhook::core::config::Config;
+use res_webhook::core::delivery::spool::{Spool, Spooled};
 use res_webhook::core::delivery::{Delivery, Dispatcher, EndpointPolicy};
 use res_webhook::core::lookup::LookupService;
 use res_webhook::core::request::{HttpRequest, Method};
@@ -135,6 +136,85 @@ fn throughput(endpoints: usize, n: usize) {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// A spool backlog: `n` deliveries already in the spool (as after an outage, all due now),
+/// spread over `endpoints` sections; the dispatcher starts and drains them to local receivers.
+fn drain(endpoints: usize, n: usize) {
+    let dir = std::env::temp_dir().join(format!(
+        "rw-bench-drain-{}-{endpoints}",
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    let recv: Vec<(String, Arc<AtomicUsize>)> = (0..endpoints).map(|_| receiver()).collect();
+    let body = br#"{"call_id":"1700000000.1","event":"end","caller":"79161234567","status":"ANSWER","duration":42}"#.to_vec();
+    {
+        let spool = Spool::open(&dir).unwrap();
+        let items: Vec<(u64, Spooled)> = (0..n)
+            .map(|i| {
+                let ep = i % endpoints;
+                // Three events per call, like a call's start, answer and end.
+                let call = i / (3 * endpoints);
+                let d = Delivery {
+                    id: Delivery::new_id(),
+                    section: format!("ep{ep}"),
+                    call_id: format!("1700000000.{call}"),
+                    event: "end".into(),
+                    request: HttpRequest {
+                        method: Method::Post,
+                        url: format!("{}/hook", recv[ep].0),
+                        headers: vec![("Content-Type".into(), "application/json".into())],
+                        body: body.clone(),
+                    },
+                    created_ms: 0,
+                };
+                let s = Spooled {
+                    delivery: d,
+                    attempts: 1,
+                    next_at_ms: 0,
+                    last_error: "connection refused".into(),
+                    unreachable: true,
+                };
+                (i as u64 + 1, s)
+            })
+            .collect();
+        for chunk in items.chunks(10_000) {
+            spool.push(chunk).unwrap();
+        }
+    }
+    let d = Dispatcher::open(&dir).unwrap();
+    let started = Instant::now();
+    d.configure(
+        (0..endpoints)
+            .map(|i| EndpointPolicy {
+                name: format!("ep{i}"),
+                timeout: Duration::from_secs(5),
+                retry: vec![Duration::from_secs(1)],
+                secret: Some("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into()),
+                tls_ca: None,
+                concurrency: 4,
+            })
+            .collect(),
+    );
+    while recv
+        .iter()
+        .map(|r| r.1.load(Ordering::Relaxed))
+        .sum::<usize>()
+        < n
+    {
+        std::thread::sleep(Duration::from_millis(1));
+        if started.elapsed() > Duration::from_secs(120) {
+            break;
+        }
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let done: usize = recv.iter().map(|r| r.1.load(Ordering::Relaxed)).sum();
+    println!(
+        "spool drain, {endpoints} endpoint(s): {done} spooled signed JSON requests in {secs:.2} s = {:.0} requests/s",
+        done as f64 / secs
+    );
+    d.shutdown();
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 fn lookup_latency() {
     let (url, count) = receiver();
     let conf = format!("[crm]\ntype = lookup\nurl = {url}/crm\nformat = form\nparam = phone => ${{number}}\ncache = 300\n");
@@ -167,7 +247,18 @@ fn main() {
     // `cargo bench` passes --bench; `cargo test --benches` passes nothing: run small then.
     let full = std::env::args().any(|a| a == "--bench");
     let n = if full { 50_000 } else { 500 };
-    throughput(1, n);
-    throughput(3, n);
-    lookup_latency();
+    // RW_BENCH=drain (or throughput, lookup) runs only that part.
+    let only = std::env::var("RW_BENCH").unwrap_or_default();
+    let run = |part: &str| only.is_empty() || only == part;
+    if run("throughput") {
+        throughput(1, n);
+        throughput(3, n);
+    }
+    if run("drain") {
+        drain(1, n);
+        drain(3, n);
+    }
+    if run("lookup") {
+        lookup_latency();
+    }
 }

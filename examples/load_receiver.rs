@@ -1,8 +1,10 @@
 //! The load benchmark's receiver: counts webhooks and measures how long after hangup each
-//! `end` arrived. Every request carries `t` = hangup time in unix milliseconds (query string or
-//! JSON body). Runs for `--seconds N`, then prints one JSON line of statistics.
+//! `end` arrived. An `end` (a request whose `event` is `end`, or that names no event) carries
+//! `id` = the call and `t` = hangup time in unix milliseconds (query string or JSON body).
+//! Runs for `--seconds N` (or until `--idle-exit S` seconds pass without a request, once
+//! requests came), then prints one JSON line of statistics.
 //!
-//! `cargo run --release --example load_receiver -- 127.0.0.1:8099 --seconds 60`
+//! `cargo run --release --example load_receiver -- 127.0.0.1:8099 --seconds 60 --idle-exit 3`
 
 use std::io::Read;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -15,19 +17,36 @@ fn now_ms() -> f64 {
         * 1000.0
 }
 
-fn t_of(url: &str, body: &str) -> Option<f64> {
-    let from_query = url.split_once('?').and_then(|(_, q)| {
-        form_urlencoded::parse(q.as_bytes())
-            .find(|(k, _)| k == "t")
-            .and_then(|(_, v)| v.parse().ok())
-    });
-    from_query.or_else(|| {
-        let j: serde_json::Value = serde_json::from_str(body).ok()?;
-        j["t"]
-            .as_str()
-            .and_then(|s| s.parse().ok())
-            .or(j["t"].as_f64())
-    })
+/// What the benchmark needs of one request: the event (`None` when the request names none:
+/// then it counts as an `end`), the call id, and `t` = hangup time in unix ms. Query string
+/// first, then a JSON body.
+fn fields(url: &str, body: &str) -> (Option<String>, Option<String>, Option<f64>) {
+    let mut event = None;
+    let mut id = None;
+    let mut t = None;
+    if let Some((_, q)) = url.split_once('?') {
+        for (k, v) in form_urlencoded::parse(q.as_bytes()) {
+            match &*k {
+                "event" => event = Some(v.into_owned()),
+                "id" => id = Some(v.into_owned()),
+                "t" => t = v.parse().ok(),
+                _ => {}
+            }
+        }
+    }
+    if event.is_none() || id.is_none() || t.is_none() {
+        if let Ok(j) = serde_json::from_str::<serde_json::Value>(body) {
+            let s = |k: &str| match &j[k] {
+                serde_json::Value::String(s) => Some(s.clone()),
+                serde_json::Value::Number(n) => Some(n.to_string()),
+                _ => None,
+            };
+            event = event.or_else(|| s("event"));
+            id = id.or_else(|| s("id"));
+            t = t.or_else(|| s("t").and_then(|v| v.parse().ok()));
+        }
+    }
+    (event, id, t)
 }
 
 fn main() {
@@ -43,12 +62,28 @@ fn main() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(60);
     let server = tiny_http::Server::http(&addr).expect("listen");
+    // --idle-exit S: stop early once requests came and then none for S seconds.
+    let idle_exit: Option<Duration> = args
+        .iter()
+        .position(|a| a == "--idle-exit")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|s| s.parse().ok())
+        .map(Duration::from_secs_f64);
+    let mut last_request: Option<Instant> = None;
+    // Arrival of the first and the last request (unix ms): a drain's rate is count over the span.
+    let mut first_ms: Option<f64> = None;
+    let mut last_ms = 0.0;
     let deadline = Instant::now() + Duration::from_secs(seconds);
     let mut delays: Vec<f64> = Vec::new();
     let mut count = 0u64;
     let mut calls = std::collections::HashSet::new();
     let mut last_report = Instant::now();
     while Instant::now() < deadline {
+        if let (Some(idle), Some(last)) = (idle_exit, last_request) {
+            if last.elapsed() >= idle {
+                break;
+            }
+        }
         if last_report.elapsed() >= Duration::from_secs(1) {
             eprintln!("progress requests={count} calls={}", calls.len());
             last_report = Instant::now();
@@ -59,12 +94,17 @@ fn main() {
         let mut body = String::new();
         let _ = req.as_reader().take(1 << 16).read_to_string(&mut body);
         count += 1;
-        if let Some(t) = t_of(req.url(), &body) {
-            delays.push(now_ms() - t);
-        }
-        if let Some((_, q)) = req.url().split_once('?') {
-            if let Some((_, id)) = form_urlencoded::parse(q.as_bytes()).find(|(k, _)| k == "id") {
-                calls.insert(id.into_owned());
+        last_request = Some(Instant::now());
+        let at = now_ms();
+        first_ms.get_or_insert(at);
+        last_ms = at;
+        let (event, id, t) = fields(req.url(), &body);
+        if event.as_deref().is_none_or(|e| e == "end") {
+            if let Some(t) = t {
+                delays.push(now_ms() - t);
+            }
+            if let Some(id) = id {
+                calls.insert(id);
             }
         }
         let _ = req.respond(tiny_http::Response::from_string("ok"));
@@ -78,9 +118,11 @@ fn main() {
         }
     };
     println!(
-        "{{\"requests\":{count},\"distinct_calls\":{},\"end_delay_ms_p50\":{:.1},\"end_delay_ms_p99\":{:.1}}}",
+        "{{\"requests\":{count},\"distinct_calls\":{},\"end_delay_ms_p50\":{:.1},\"end_delay_ms_p99\":{:.1},\"first_ms\":{:.0},\"last_ms\":{:.0}}}",
         calls.len(),
         q(0.5),
-        q(0.99)
+        q(0.99),
+        first_ms.unwrap_or(0.0),
+        last_ms
     );
 }

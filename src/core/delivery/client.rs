@@ -23,6 +23,27 @@ pub struct Outcome {
     pub attempt: Attempt,
     pub latency: Duration,
     pub excerpt: String,
+    /// The request never reached the endpoint (refused, no route, name or connect failure):
+    /// nothing there saw it, so trying again as soon as the endpoint is back is harmless.
+    pub unreachable: bool,
+}
+
+/// Whether an error means the request never got to the endpoint.
+fn unreachable(e: &ureq::Error) -> bool {
+    use std::io::ErrorKind;
+    use ureq::Timeout;
+    match e {
+        ureq::Error::HostNotFound | ureq::Error::ConnectionFailed => true,
+        ureq::Error::Timeout(t) => matches!(t, Timeout::Connect | Timeout::Resolve),
+        ureq::Error::Io(io) => matches!(
+            io.kind(),
+            ErrorKind::ConnectionRefused
+                | ErrorKind::AddrNotAvailable
+                | ErrorKind::HostUnreachable
+                | ErrorKind::NetworkUnreachable
+        ),
+        _ => false,
+    }
 }
 
 /// Builds the HTTP agent of one section. Keep-alive connections (up to `connections` to the
@@ -122,9 +143,11 @@ pub fn send(agent: &Agent, req: &HttpRequest, extra: &[(String, String)]) -> Out
                     .filter(|c| !c.is_control())
                     .take(200)
                     .collect(),
+                unreachable: false,
             }
         }
         Err(e) => Outcome {
+            unreachable: unreachable(&e),
             attempt: Attempt::Error(e.to_string()),
             latency: started.elapsed(),
             excerpt: String::new(),

@@ -20,6 +20,10 @@ pub struct Spooled {
     /// Not before this (unix ms).
     pub next_at_ms: i64,
     pub last_error: String,
+    /// The last attempt did not reach the endpoint (connect, DNS, timeout): such a delivery is
+    /// due at once when another one reaches it again, instead of waiting out its retry delay.
+    #[serde(default)]
+    pub unreachable: bool,
 }
 
 /// The spool file.

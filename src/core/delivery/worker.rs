@@ -52,6 +52,9 @@ pub struct SectionShared {
     /// tried at once instead of waiting out a retry delay computed before the restart.
     pub fresh_start: AtomicBool,
     pub wake: (Sender<()>, Receiver<()>),
+    /// Whether the latest attempt reached the endpoint. When it does again after an outage, the
+    /// deliveries waiting only because it could not be reached go at once.
+    pub reachable: AtomicBool,
     pub stats: SectionStats,
 }
 
@@ -77,6 +80,7 @@ impl SectionShared {
             stop: AtomicBool::new(false),
             fresh_start: AtomicBool::new(false),
             wake: bounded(1),
+            reachable: AtomicBool::new(false),
             stats: SectionStats::default(),
         }
     }
@@ -134,6 +138,7 @@ fn fresh(d: Delivery) -> Spooled {
         attempts: 0,
         next_at_ms: 0,
         last_error: String::new(),
+        unreachable: false,
     }
 }
 
@@ -343,9 +348,12 @@ fn attempt_and_record(s: &SectionShared, env: &WorkerEnv, item: &mut Spooled) ->
             attempt: Attempt::Error("no HTTP client (bad tls_ca?)".into()),
             latency: Duration::ZERO,
             excerpt: String::new(),
+            unreachable: false,
         },
     };
     item.attempts += 1;
+    item.unreachable = outcome.unreachable;
+    s.reachable.store(!outcome.unreachable, Ordering::Relaxed);
     s.stats.attempts.fetch_add(1, Ordering::Relaxed);
     let mut verdict = classify(&outcome.attempt);
     let what = match &outcome.attempt {
@@ -466,6 +474,10 @@ fn drain_spool_step(s: &SectionShared, env: &WorkerEnv) {
         return;
     }
     let fresh = s.fresh_start.swap(false, Ordering::SeqCst);
+    // The endpoint answers again: what waits only because it did not is due now (its retry
+    // delay was for an outage that is over), so a backlog drains at full speed once the first
+    // retry gets through rather than as each call's own timer comes up.
+    let reachable = s.reachable.load(Ordering::Relaxed);
     let now = now_ms();
     let mut waiting: HashSet<String> = HashSet::new();
     let mut soonest = i64::MAX;
@@ -475,7 +487,7 @@ fn drain_spool_step(s: &SectionShared, env: &WorkerEnv) {
             continue;
         }
         let wait = item.next_at_ms - now;
-        if wait > 0 && !fresh {
+        if wait > 0 && !fresh && !(reachable && item.unreachable) {
             soonest = soonest.min(wait);
             waiting.insert(item.delivery.call_id.clone());
             continue;
