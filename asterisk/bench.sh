@@ -58,9 +58,13 @@ setup() { # mode: none | idle | webhook | webhook3 | curl | ami
     asterisk/sandbox.sh stop "$B/pbx" >/dev/null 2>&1 || true
     rm -rf "$B/pbx" && mkdir -p "$B/pbx/etc"
     for f in tests/asterisk-etc/*.conf; do
-        sed -e "s/@SIP_PORT@/$SIP/; s/@HTTP_PORT@/$HTTP/; s/@UAS_ANSWER_PORT@/$UAS/; s/@UAS_BUSY_PORT@/25162/; s/@UAS_RING_PORT@/25163/; s/@RTP_START@/30000/; s/@RTP_END@/39998/" \
+        sed -e "s/@SIP_PORT@/$SIP/; s/@HTTP_PORT@/$HTTP/; s/@UAS_ANSWER_PORT@/$UAS/; s/@UAS_BUSY_PORT@/25162/; s/@UAS_RING_PORT@/25163/; s/@UAS_REFER_PORT@/25164/; s/@AMI_PORT@/$AMI/; s/@RTP_START@/30000/; s/@RTP_END@/39998/" \
             "$f" >"$B/pbx/etc/$(basename "$f")"
     done
+    # The benchmark measures calls, not the live tests' oracles: no CEL or CDR files, and AMI
+    # only in the ami mode (which writes its own manager.conf).
+    rm -f "$B/pbx/etc/manager.conf"
+    sed -i 's/^enable *= *yes/enable = no/' "$B/pbx/etc/cel.conf" "$B/pbx/etc/cdr.conf"
     : >"$B/pbx/etc/webhook.conf"
     case $mode in
         idle) ;; # module loaded, no section: the cost of listening alone
@@ -345,7 +349,7 @@ cmd_outage() {
     wait "$rpid" 2>/dev/null || true
     # The wait before the first arrival is the retry schedule's (the next retry of the oldest
     # delivery); from then on the spool drains as fast as it can.
-    awk -v s="$start" -F'[:,}]' '{ for (i = 1; i < NF; i++) v[$i] = $(i + 1) }
+    awk -v s="$start" -F'[{:,}]' '{ for (i = 1; i < NF; i++) v[$i] = $(i + 1) }
         END { n = v["\"requests\""]; f = v["\"first_ms\""] / 1000; l = v["\"last_ms\""] / 1000;
               printf "drained %d requests (%d calls): first arrived %.1f s after the endpoint came back, then %.2f s from first to last = %.0f requests/s\n",
                   n, v["\"distinct_calls\""], f - s, l - f, (l > f) ? (n - 1) / (l - f) : 0 }' "$B/recv.json" | tee -a "$RESULTS"

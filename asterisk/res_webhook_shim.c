@@ -1,6 +1,6 @@
 /*
  * res_webhook_shim.c — everything macro-shaped that Rust cannot express: AST_MODULE_INFO,
- * the Stasis router, CLI and dialplan function registration, config walking and logging.
+ * the channel-event hook, CLI and dialplan function registration, config walking and logging.
  *
  * It reads Asterisk structures (whose layout changes between releases) only here, compiled
  * against the headers of the Asterisk that loads the module, flattens them into the plain
@@ -22,7 +22,7 @@
 #include "asterisk/json.h"
 #include "asterisk/stasis.h"
 #include "asterisk/stasis_channels.h"
-#include "asterisk/stasis_message_router.h"
+#include "asterisk/lock.h"
 #include "asterisk/app.h"
 #include "asterisk/http.h"
 #include "asterisk/tcptls.h"
@@ -34,7 +34,24 @@
 #define CONFIG_FILE "webhook.conf"
 #define S(x) ((x) ? (x) : "")
 
-static struct stasis_message_router *router;
+/* Asterisk 22.11 / 23.5 / 20.21: a subscription whose callback runs on the publishing thread.
+ * Declared weak so one binary also loads on 22.10 (the loader dlopens with RTLD_NOW): there the
+ * symbol is NULL and the caching-topic path below is used instead. */
+struct stasis_subscription *__stasis_subscribe_synchronous(struct stasis_topic *topic,
+	stasis_subscription_cb callback, void *data, const char *file, int lineno, const char *func)
+	__attribute__((weak));
+
+/* The channel-event subscription: at most one of these is set, and only while a webhook section
+ * is configured. Changed only on the loader / CLI thread (load, reload, unload). */
+static struct stasis_subscription *sync_sub;     /* 22.11+: stasis_subscribe_synchronous */
+static struct stasis_caching_topic *tap;         /* 13.0-22.10: a caching topic whose id_fn we are */
+static struct stasis_cache *tap_cache;
+static int path_logged;
+
+/* The three message types, looked up once at load (each is a function call otherwise). */
+static struct stasis_message_type *type_snapshot;
+static struct stasis_message_type *type_dial;
+static struct stasis_message_type *type_varset;
 
 /* ---------------------------------------------------------------- host services for Rust */
 
@@ -165,19 +182,240 @@ static void dial_cb(void *data, struct stasis_subscription *sub, struct stasis_m
 	}
 }
 
+/* The channel variables worth copying (a template or the call model reads them): an immutable
+ * set, replaced whole on load/reload by one atomic pointer store. Hooks read it with one atomic
+ * load and never take a lock. A replaced set is kept (on a retired list) until unload, after the
+ * subscription is joined, because a hook on another thread may still be reading it. */
+struct wanted_vars {
+	struct wanted_vars *retired_next;
+	char *buf; /* the names, owned */
+	size_t n;
+	struct {
+		uint32_t hash;
+		size_t len;
+		const char *name;
+	} names[];
+};
+
+static struct wanted_vars *wanted;          /* read with __atomic_load_n (acquire) */
+static struct wanted_vars *wanted_retired;  /* loader thread only */
+
+static uint32_t fnv1a(const char *s, size_t *len)
+{
+	uint32_t h = 2166136261u;
+	const char *p = s;
+
+	for (; *p; p++) {
+		h = (h ^ (unsigned char) *p) * 16777619u;
+	}
+	*len = p - s;
+	return h;
+}
+
+static int variable_wanted(const char *name)
+{
+	const struct wanted_vars *w = __atomic_load_n(&wanted, __ATOMIC_ACQUIRE);
+	size_t len, i;
+	uint32_t h;
+
+	if (!w || !w->n || !name) {
+		return 0;
+	}
+	h = fnv1a(name, &len);
+	for (i = 0; i < w->n; i++) {
+		if (w->names[i].hash == h && w->names[i].len == len && !memcmp(w->names[i].name, name, len)) {
+			return 1;
+		}
+	}
+	return 0;
+}
+
+/* Builds the set from Rust's list (names separated by '\n') and swaps it in. Loader thread. */
+static void update_wanted_vars(void)
+{
+	int need = rw_wanted_variables(NULL, 0);
+	char *buf;
+	struct wanted_vars *w, *old;
+	size_t n = 0, i = 0;
+	char *p, *save = NULL;
+
+	if (need < 0) {
+		return;
+	}
+	buf = ast_calloc(1, need + 1);
+	if (!buf) {
+		return;
+	}
+	rw_wanted_variables(buf, need + 1);
+	for (p = buf; *p; p++) {
+		n += (*p == '\n');
+	}
+	n += (need > 0);
+	w = ast_calloc(1, sizeof(*w) + n * sizeof(w->names[0]));
+	if (!w) {
+		ast_free(buf);
+		return;
+	}
+	for (p = strtok_r(buf, "\n", &save); p && i < n; p = strtok_r(NULL, "\n", &save)) {
+		w->names[i].name = p;
+		w->names[i].hash = fnv1a(p, &w->names[i].len);
+		i++;
+	}
+	w->n = i;
+	w->buf = buf;
+	old = __atomic_exchange_n(&wanted, w, __ATOMIC_ACQ_REL);
+	if (old) {
+		old->retired_next = wanted_retired;
+		wanted_retired = old;
+	}
+}
+
+static void free_wanted_set(struct wanted_vars *w)
+{
+	ast_free(w->buf);
+	ast_free(w);
+}
+
+/* Only after the subscription is joined: no hook can be reading any set any more. */
+static void free_wanted_vars(void)
+{
+	struct wanted_vars *w = __atomic_exchange_n(&wanted, NULL, __ATOMIC_ACQ_REL);
+
+	if (w) {
+		free_wanted_set(w);
+	}
+	while ((w = wanted_retired)) {
+		wanted_retired = w->retired_next;
+		free_wanted_set(w);
+	}
+}
+
 static void varset_cb(void *data, struct stasis_subscription *sub, struct stasis_message *msg)
 {
 	uint64_t t0 = now_ns();
 	struct ast_channel_blob *blob = stasis_message_data(msg);
 	struct ast_channel_snapshot *snap = blob->snapshot;
+	const char *name;
 
 	if (!snap || (snap->base->tech_properties & AST_CHAN_TP_INTERNAL)) {
 		return; /* global variable */
 	}
-	if (rw_on_varset(S(snap->peer->linkedid), S(snap->base->uniqueid),
-			S(ast_json_string_get(ast_json_object_get(blob->blob, "variable"))),
+	name = ast_json_string_get(ast_json_object_get(blob->blob, "variable"));
+	if (!variable_wanted(name)) {
+		return;
+	}
+	if (rw_on_varset(S(snap->peer->linkedid), S(snap->base->uniqueid), name,
 			S(ast_json_string_get(ast_json_object_get(blob->blob, "value"))))) {
 		rw_record_hook_ns(now_ns() - t0);
+	}
+}
+
+/* The hook, on the thread that publishes the message (a channel's, a bridge's, a PJSIP
+ * serializer's, or whichever drops a channel's last reference), often holding the channel's
+ * lock and always inside the topic's dispatch: copy, try_send, return. No blocking, no
+ * ast_log, no channel lookups, no publishing. Many threads may be in here at once. */
+static void on_message(struct stasis_message *msg)
+{
+	struct stasis_message_type *type = stasis_message_type(msg);
+
+	if (type == type_snapshot) {
+		snapshot_cb(NULL, NULL, msg);
+	} else if (type == type_dial) {
+		dial_cb(NULL, NULL, msg);
+	} else if (type == type_varset) {
+		varset_cb(NULL, NULL, msg);
+	}
+}
+
+/* 22.11+: the official synchronous subscription's callback. */
+static void sync_cb(void *data, struct stasis_subscription *sub, struct stasis_message *msg)
+{
+	if (stasis_subscription_final_message(sub, msg)) {
+		return;
+	}
+	on_message(msg);
+}
+
+/* 13.0-22.10: stasis_caching_topic_create() subscribes to the topic without a mailbox, and
+ * caching_topic_exec (main/stasis_cache.c) calls the cache's id function on the publisher's
+ * thread for every message the topic's filter lets through. Returning NULL caches nothing and
+ * publishes nothing. This relies on internal behaviour unchanged since 13.0; the official
+ * synchronous subscription is used whenever the running Asterisk has it. */
+static const char *tap_id(struct stasis_message *msg)
+{
+	on_message(msg);
+	return NULL;
+}
+
+static void unsubscribe(void)
+{
+	if (sync_sub) {
+		sync_sub = stasis_unsubscribe_and_join(sync_sub);
+	}
+	if (tap) {
+		tap = stasis_caching_unsubscribe_and_join(tap);
+	}
+	ao2_cleanup(tap_cache);
+	tap_cache = NULL;
+}
+
+static int subscribe(void)
+{
+	struct stasis_topic *topic = ast_channel_topic_all();
+	struct stasis_message_type *types[] = { type_snapshot, type_dial, type_varset };
+	const char *path;
+	size_t i;
+	int res = 0;
+
+	if (__stasis_subscribe_synchronous) {
+		sync_sub = __stasis_subscribe_synchronous(topic, sync_cb, NULL, __FILE__, __LINE__, __PRETTY_FUNCTION__);
+		if (!sync_sub) {
+			return -1;
+		}
+		for (i = 0; i < ARRAY_LEN(types); i++) {
+			res |= stasis_subscription_accept_message_type(sync_sub, types[i]);
+		}
+		res |= stasis_subscription_accept_message_type(sync_sub, stasis_subscription_change_type());
+		res |= stasis_subscription_set_filter(sync_sub, STASIS_SUBSCRIPTION_FILTER_SELECTIVE);
+		path = "stasis_subscribe_synchronous";
+	} else {
+		tap_cache = stasis_cache_create(tap_id);
+		tap = tap_cache ? stasis_caching_topic_create(topic, tap_cache) : NULL;
+		if (!tap) {
+			unsubscribe();
+			return -1;
+		}
+		for (i = 0; i < ARRAY_LEN(types); i++) {
+			res |= stasis_caching_accept_message_type(tap, types[i]);
+		}
+		res |= stasis_caching_set_filter(tap, STASIS_SUBSCRIPTION_FILTER_SELECTIVE);
+		path = "a caching topic (this Asterisk has no stasis_subscribe_synchronous)";
+	}
+	if (res) {
+		unsubscribe();
+		return -1;
+	}
+	if (!path_logged) {
+		path_logged = 1;
+		ast_log(LOG_NOTICE, "res_webhook: channel events are read on the publishing thread through %s\n", path);
+	}
+	return 0;
+}
+
+/* After each (re)load: subscribe when a webhook section is configured, not at all otherwise. */
+static void update_subscription(void)
+{
+	int want;
+
+	update_wanted_vars();
+	want = rw_wants_events();
+	if (want && !sync_sub && !tap) {
+		if (subscribe()) {
+			ast_log(LOG_ERROR, "res_webhook: cannot subscribe to channel events; no call webhooks are sent\n");
+		}
+	} else if (!want && (sync_sub || tap)) {
+		unsubscribe();
+		ast_log(LOG_NOTICE, "res_webhook: no webhook section: stopped listening to channel events\n");
 	}
 }
 
@@ -418,10 +656,9 @@ static int unload_module(void)
 {
 	/* Only reached at Asterisk shutdown: load_module took a shutdown reference, because Rust's
 	 * thread-local destructors keep the library mapped after dlclose (ASTERISK-NOTES). */
-	if (router) {
-		stasis_message_router_unsubscribe_and_join(router);
-		router = NULL;
-	}
+	/* Joined before Rust stops: after this no hook runs and none is running. */
+	unsubscribe();
+	free_wanted_vars();
 	ast_http_uri_unlink(&http_uri);
 	ast_cli_unregister_multiple(cli_entries, ARRAY_LEN(cli_entries));
 	ast_custom_function_unregister(&webhook_function);
@@ -435,21 +672,11 @@ static int load_module(void)
 	if (rw_load(&host, ast_config_AST_SPOOL_DIR)) {
 		return AST_MODULE_LOAD_DECLINE;
 	}
+	type_snapshot = ast_channel_snapshot_type();
+	type_dial = ast_channel_dial_type();
+	type_varset = ast_channel_varset_type();
 	load_config(0);
-
-	router = stasis_message_router_create(ast_channel_topic_all());
-	if (!router) {
-		rw_unload();
-		return AST_MODULE_LOAD_DECLINE;
-	}
-	if (stasis_message_router_add(router, ast_channel_snapshot_type(), snapshot_cb, NULL)
-		|| stasis_message_router_add(router, ast_channel_dial_type(), dial_cb, NULL)
-		|| stasis_message_router_add(router, ast_channel_varset_type(), varset_cb, NULL)) {
-		stasis_message_router_unsubscribe_and_join(router);
-		router = NULL;
-		rw_unload();
-		return AST_MODULE_LOAD_DECLINE;
-	}
+	update_subscription();
 	ast_custom_function_register(&webhook_function);
 	ast_custom_function_register(&lookup_function);
 	ast_http_uri_link(&http_uri);
@@ -462,6 +689,7 @@ static int load_module(void)
 static int reload_module(void)
 {
 	load_config(1);
+	update_subscription();
 	return AST_MODULE_LOAD_SUCCESS;
 }
 

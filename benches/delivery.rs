@@ -139,10 +139,8 @@ fn throughput(endpoints: usize, n: usize) {
 /// A spool backlog: `n` deliveries already in the spool (as after an outage, all due now),
 /// spread over `endpoints` sections; the dispatcher starts and drains them to local receivers.
 fn drain(endpoints: usize, n: usize) {
-    let dir = std::env::temp_dir().join(format!(
-        "rw-bench-drain-{}-{endpoints}",
-        std::process::id()
-    ));
+    let dir =
+        std::env::temp_dir().join(format!("rw-bench-drain-{}-{endpoints}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let recv: Vec<(String, Arc<AtomicUsize>)> = (0..endpoints).map(|_| receiver()).collect();
     let body = br#"{"call_id":"1700000000.1","event":"end","caller":"79161234567","status":"ANSWER","duration":42}"#.to_vec();

@@ -92,8 +92,17 @@ void rw_config_entry(const char *key, const char *value, const char *file, int l
 /* Applies what was fed since rw_config_begin. missing = the file does not exist. */
 void rw_config_end(int missing);
 
-/* Call-path hand-off. Copy and enqueue; never block. Called on Stasis threads. Return 1 when
- * the event was copied and enqueued, 0 when it was not wanted (or the queue was full). */
+/* After each rw_config_end: whether the shim should listen to channel events at all (a webhook
+ * section is configured), and the channel variables worth copying (a template or the call model
+ * reads them). rw_wanted_variables writes the names separated by '\n' and NUL-terminated into buf
+ * when len is large enough, and returns the length of the list (without the NUL). */
+int rw_wants_events(void);
+int rw_wanted_variables(char *buf, size_t len);
+
+/* Call-path hand-off. Copy and enqueue; never block, never log. Called on the thread that
+ * publishes the channel event, often under the channel's lock, from many threads at once.
+ * Return 1 when the event was copied and enqueued, 0 when it was not wanted (or the queue was
+ * full). */
 int rw_on_channel(const struct rw_channel *channel);
 int rw_on_dial(const struct rw_dial *dial);
 int rw_on_varset(const char *linkedid, const char *uniqueid, const char *name, const char *value);

@@ -14,7 +14,7 @@ use libc::{c_char, c_int};
 use once_cell::sync::OnceCell;
 
 use super::ffi;
-use super::guard::guard;
+use super::guard::{guard, guard_hook, HOOK_PANICS};
 use super::host_log;
 use crate::core::config::raw::{RawConfig, RawEntry, RawSection};
 use crate::core::engine::{Engine, EngineSettings, Hook};
@@ -174,8 +174,32 @@ fn bytes<'a>(p: *const c_char) -> &'a [u8] {
 }
 
 #[no_mangle]
+pub extern "C" fn rw_wants_events() -> c_int {
+    guard("rw_wants_events", 0, || {
+        HOOK.get().map_or(0, |h| c_int::from(h.wants_events()))
+    })
+}
+
+#[no_mangle]
+pub extern "C" fn rw_wanted_variables(buf: *mut c_char, len: usize) -> c_int {
+    guard("rw_wanted_variables", -1, || {
+        let names = HOOK.get().map(Hook::wanted_variables).unwrap_or_default();
+        let list = names
+            .iter()
+            .filter(|n| !n.is_empty() && !n.contains(['\n', '\0']))
+            .map(String::as_str)
+            .collect::<Vec<_>>()
+            .join("\n");
+        if list.len() < len {
+            write_c(buf, len, &list);
+        }
+        c_int::try_from(list.len()).unwrap_or(-1)
+    })
+}
+
+#[no_mangle]
 pub extern "C" fn rw_on_channel(c: *const ffi::rw_channel) -> c_int {
-    guard("rw_on_channel", 0, || {
+    guard_hook(0, || {
         // SAFETY: the shim passes a pointer to a stack struct valid for this call.
         let (Some(hook), Some(c)) = (HOOK.get(), unsafe { c.as_ref() }) else {
             return 0;
@@ -213,7 +237,7 @@ pub extern "C" fn rw_on_channel(c: *const ffi::rw_channel) -> c_int {
 
 #[no_mangle]
 pub extern "C" fn rw_on_dial(d: *const ffi::rw_dial) -> c_int {
-    guard("rw_on_dial", 0, || {
+    guard_hook(0, || {
         // SAFETY: the shim passes a pointer to a stack struct valid for this call.
         let (Some(hook), Some(d)) = (HOOK.get(), unsafe { d.as_ref() }) else {
             return 0;
@@ -237,7 +261,7 @@ pub extern "C" fn rw_on_varset(
     name: *const c_char,
     value: *const c_char,
 ) -> c_int {
-    guard("rw_on_varset", 0, || {
+    guard_hook(0, || {
         let Some(hook) = HOOK.get() else { return 0 };
         let name = bytes(name);
         if !std::str::from_utf8(name).is_ok_and(|n| hook.wants_variable(n)) {
@@ -286,7 +310,7 @@ pub extern "C" fn rw_on_call_data(
 
 #[no_mangle]
 pub extern "C" fn rw_record_hook_ns(ns: u64) {
-    guard("rw_record_hook_ns", (), || {
+    guard_hook((), || {
         if let Some(hook) = HOOK.get() {
             hook.record_cost_ns(ns);
         }
@@ -304,6 +328,15 @@ pub extern "C" fn rw_cli(fd: i32, argc: i32, argv: *const *const c_char) -> i32 
             Some(engine) => engine.cli(&args),
             None => Ok("res_webhook is not running\n".to_string()),
         };
+        let reply = reply.map(|mut text| {
+            let panics = HOOK_PANICS.load(std::sync::atomic::Ordering::Relaxed);
+            if panics > 0 && args.first().is_some_and(|a| a == "show") {
+                text.push_str(&format!(
+                    "Internal errors contained in the call-path hook: {panics}\n"
+                ));
+            }
+            text
+        });
         match reply {
             Ok(text) => {
                 if let Some(host) = HOST.get() {

@@ -19,6 +19,21 @@ pub fn guard<T>(entry: &'static str, fallback: T, body: impl FnOnce() -> T) -> T
     }
 }
 
+/// Panics caught on the call path, where logging is not allowed (Asterisk's publishing thread):
+/// counted here and shown by `webhook show status`.
+pub static HOOK_PANICS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// [`guard`] for the call-path hooks: a panic is counted, not logged.
+pub fn guard_hook<T>(fallback: T, body: impl FnOnce() -> T) -> T {
+    match catch_unwind(AssertUnwindSafe(body)) {
+        Ok(v) => v,
+        Err(_) => {
+            HOOK_PANICS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            fallback
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::guard;

@@ -55,6 +55,8 @@ struct HookShared {
     dropped: AtomicU64,
     cost_ns: Histogram,
     wanted_vars: RwLock<Arc<HashSet<String>>>,
+    /// At least one webhook section is configured.
+    webhooks: AtomicBool,
     /// Packing buffers the correlation thread gives back after unpacking.
     buffers: (Sender<Vec<u8>>, Receiver<Vec<u8>>),
 }
@@ -103,12 +105,9 @@ impl Hook {
         match self.tx.try_send(ev) {
             Ok(()) => true,
             Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
-                let n = self.shared.dropped.fetch_add(1, Ordering::Relaxed) + 1;
-                if n.is_power_of_two() {
-                    log::error!(
-                        "event queue full ({HOOK_QUEUE_CAPACITY}): {n} channel events dropped so far"
-                    );
-                }
+                // Counted only: the hook runs on Asterisk's publishing thread, where logging is
+                // not allowed; the correlation thread reports drops (see `report_drops`).
+                self.shared.dropped.fetch_add(1, Ordering::Relaxed);
                 false
             }
         }
@@ -122,6 +121,25 @@ impl Hook {
             .read()
             .unwrap_or_else(|p| p.into_inner());
         set.contains(name)
+    }
+
+    /// The channel variables the hook should copy, as a sorted list (the shim keeps its own
+    /// copy to filter on before calling Rust).
+    pub fn wanted_variables(&self) -> Vec<String> {
+        let set = self
+            .shared
+            .wanted_vars
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let mut v: Vec<String> = set.iter().cloned().collect();
+        v.sort();
+        v
+    }
+
+    /// Whether any webhook section is configured: the shim listens to channel events only then.
+    pub fn wants_events(&self) -> bool {
+        self.shared.webhooks.load(Ordering::SeqCst)
     }
 
     /// Records what one host callback cost, for `webhook show status`.
@@ -178,6 +196,7 @@ impl Engine {
             dropped: AtomicU64::new(0),
             cost_ns: Histogram::default(),
             wanted_vars: RwLock::new(Arc::new(HashSet::new())),
+            webhooks: AtomicBool::new(false),
             buffers: bounded(BUFFER_POOL),
         });
         let buffers = shared.buffers.0.clone();
@@ -195,7 +214,10 @@ impl Engine {
         let rt = runtime.clone();
         let thread = std::thread::Builder::new()
             .name("webhook-calls".into())
-            .spawn(move || correlate(rx, stop_rx, buffers, rt))
+            .spawn({
+                let shared = shared.clone();
+                move || correlate(rx, stop_rx, buffers, rt, shared)
+            })
             .map_err(|e| format!("cannot start the correlation thread: {e}"))?;
         let lookups = Arc::new(LookupService::new(runtime.config.clone()));
         let hook = Hook {
@@ -298,6 +320,7 @@ impl Engine {
             .iter()
             .filter(|s| matches!(s.kind, SectionKind::Webhook(_)))
             .count();
+        self.shared.webhooks.store(webhooks > 0, Ordering::SeqCst);
         log::info!(
             "{}: {} section(s) loaded ({} webhook), {} error(s)",
             raw.file,
@@ -442,7 +465,14 @@ fn caught<T>(f: impl FnOnce() -> T) -> Result<T, String> {
 }
 
 /// The `webhook-calls` thread: host events in, deliveries out.
-fn correlate(rx: Receiver<Queued>, stop: Receiver<()>, buffers: Sender<Vec<u8>>, rt: Arc<Runtime>) {
+fn correlate(
+    rx: Receiver<Queued>,
+    stop: Receiver<()>,
+    buffers: Sender<Vec<u8>>,
+    rt: Arc<Runtime>,
+    shared: Arc<HookShared>,
+) {
+    let mut dropped_reported = 0;
     let mut generation = rt.generation.load(Ordering::SeqCst);
     let mut config = rt.config();
     let mut correlator = Correlator::new(config.general.internal_contexts.clone());
@@ -465,6 +495,7 @@ fn correlate(rx: Receiver<Queued>, stop: Receiver<()>, buffers: Sender<Vec<u8>>,
                 if stop.try_recv().is_ok() {
                     break;
                 }
+                report_drops(&shared, &mut dropped_reported);
                 if last_sweep.elapsed() >= Duration::from_secs(60) {
                     last_sweep = Instant::now();
                     for ev in correlator.expire(SystemTime::now()) {
@@ -518,6 +549,16 @@ fn correlate(rx: Receiver<Queued>, stop: Receiver<()>, buffers: Sender<Vec<u8>>,
         log::warn!(
             "stopping with {unfinished} call(s) in progress: their remaining events are not sent"
         );
+    }
+}
+
+/// Logs the hook's dropped events (it may not log itself) each time the total has at least
+/// doubled since the last report, so a long overload does not flood the log.
+fn report_drops(shared: &HookShared, reported: &mut u64) {
+    let n = shared.dropped.load(Ordering::Relaxed);
+    if n > 0 && n >= reported.saturating_mul(2).max(1) {
+        log::error!("event queue full ({HOOK_QUEUE_CAPACITY}): {n} channel events dropped so far");
+        *reported = n;
     }
 }
 
