@@ -473,6 +473,9 @@ fn correlate(
     shared: Arc<HookShared>,
 ) {
     let mut dropped_reported = 0;
+    // Deliveries rendered since the queue was last empty: handed to the workers together, so
+    // each section's worker wakes once per burst of events rather than once per delivery.
+    let mut outbox: Vec<Delivery> = Vec::new();
     let mut generation = rt.generation.load(Ordering::SeqCst);
     let mut config = rt.config();
     let mut correlator = Correlator::new(config.general.internal_contexts.clone());
@@ -499,9 +502,10 @@ fn correlate(
                 if last_sweep.elapsed() >= Duration::from_secs(60) {
                     last_sweep = Instant::now();
                     for ev in correlator.expire(SystemTime::now()) {
-                        dispatch(&rt, &config, ev);
+                        dispatch(&rt, &config, ev, &mut outbox);
                     }
                 }
+                flush(&rt, &mut outbox);
                 std::thread::sleep(IDLE_POLL);
                 continue;
             }
@@ -541,9 +545,13 @@ fn correlate(
                     ev.call
                 );
             }
-            dispatch(&rt, &config, ev);
+            dispatch(&rt, &config, ev, &mut outbox);
+        }
+        if outbox.len() >= OUTBOX_MAX {
+            flush(&rt, &mut outbox);
         }
     }
+    flush(&rt, &mut outbox);
     let unfinished = correlator.active_calls();
     if unfinished > 0 {
         log::warn!(
@@ -563,16 +571,26 @@ fn report_drops(shared: &HookShared, reported: &mut u64) {
 }
 
 /// Renders one call event for every interested section and hands the requests over.
-fn dispatch(rt: &Runtime, config: &Config, mut ev: CallEvent) {
+/// Hands the rendered deliveries to their workers.
+fn flush(rt: &Runtime, outbox: &mut Vec<Delivery>) {
+    if let Some(dispatcher) = rt.dispatcher.get() {
+        dispatcher.submit_many(std::mem::take(outbox));
+    }
+}
+
+/// Most deliveries held back before they are handed over even though events keep coming.
+const OUTBOX_MAX: usize = 256;
+
+fn dispatch(rt: &Runtime, config: &Config, mut ev: CallEvent, outbox: &mut Vec<Delivery>) {
     rt.call_events.fetch_add(1, Ordering::Relaxed);
     if let Some(t) = &config.general.recording_url {
         if !ev.call.recording.is_empty() {
             ev.call.recording_url = t.render_text(&ev, &config.general.format_context());
         }
     }
-    let Some(dispatcher) = rt.dispatcher.get() else {
+    if rt.dispatcher.get().is_none() {
         return;
-    };
+    }
     for section in &config.sections {
         let SectionKind::Webhook(w) = &section.kind else {
             continue;
@@ -581,7 +599,7 @@ fn dispatch(rt: &Runtime, config: &Config, mut ev: CallEvent) {
             continue;
         }
         match w.render(&ev) {
-            Ok(request) => dispatcher.submit(Delivery {
+            Ok(request) => outbox.push(Delivery {
                 id: Delivery::new_id(),
                 section: section.name.clone(),
                 call_id: ev.call.call_id.clone(),

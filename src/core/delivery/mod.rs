@@ -144,15 +144,38 @@ impl Dispatcher {
 
     /// Hands over a delivery; never waits on the network.
     pub fn submit(&self, d: Delivery) {
+        self.submit_many(vec![d]);
+    }
+
+    /// Hands over deliveries (each section's in the order given), waking each section's
+    /// worker once; never waits on the network.
+    pub fn submit_many(&self, deliveries: Vec<Delivery>) {
+        if deliveries.is_empty() {
+            return;
+        }
         let sections = self.sections.lock().unwrap_or_else(|p| p.into_inner());
-        match sections.get(&d.section) {
-            Some(s) => worker::submit(&s.shared, &self.env(), d),
-            None => log::error!(
-                "[{}] call {} {}: no such section; dropped",
-                d.section,
-                d.call_id,
-                d.event
-            ),
+        let env = self.env();
+        let mut woken: Vec<&str> = Vec::new();
+        for d in deliveries {
+            match sections.get(&d.section) {
+                Some(s) => {
+                    if !woken.contains(&s.shared.name.as_str()) {
+                        woken.push(&s.shared.name);
+                    }
+                    worker::enqueue(&s.shared, &env, d);
+                }
+                None => log::error!(
+                    "[{}] call {} {}: no such section; dropped",
+                    d.section,
+                    d.call_id,
+                    d.event
+                ),
+            }
+        }
+        for name in woken {
+            if let Some(s) = sections.get(name) {
+                s.shared.wake();
+            }
         }
     }
 
@@ -486,6 +509,44 @@ mod tests {
             },
             created_ms: 0,
         }
+    }
+
+    #[test]
+    fn calls_waiting_because_the_endpoint_was_down_go_once_it_answers_again() {
+        let dir = temp_dir("recover");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let url = format!("http://127.0.0.1:{port}/hook"); // nobody listens yet: refused
+        let d = Dispatcher::open(&dir).unwrap();
+        d.configure(vec![policy("crm", &[60_000])]);
+        d.submit(delivery("crm", &url, "a", "end"));
+        d.submit(delivery("crm", &url, "b", "end"));
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while d
+            .status_text()
+            .lines()
+            .nth(1)
+            .is_none_or(|l| !l.contains("refused"))
+            && std::time::Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // a and b now wait 60 s for their retry; the endpoint comes back and a new call gets
+        // through, so they go at once.
+        let srv = Server::on_port(port, 0, 200);
+        d.submit(delivery("crm", &url, "c", "end"));
+        let got = srv.wait(3);
+        let bodies: HashSet<String> = got.into_iter().map(|(_, b)| b).collect();
+        assert_eq!(
+            bodies,
+            ["a:end", "b:end", "c:end"].map(String::from).into(),
+            "{}",
+            d.status_text()
+        );
+        d.shutdown();
     }
 
     #[test]

@@ -12,9 +12,9 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TrySendError};
+use crossbeam_channel::{bounded, Receiver, Sender, TryRecvError, TrySendError};
 
 use super::client::{self, Outcome};
 use super::retry::{classify, next_delay, Attempt, Verdict};
@@ -33,6 +33,9 @@ const MEMORY_BATCH: usize = 64;
 /// Spooled deliveries looked at per round while draining; the ones due are sent, and the
 /// delivered ones acknowledged in one spool transaction.
 const SPOOL_WINDOW: usize = 256;
+
+/// How long a batch may take on the worker's own thread before the other lanes start.
+const LANES_AFTER: Duration = Duration::from_millis(2);
 
 /// What the dispatcher and a worker thread share.
 pub struct SectionShared {
@@ -55,6 +58,8 @@ pub struct SectionShared {
     /// Whether the latest attempt reached the endpoint. When it does again after an outage, the
     /// deliveries waiting only because it could not be reached go at once.
     pub reachable: AtomicBool,
+    /// The last batch took more than [`LANES_AFTER`] per call: start every lane at once.
+    pub slow: AtomicBool,
     pub stats: SectionStats,
 }
 
@@ -81,6 +86,7 @@ impl SectionShared {
             fresh_start: AtomicBool::new(false),
             wake: bounded(1),
             reachable: AtomicBool::new(false),
+            slow: AtomicBool::new(false),
             stats: SectionStats::default(),
         }
     }
@@ -109,10 +115,11 @@ fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
-/// Hands a delivery to a section's memory queue; when that is full, the queue goes to the spool
-/// in one transaction. In spool mode the worker moves the memory queue to the spool (behind
-/// what is there) before each round, so the spool is written once per round, not per delivery.
-pub fn submit(s: &SectionShared, env: &WorkerEnv, d: Delivery) {
+/// Puts a delivery in a section's memory queue without waking the worker (the caller calls
+/// [`SectionShared::wake`] once after a batch); when the queue is full, it goes to the spool in
+/// one transaction. In spool mode the worker moves the memory queue to the spool (behind what
+/// is there) before each round, so the spool is written once per round, not per delivery.
+pub fn enqueue(s: &SectionShared, env: &WorkerEnv, d: Delivery) {
     let _gate = s.gate.lock().unwrap_or_else(|p| p.into_inner());
     let seq = env.seq.fetch_add(1, Ordering::SeqCst) + 1;
     match s.tx.try_send((seq, d)) {
@@ -126,9 +133,6 @@ pub fn submit(s: &SectionShared, env: &WorkerEnv, d: Delivery) {
             }
             spool_locked(s, env, vec![(seq, fresh(d))]);
         }
-    }
-    if s.spooling.load(Ordering::SeqCst) {
-        s.wake();
     }
 }
 
@@ -186,14 +190,20 @@ fn spool_locked(s: &SectionShared, env: &WorkerEnv, mut items: Vec<(u64, Spooled
     }
 }
 
-/// The worker thread's loop.
+/// The worker thread's loop. It sleeps on the wake channel, never on the memory queue itself:
+/// a producer that queues several deliveries wakes it once (one futex call and one context
+/// switch per batch instead of per delivery), and a wake given while it is busy is kept (the
+/// channel holds one), so none is lost.
 pub fn run(s: Arc<SectionShared>, env: WorkerEnv) {
     while !s.stop.load(Ordering::SeqCst) {
         if s.spooling.load(Ordering::SeqCst) {
             drain_spool_step(&s, &env);
             continue;
         }
-        match s.rx.recv_timeout(Duration::from_millis(250)) {
+        match s.rx.try_recv() {
+            Err(TryRecvError::Empty) => {
+                let _ = s.wake.1.recv_timeout(Duration::from_millis(250));
+            }
             Ok(first) => {
                 let mut batch = vec![(first.0, fresh(first.1))];
                 while batch.len() < MEMORY_BATCH {
@@ -223,8 +233,7 @@ pub fn run(s: Arc<SectionShared>, env: WorkerEnv) {
                     spool_locked(&s, &env, to_spool);
                 }
             }
-            Err(RecvTimeoutError::Timeout) => {}
-            Err(RecvTimeoutError::Disconnected) => break,
+            Err(TryRecvError::Disconnected) => break,
         }
     }
     // Shutdown: whatever is still in memory goes to the spool, in order.
@@ -277,38 +286,55 @@ fn send_batch(
     let calls: Vec<Mutex<Vec<(u64, Spooled)>>> = calls.into_iter().map(Mutex::new).collect();
     let next = AtomicUsize::new(0);
     let out = Mutex::new(Vec::with_capacity(n));
-    let lane = || {
-        while let Some(call) = calls.get(next.fetch_add(1, Ordering::SeqCst)) {
-            let call = std::mem::take(&mut *call.lock().unwrap_or_else(|p| p.into_inner()));
-            let mut held = false;
-            let mut done = Vec::with_capacity(call.len());
-            for (seq, mut item) in call {
-                if held || s.stop.load(Ordering::SeqCst) {
-                    done.push((seq, item, Sent::Held));
-                    continue;
-                }
-                let verdict = attempt(s, env, &mut item);
-                held = matches!(verdict, Verdict::Retry { .. });
-                done.push((seq, item, Sent::Done(verdict)));
+    // Sends the next call's deliveries; false when none is left.
+    let one_call = || {
+        let Some(call) = calls.get(next.fetch_add(1, Ordering::SeqCst)) else {
+            return false;
+        };
+        let call = std::mem::take(&mut *call.lock().unwrap_or_else(|p| p.into_inner()));
+        let mut held = false;
+        let mut done = Vec::with_capacity(call.len());
+        for (seq, mut item) in call {
+            if held || s.stop.load(Ordering::SeqCst) {
+                done.push((seq, item, Sent::Held));
+                continue;
             }
-            out.lock().unwrap_or_else(|p| p.into_inner()).extend(done);
+            let verdict = attempt(s, env, &mut item);
+            held = matches!(verdict, Verdict::Retry { .. });
+            done.push((seq, item, Sent::Done(verdict)));
         }
+        out.lock().unwrap_or_else(|p| p.into_inner()).extend(done);
+        true
     };
-    if lanes == 1 {
-        lane();
-    } else {
-        std::thread::scope(|scope| {
-            for _ in 1..lanes {
-                let spawned = std::thread::Builder::new()
-                    .name(format!("webhook-{}", s.name))
-                    .spawn_scoped(scope, lane);
-                if let Err(e) = spawned {
-                    log::warn!("[{}] cannot start a delivery lane: {e}", s.name);
+    // The worker sends on its own thread first; only when the batch is still unfinished after
+    // LANES_AFTER (a slow endpoint) does it start the other lanes. A fast endpoint (a local
+    // receiver answers in ~0.1 ms) so costs no thread start and no switch between threads.
+    // A section whose last batch was slow starts them at once.
+    let started = Instant::now();
+    std::thread::scope(|scope| {
+        let mut helpers = false;
+        let mut start_helpers = lanes > 1 && s.slow.load(Ordering::Relaxed);
+        loop {
+            if start_helpers && !helpers && next.load(Ordering::SeqCst) < calls.len() {
+                helpers = true;
+                for _ in 1..lanes {
+                    let spawned = std::thread::Builder::new()
+                        .name(format!("webhook-{}", s.name))
+                        .spawn_scoped(scope, || while one_call() {});
+                    if let Err(e) = spawned {
+                        log::warn!("[{}] cannot start a delivery lane: {e}", s.name);
+                    }
                 }
             }
-            lane();
-        });
-    }
+            if !one_call() {
+                break;
+            }
+            start_helpers = lanes > 1 && started.elapsed() >= LANES_AFTER;
+        }
+    });
+    // Slow: more than LANES_AFTER per call on average.
+    let per_call = started.elapsed() / calls.len().max(1) as u32;
+    s.slow.store(per_call >= LANES_AFTER, Ordering::Relaxed);
     let mut out = out.into_inner().unwrap_or_else(|p| p.into_inner());
     out.sort_by_key(|(seq, _, _)| *seq);
     out
