@@ -13,6 +13,8 @@
 #         curl     a hangup handler calling CURL() for each of three endpoints
 #         ami      AMI enabled and asterisk/ami_connector.py (panoramisk) posting one end per
 #                  call from Newchannel / DialEnd / Hangup events
+#         before   the webhook mode with another build of the module, BENCH_BEFORE_SO=path/to.so
+#                  (e.g. the previous commit's), to compare builds within one run
 #       SIPp places answered calls (1 s talk). Each round's row goes to target/bench/rounds.txt;
 #       the table of medians over the rounds to target/bench/results.txt: sustained calls/s,
 #       Asterisk CPU ms per call (user + system), context switches per call (perf stat),
@@ -26,7 +28,7 @@
 # BENCH_THREADS=1 also writes each mode's CPU per Asterisk thread to target/bench/threads-*.txt.
 # BENCH_PERF=1 records each mode with `perf record -g` into target/bench/perf-<mode>-<rate>.data
 # (read it with `perf report -i target/bench/perf-webhook-100.data --no-children --sort dso,sym`)
-# instead of counting context switches.
+# instead of counting context switches (BENCH_PERF=flat: without call graphs, far less overhead).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO=$(pwd)
@@ -53,8 +55,14 @@ cleanup() {
 }
 trap cleanup EXIT
 
-setup() { # mode: none | idle | webhook | webhook3 | curl | ami
+setup() { # mode: none | idle | webhook | webhook3 | curl | ami | before
     local mode=$1
+    if [ "$mode" = before ]; then
+        asterisk/sandbox.sh install-module "${BENCH_BEFORE_SO:?the before mode needs BENCH_BEFORE_SO}"
+        mode=webhook
+    elif [ -n "${BENCH_BEFORE_SO:-}" ]; then
+        asterisk/sandbox.sh install-module target/release/libres_webhook.so
+    fi
     asterisk/sandbox.sh stop "$B/pbx" >/dev/null 2>&1 || true
     rm -rf "$B/pbx" && mkdir -p "$B/pbx/etc"
     for f in tests/asterisk-etc/*.conf; do
@@ -217,7 +225,8 @@ run_mode() { # mode rate seconds round
     c0=$(cpu_ticks)
     local perf_pid=""
     if [ -n "${BENCH_PERF:-}" ]; then # sample Asterisk's threads while the calls run
-        perf record -q -F 4999 -g -p "$pid" -o "$B/perf-$mode-$rate.data" >/dev/null 2>&1 &
+        local g=-g; [ "$BENCH_PERF" = flat ] && g=""   # flat: no call graphs, far less overhead
+        perf record -q -F 4999 $g -p "$pid" -o "$B/perf-$mode-$rate.data" >/dev/null 2>&1 &
         perf_pid=$!
     else # count Asterisk's context switches (every thread, also ones started later)
         perf stat -e context-switches -p "$pid" -x, -o "$B/perfstat.txt" &
@@ -235,7 +244,7 @@ run_mode() { # mode rate seconds round
         cs=$(awk -F, -v n="$ok" '$3 == "context-switches" && n > 0 { printf "%.1f", $1 / n }' "$B/perfstat.txt")
     fi
     local hook=""
-    if [ "$mode" = webhook ] || [ "$mode" = webhook3 ] || [ "$mode" = idle ]; then
+    if [ "$mode" = webhook ] || [ "$mode" = webhook3 ] || [ "$mode" = idle ] || [ "$mode" = before ]; then
         sleep 2
         { asterisk/sandbox.sh cli "$B/pbx" "webhook show status"; asterisk/sandbox.sh cli "$B/pbx" "webhook show errors"; } >"$B/status-$mode-$rate-$round.txt"
         hook=$(grep "Hook cost" "$B/status-$mode-$rate-$round.txt" | sed 's/.*): //')

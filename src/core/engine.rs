@@ -38,7 +38,7 @@ const BUFFER_POOL: usize = 4096;
 const BUFFER_CAPACITY: usize = 512;
 
 /// How long the correlation thread sleeps when the hook's queue is empty.
-const IDLE_POLL: Duration = Duration::from_millis(20);
+const IDLE_POLL: Duration = Duration::from_millis(40);
 
 /// A CLI command with the wrong words: the host shows the command's usage.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -552,6 +552,9 @@ fn correlate(
         }
     }
     flush(&rt, &mut outbox);
+    if let Some(h) = rt.history.get() {
+        h.flush();
+    }
     let unfinished = correlator.active_calls();
     if unfinished > 0 {
         log::warn!(
@@ -571,10 +574,13 @@ fn report_drops(shared: &HookShared, reported: &mut u64) {
 }
 
 /// Renders one call event for every interested section and hands the requests over.
-/// Hands the rendered deliveries to their workers.
+/// Hands the rendered deliveries to their workers; writes the caller history when due.
 fn flush(rt: &Runtime, outbox: &mut Vec<Delivery>) {
     if let Some(dispatcher) = rt.dispatcher.get() {
         dispatcher.submit_many(std::mem::take(outbox));
+    }
+    if let Some(h) = rt.history.get() {
+        h.flush_if_due();
     }
 }
 

@@ -50,7 +50,12 @@ impl PackedStrings {
             return String::new();
         }
         let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
-        String::from_utf8_lossy(&self.buf[start..self.ends[i] as usize]).into_owned()
+        let bytes = &self.buf[start..self.ends[i] as usize];
+        // Valid UTF-8 (the usual case) is checked by the fast validator and copied as it is.
+        match std::str::from_utf8(bytes) {
+            Ok(s) => s.to_owned(),
+            Err(_) => String::from_utf8_lossy(bytes).into_owned(),
+        }
     }
 
     /// The buffer, for the pool.

@@ -35,7 +35,9 @@ const MEMORY_BATCH: usize = 64;
 const SPOOL_WINDOW: usize = 256;
 
 /// How long a batch may take on the worker's own thread before the other lanes start.
-const LANES_AFTER: Duration = Duration::from_millis(2);
+/// (Above the few ms a preemption costs on a busy 2-core machine, so a fast endpoint never
+/// starts them; a slow one starts them after its first call or, once seen slow, at once.)
+const LANES_AFTER: Duration = Duration::from_millis(20);
 
 /// What the dispatcher and a worker thread share.
 pub struct SectionShared {
