@@ -574,13 +574,13 @@ fn report_drops(shared: &HookShared, reported: &mut u64) {
 }
 
 /// Renders one call event for every interested section and hands the requests over.
-/// Hands the rendered deliveries to their workers; writes the caller history when due.
+/// Hands the rendered deliveries to their workers; writes the burst's caller history.
 fn flush(rt: &Runtime, outbox: &mut Vec<Delivery>) {
     if let Some(dispatcher) = rt.dispatcher.get() {
         dispatcher.submit_many(std::mem::take(outbox));
     }
     if let Some(h) = rt.history.get() {
-        h.flush_if_due();
+        h.flush_burst();
     }
 }
 
