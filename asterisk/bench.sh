@@ -25,6 +25,7 @@
 #       res_webhook under steady load while its endpoint is down: Asterisk's memory (RSS) over
 #       time, nothing lost, and the time to drain once the endpoint is back.
 #   asterisk/bench.sh smoke                    a few seconds of each mode
+#   asterisk/bench.sh summary [LINE]           the table of medians again, from rounds.txt line N
 # BENCH_THREADS=1 also writes each mode's CPU per Asterisk thread to target/bench/threads-*.txt.
 # BENCH_PERF=1 records each mode with `perf record -g` into target/bench/perf-<mode>-<rate>.data
 # (read it with `perf report -i target/bench/perf-webhook-100.data --no-children --sort dso,sym`)
@@ -294,6 +295,9 @@ summarize() {
             for (i = 2; i <= NF; i++) gsub(/^ +| +$/, "", $i)
             m = $2; r = $3 + 0; k = m SUBSEP r
             if (!(k in seen)) { seen[k] = 1; order[++nk] = k }
+            # A round whose SIPp run did not finish (killed at its time limit, so no counts)
+            # is left out, and counted.
+            if ($6 + 0 == 0) { invalid[k]++; next }
             rounds[k]++
             add(k SUBSEP "cps", $5); calls[k] += $6; failed[k] += $7
             add(k SUBSEP "cpu", $8); add(k SUBSEP "cs", $9)
@@ -310,14 +314,16 @@ summarize() {
                 bcpu = (base in seen) ? med(base SUBSEP "cpu") : "-"; bcs = (base in seen) ? med(base SUBSEP "cs") : "-"
                 dcpu = (bcpu != "-" && bcpu > 0 && cpu != "-") ? sprintf("%+.1f %%", (cpu / bcpu - 1) * 100) : "-"
                 dcs = (bcs != "-" && cs != "-") ? sprintf("%+.1f", cs - bcs) : "-"
-                printf "| %s | %d cps | %d | %s | %d | %d | %.2f | %s | %s | %s | %s | %s | %s | %s | %s |\n", mr[1], mr[2], rounds[k], med(k SUBSEP "cps"), calls[k], failed[k], cpu, dcpu, cs, dcs, (k in haslost) ? lost[k] : "-", med(k SUBSEP "p50"), med(k SUBSEP "p99"), med(k SUBSEP "extra"), hook[k] == "" ? "-" : hook[k]
+                nr = rounds[k] (invalid[k] ? sprintf(" (+%d unfinished)", invalid[k]) : "")
+                printf "| %s | %d cps | %s | %s | %d | %d | %.2f | %s | %s | %s | %s | %s | %s | %s | %s |\n", mr[1], mr[2], nr, med(k SUBSEP "cps"), calls[k], failed[k], cpu, dcpu, cs, dcs, (k in haslost) ? lost[k] : "-", med(k SUBSEP "p50"), med(k SUBSEP "p99"), med(k SUBSEP "extra"), hook[k] == "" ? "-" : hook[k]
             }
         }' | tee -a "$RESULTS"
 }
 
 cmd_load() {
     local rates=${1:-"20 100 300"} secs=${2:-20}
-    local from; from=$(( $(wc -l <"$ROUNDS" 2>/dev/null || echo 0) + 1 ))
+    local from=1
+    [ -f "$ROUNDS" ] && from=$(( $(wc -l <"$ROUNDS") + 1 ))
     echo "# load $(date -u +%FT%TZ) on $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo): rates $rates, ${secs}s per run, ${BENCH_ROUNDS:-3} rounds of: ${BENCH_MODES:-none idle webhook curl ami}" | tee -a "$ROUNDS" "$RESULTS"
     header
     local r round m
@@ -369,5 +375,6 @@ case "${1:-load}" in
     load) shift || true; cmd_load "$@" ;;
     outage) shift; cmd_outage "$@" ;;
     smoke) BENCH_ROUNDS=1 cmd_load 5 4 ;;
+    summary) summarize "${2:-1}" ;;   # the table of medians again, from line N of rounds.txt
     *) sed -n '2,30p' "$0"; exit 2 ;;
 esac

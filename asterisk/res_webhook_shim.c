@@ -656,6 +656,7 @@ static int unload_module(void)
 {
 	/* Only reached at Asterisk shutdown: load_module took a shutdown reference, because Rust's
 	 * thread-local destructors keep the library mapped after dlclose (ASTERISK-NOTES). */
+	ast_unregister_atexit(rw_at_exit);
 	/* Joined before Rust stops: after this no hook runs and none is running. */
 	unsubscribe();
 	free_wanted_vars();
@@ -682,6 +683,8 @@ static int load_module(void)
 	ast_http_uri_link(&http_uri);
 	ast_cli_register_multiple(cli_entries, ARRAY_LEN(cli_entries));
 
+	/* core stop now exits without unloading modules; atexit handlers still run. */
+	ast_register_atexit(rw_at_exit);
 	ast_module_shutdown_ref(AST_MODULE_SELF);
 	return AST_MODULE_LOAD_SUCCESS;
 }

@@ -85,6 +85,10 @@ int rw_load(const struct rw_host *host, const char *spool_default);
 /* Stops and joins every Rust thread. Safe to call once after rw_load. */
 void rw_unload(void);
 
+/* Asterisk is exiting without unloading modules (core stop now runs atexit handlers only):
+ * writes what must survive a restart (the caller history) durably. */
+void rw_at_exit(void);
+
 /* Configuration, fed section by section from ast_config (templates and #include resolved). */
 void rw_config_begin(const char *file);
 void rw_config_section(const char *name);

@@ -100,6 +100,15 @@ pub extern "C" fn rw_unload() {
 }
 
 #[no_mangle]
+pub extern "C" fn rw_at_exit() {
+    guard("rw_at_exit", (), || {
+        if let Some(engine) = lock(&ENGINE).as_ref() {
+            engine.at_exit();
+        }
+    })
+}
+
+#[no_mangle]
 pub extern "C" fn rw_config_begin(file: *const c_char) {
     guard("rw_config_begin", (), || {
         *lock(&PENDING_CONFIG) = Some(RawConfig {

@@ -12,10 +12,9 @@ use redb::{Builder, Database, TableDefinition};
 const LAST_CALL: TableDefinition<&str, i64> = TableDefinition::new("last_call");
 
 /// The caller history store. Each call is answered from memory and the file, and written with
-/// the others of the same burst of events in one transaction (not one per call: at 100 calls/s
-/// and more a redb commit per call was the bulk of the correlation thread's cost), durably once
-/// a minute and at shutdown. `core stop now` does not unload modules, so what is in memory must
-/// not wait long: a burst is at most one poll of the correlation thread (40 ms).
+/// the others of the same burst of events in one transaction (not one per call), durably every
+/// [`DURABLE_EVERY`], at unload and at exit. `core stop now` does not unload modules, so what is
+/// in memory must not wait long: a burst is at most one poll of the correlation thread (40 ms).
 pub struct CallerHistory {
     db: Database,
     pending: Mutex<Pending>,
@@ -29,9 +28,13 @@ struct Pending {
     dirty: bool,
 }
 
-/// How often a history write is also made durable. redb keeps non-durable commits only while
-/// the process runs: a crash falls back to the last durable one.
-const DURABLE_EVERY: Duration = Duration::from_secs(60);
+/// How often a history write is also made durable (fsynced). Between those, commits are redb's
+/// `Durability::None`: on Linux redb's `Eventual` fsyncs just like `Immediate`, and an fsync per
+/// call was most of the correlation thread's CPU at low call rates. A crash falls back to the
+/// last durable commit (callers of the last few seconds count as new again); Asterisk's
+/// `core stop now`, which does not unload modules, runs [`CallerHistory::flush`] through the
+/// shim's atexit hook.
+const DURABLE_EVERY: Duration = Duration::from_secs(5);
 
 impl CallerHistory {
     /// Opens (creating) the store; an unreadable file is moved aside and a new one started.
@@ -95,7 +98,7 @@ impl CallerHistory {
         let result = (|| -> Result<(), String> {
             let mut w = self.db.begin_write().map_err(e)?;
             if !durable {
-                w.set_durability(redb::Durability::Eventual);
+                w.set_durability(redb::Durability::None);
             }
             {
                 let mut t = w.open_table(LAST_CALL).map_err(e)?;

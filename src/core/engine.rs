@@ -396,6 +396,14 @@ impl Engine {
         }
     }
 
+    /// Asterisk is exiting without unloading modules (`core stop now`): writes the caller
+    /// history durably. Threads keep running; nothing else changes.
+    pub fn at_exit(&self) {
+        if let Some(h) = self.runtime.history.get() {
+            h.flush();
+        }
+    }
+
     /// Stops the correlation thread and the dispatcher (which spools what is still queued) and
     /// joins every thread.
     pub fn shutdown(mut self) {
