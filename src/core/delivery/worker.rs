@@ -39,6 +39,10 @@ const SPOOL_WINDOW: usize = 256;
 /// starts them; a slow one starts them after its first call or, once seen slow, at once.)
 const LANES_AFTER: Duration = Duration::from_millis(20);
 
+/// A batch of this many calls is a backlog (a burst, or a spool draining): every lane starts
+/// at once, for throughput. Smaller batches — normal load — go on the worker's thread alone.
+const LANES_FOR_CALLS: usize = 32;
+
 /// What the dispatcher and a worker thread share.
 pub struct SectionShared {
     pub name: String,
@@ -311,11 +315,12 @@ fn send_batch(
     // The worker sends on its own thread first; only when the batch is still unfinished after
     // LANES_AFTER (a slow endpoint) does it start the other lanes. A fast endpoint (a local
     // receiver answers in ~0.1 ms) so costs no thread start and no switch between threads.
-    // A section whose last batch was slow starts them at once.
+    // A section whose last batch was slow, or a batch of many calls, starts them at once.
     let started = Instant::now();
     std::thread::scope(|scope| {
         let mut helpers = false;
-        let mut start_helpers = lanes > 1 && s.slow.load(Ordering::Relaxed);
+        let mut start_helpers =
+            lanes > 1 && (s.slow.load(Ordering::Relaxed) || calls.len() >= LANES_FOR_CALLS);
         loop {
             if start_helpers && !helpers && next.load(Ordering::SeqCst) < calls.len() {
                 helpers = true;
