@@ -85,8 +85,9 @@ int rw_load(const struct rw_host *host, const char *spool_default);
 /* Stops and joins every Rust thread. Safe to call once after rw_load. */
 void rw_unload(void);
 
-/* Asterisk is exiting without unloading modules (core stop now runs atexit handlers only):
- * writes what must survive a restart (the caller history) durably. */
+/* Asterisk is exiting without unloading modules (core stop now and SIGTERM run atexit handlers
+ * only): does what rw_unload does — closes the hook, writes the caller history durably, stops
+ * and joins every thread, spooling what is still queued. */
 void rw_at_exit(void);
 
 /* Configuration, fed section by section from ast_config (templates and #include resolved). */

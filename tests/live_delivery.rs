@@ -267,3 +267,54 @@ param = is_duplicate => ${is_duplicate}
         ]
     );
 }
+
+/// `core stop now` (and SIGTERM) unload no module: webhooks still in memory, not yet failed,
+/// must reach the spool at exit and arrive after the restart.
+#[test]
+fn core_stop_now_spools_what_is_still_in_memory() {
+    let rx = Receiver::start();
+    rx.set_delay(Duration::from_millis(1500)); // slow, not failing: deliveries wait in memory
+    let conf = "
+[crm]
+type = webhook
+url = @RECEIVER@/hook
+concurrency = 1
+param = call_id => ${call_id}
+param = event => ${event}
+param = caller => ${caller}
+";
+    let Some(pbx) = Sandbox::start("stop-now", conf, &rx.url()) else {
+        return;
+    };
+    let calls: Vec<_> = (0..4)
+        .map(|i| pbx.spawn_call(&format!("7916140000{i}"), "74951234567", 300))
+        .collect();
+    for mut c in calls {
+        assert!(c.wait().unwrap().success());
+    }
+    let status = pbx.cli("webhook show status");
+    let crm = status.lines().find(|l| l.starts_with("crm")).unwrap();
+    let queued: u32 = crm.split_whitespace().nth(1).unwrap().parse().unwrap();
+    assert!(
+        queued >= 4,
+        "deliveries wait in memory before the stop: {crm}"
+    );
+    pbx.restart(); // core stop now, then start again
+    assert!(
+        pbx.log()
+            .contains("stopped at exit: undelivered webhooks spooled"),
+        "the atexit hook ran"
+    );
+    rx.set_delay(Duration::ZERO);
+    let got = rx.wait_for("every event of 4 calls", Duration::from_secs(30), |g| {
+        let m = kinds_by_call(g);
+        m.len() == 4
+            && m.values()
+                .all(|k| k.last().map(String::as_str) == Some("end"))
+    });
+    for (call, kinds) in kinds_by_call(&got) {
+        let mut dedup = kinds.clone();
+        dedup.dedup();
+        assert_eq!(dedup, ["start", "answer", "end"], "call {call}: {kinds:?}");
+    }
+}

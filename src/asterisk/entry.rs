@@ -102,8 +102,16 @@ pub extern "C" fn rw_unload() {
 #[no_mangle]
 pub extern "C" fn rw_at_exit() {
     guard("rw_at_exit", (), || {
-        if let Some(engine) = lock(&ENGINE).as_ref() {
+        // `core stop now` and SIGTERM unload no module: do here what unload would, so nothing
+        // only in memory is lost — the hook closes, the caller history is written durably,
+        // the workers stop (what is queued goes to the spool) and are joined.
+        if let Some(hook) = HOOK.get() {
+            hook.close();
+        }
+        if let Some(engine) = lock(&ENGINE).take() {
             engine.at_exit();
+            engine.shutdown();
+            log::info!("res_webhook stopped at exit: undelivered webhooks spooled");
         }
     })
 }

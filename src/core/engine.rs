@@ -396,8 +396,8 @@ impl Engine {
         }
     }
 
-    /// Asterisk is exiting without unloading modules (`core stop now`): writes the caller
-    /// history durably. Threads keep running; nothing else changes.
+    /// Asterisk is exiting without unloading modules (`core stop now`, SIGTERM): writes the
+    /// caller history durably; the adapter then calls [`Engine::shutdown`].
     pub fn at_exit(&self) {
         if let Some(h) = self.runtime.history.get() {
             h.flush();
