@@ -89,21 +89,7 @@ impl Flow {
     /// receiver has an `end` for each (or `WAIT` passes: then the assertions say what is
     /// missing); saves the trace.
     fn settle(pbx: &Sandbox, rx: &Receiver, name: &str) -> Flow {
-        pbx.wait_no_channels(WAIT);
-        let cel = pbx.wait_cel("LINKEDID_END of every linkedid", WAIT, |cel| {
-            let seen: BTreeSet<&str> = cel.iter().map(|e| e.linkedid.as_str()).collect();
-            // Not vacuously: cel_custom may not have written the flow's first line yet.
-            !seen.is_empty()
-                && seen.iter().all(|id| {
-                    cel.iter()
-                        .any(|e| e.eventtype == "LINKEDID_END" && e.linkedid == *id)
-                })
-        });
-        let ended: BTreeSet<String> = cel
-            .iter()
-            .filter(|e| e.eventtype == "LINKEDID_END")
-            .map(|e| e.linkedid.clone())
-            .collect();
+        let (cel, ended) = pbx.wait_cel_all_ended(WAIT);
         let deadline = Instant::now() + WAIT;
         let got = loop {
             let got = rx.received();

@@ -221,20 +221,7 @@ fn every_call_matches_asterisks_cel_and_cdr() {
     });
 
     // Asterisk is done: no channel, and CEL ended every linkedid it saw.
-    pbx.wait_no_channels(WAIT);
-    let cel = pbx.wait_cel("LINKEDID_END of every linkedid", WAIT, |cel| {
-        let ids: BTreeSet<&str> = cel.iter().map(|e| e.linkedid.as_str()).collect();
-        !ids.is_empty()
-            && ids.iter().all(|id| {
-                cel.iter()
-                    .any(|e| e.eventtype == "LINKEDID_END" && e.linkedid == *id)
-            })
-    });
-    let ended: BTreeSet<String> = cel
-        .iter()
-        .filter(|e| e.eventtype == "LINKEDID_END")
-        .map(|e| e.linkedid.clone())
-        .collect();
+    let (cel, ended) = pbx.wait_cel_all_ended(WAIT);
     // Our side is done: an end for every linkedid CEL ended (or WAIT passed: the table says).
     let deadline = Instant::now() + WAIT;
     let got = loop {

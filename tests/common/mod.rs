@@ -4,7 +4,7 @@
 //! Tests in one binary run one at a time (a global lock): one Asterisk at a time.
 #![allow(dead_code)]
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
@@ -419,6 +419,27 @@ impl Sandbox {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// Waits until Asterisk is done with every call: no channel left, and CEL wrote
+    /// `LINKEDID_END` for every linkedid it saw (not vacuously: cel_custom may not have written
+    /// the first line yet). Returns CEL and the linkedids it ended.
+    pub fn wait_cel_all_ended(&self, timeout: Duration) -> (Vec<CelEvent>, BTreeSet<String>) {
+        self.wait_no_channels(timeout);
+        let cel = self.wait_cel("LINKEDID_END of every linkedid", timeout, |cel| {
+            let ids: BTreeSet<&str> = cel.iter().map(|e| e.linkedid.as_str()).collect();
+            !ids.is_empty()
+                && ids.iter().all(|id| {
+                    cel.iter()
+                        .any(|e| e.eventtype == "LINKEDID_END" && e.linkedid == *id)
+                })
+        });
+        let ended = cel
+            .iter()
+            .filter(|e| e.eventtype == "LINKEDID_END")
+            .map(|e| e.linkedid.clone())
+            .collect();
+        (cel, ended)
     }
 
     /// Saves what Asterisk itself recorded of this instance's calls to

@@ -1384,6 +1384,23 @@ mod tests {
         );
     }
 
+    /// `a` dials `b`, who answers after 1 s; `a` hangs up after 2 s of talk.
+    fn answered_call(c: &mut Correlator, a: &ChannelInfo, b: &ChannelInfo) -> Vec<CallEvent> {
+        run(
+            c,
+            vec![
+                new(a, 0.0),
+                new(b, 0.0),
+                dial(b, "", 0.0),
+                dial(b, "ANSWER", 1.0),
+                bridge(b, "x", 1.0),
+                bridge(a, "x", 1.0),
+                dead(a, 3.0, 16, &a.name),
+                dead(b, 3.0, 16, ""),
+            ],
+        )
+    }
+
     #[test]
     fn an_extension_calling_an_extension_is_internal() {
         let mut c = Correlator::new(vec!["from-internal".into()]);
@@ -1391,19 +1408,7 @@ mod tests {
         a.caller_number = "201".into();
         a.exten = "100".into();
         let b = ext_chan("i.1", "i.2", "100");
-        let evs = run(
-            &mut c,
-            vec![
-                new(&a, 0.0),
-                new(&b, 0.0),
-                dial(&b, "", 0.0),
-                dial(&b, "ANSWER", 1.0),
-                bridge(&b, "x", 1.0),
-                bridge(&a, "x", 1.0),
-                dead(&a, 3.0, 16, &a.name),
-                dead(&b, 3.0, 16, ""),
-            ],
-        );
+        let evs = answered_call(&mut c, &a, &b);
         assert_eq!(kinds(&evs), ["start", "answer", "end"]);
         assert_eq!(field(&evs[0], "direction"), Value::Str("internal".into()));
         assert_eq!(field(&evs[1], "ext"), Value::Str("100".into()));
@@ -1417,19 +1422,7 @@ mod tests {
             caller(),
             chan("c.1", "c.2", "PJSIP/100-00000002", "from-anywhere", "s"),
         );
-        let evs = run(
-            &mut c,
-            vec![
-                new(&a, 0.0),
-                new(&b, 0.1),
-                dial(&b, "", 0.1),
-                dial(&b, "ANSWER", 1.0),
-                bridge(&b, "x", 1.0),
-                bridge(&a, "x", 1.0),
-                dead(&a, 2.0, 16, &a.name),
-                dead(&b, 2.0, 16, ""),
-            ],
-        );
+        let evs = answered_call(&mut c, &a, &b);
         assert_eq!(kinds(&evs), ["start", "answer", "end"]);
         assert_eq!(field(&evs[0], "direction"), Value::Str("in".into()));
         assert_eq!(field(&evs[1], "ext"), Value::Str("100".into()));
