@@ -352,10 +352,11 @@ impl Correlator {
         let Some(old_call) = self.call_of(uid) else {
             return; // a channel that existed before the module was loaded
         };
-        if info.linkedid != old_call {
+        let moved = info.linkedid != old_call;
+        if moved {
             self.move_channel(uid, &old_call, &info.linkedid, at, out);
         }
-        self.topology.set_bridge(uid, &info.bridge, at);
+        let rebridged = self.topology.set_bridge(uid, &info.bridge, at);
         let call_id = info.linkedid.clone();
         if let Some(call) = self.calls.get_mut(&call_id) {
             call.last_activity = at;
@@ -369,8 +370,12 @@ impl Correlator {
                 }
             }
         }
-        // A bridge change can connect the caller of any call whose channels are connected to
-        // this one.
+        // Who talks with whom changes only with a bridge or a call: an answer or a queue change
+        // alone needs no walk. A change can connect the caller of any call whose channels are
+        // connected to this one.
+        if !(moved || rebridged) {
+            return;
+        }
         let mut affected: Vec<String> = self
             .topology
             .component(uid)
@@ -765,6 +770,13 @@ mod tests {
 
     fn run(c: &mut Correlator, evs: Vec<HostEvent>) -> Vec<CallEvent> {
         evs.into_iter().flat_map(|e| c.handle(e)).collect()
+    }
+
+    /// (call, event) of each event, in order: which call each event belongs to.
+    fn call_kinds(evs: &[CallEvent]) -> Vec<(String, &'static str)> {
+        evs.iter()
+            .map(|e| (e.call.call_id.clone(), e.kind.as_str()))
+            .collect()
     }
 
     fn kinds(evs: &[CallEvent]) -> Vec<&'static str> {
@@ -1239,10 +1251,7 @@ mod tests {
                 dead(&moved, 8.0, 16, ""),
             ],
         );
-        let calls: Vec<(String, &str)> = evs
-            .iter()
-            .map(|e| (e.call.call_id.clone(), e.kind.as_str()))
-            .collect();
+        let calls = call_kinds(&evs);
         assert_eq!(
             calls,
             [
@@ -1307,10 +1316,7 @@ mod tests {
                 dead(&moved, 12.0, 16, ""),
             ],
         ));
-        let calls: Vec<(String, &str)> = evs
-            .iter()
-            .map(|e| (e.call.call_id.clone(), e.kind.as_str()))
-            .collect();
+        let calls = call_kinds(&evs);
         assert_eq!(
             calls,
             [
