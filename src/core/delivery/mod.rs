@@ -495,6 +495,17 @@ mod tests {
         }
     }
 
+    /// A free local port nobody listens on yet (connections are refused), and its URL; a test
+    /// brings the endpoint up there later with [`Server::on_port`].
+    fn refused_endpoint() -> (u16, String) {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        (port, format!("http://127.0.0.1:{port}/hook"))
+    }
+
     fn delivery(section: &str, url: &str, call: &str, event: &str) -> Delivery {
         Delivery {
             id: Delivery::new_id(),
@@ -514,12 +525,7 @@ mod tests {
     #[test]
     fn calls_waiting_because_the_endpoint_was_down_go_once_it_answers_again() {
         let dir = temp_dir("recover");
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let url = format!("http://127.0.0.1:{port}/hook"); // nobody listens yet: refused
+        let (port, url) = refused_endpoint();
         let d = Dispatcher::open(&dir).unwrap();
         d.configure(vec![policy("crm", &[60_000])]);
         d.submit(delivery("crm", &url, "a", "end"));
@@ -702,12 +708,7 @@ mod tests {
     #[test]
     fn shutdown_spools_and_the_next_open_delivers_in_order() {
         let dir = temp_dir("restart");
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let url = format!("http://127.0.0.1:{port}/hook"); // nobody listens yet: refused
+        let (port, url) = refused_endpoint();
         {
             let d = Dispatcher::open(&dir).unwrap();
             d.configure(vec![policy("crm", &[60_000])]);
