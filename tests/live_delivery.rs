@@ -23,6 +23,17 @@ fn kinds_by_call(got: &[common::Received]) -> HashMap<String, Vec<String>> {
     m
 }
 
+/// Column `col` (0 = the name) of section `name`'s row in `webhook show status`.
+fn section_column(status: &str, name: &str, col: usize) -> Option<u32> {
+    status
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(name))?
+        .split_whitespace()
+        .nth(col)?
+        .parse()
+        .ok()
+}
+
 #[test]
 fn endpoint_down_across_kill9_restart_and_reload_gets_everything_in_order() {
     let rx = Receiver::start();
@@ -43,17 +54,17 @@ param = caller => ${caller}
     for i in 0..3 {
         assert!(pbx.call(&format!("7916130000{i}"), "74951234567", 500));
     }
-    let status = pbx.cli("webhook show status");
-    let crm = status
-        .lines()
-        .find(|l| l.starts_with("crm"))
-        .unwrap_or_else(|| panic!("{status}"))
-        .to_string();
-    let cols: Vec<&str> = crm.split_whitespace().collect();
-    assert_eq!(cols[3], "0", "nothing delivered yet: {crm}");
-    assert!(
-        cols[6].parse::<u32>().unwrap() >= 9,
-        "9 events spooled: {crm}"
+    // The last call's `end` reaches the spool a moment after SIPp returns: wait for all 9.
+    let status = pbx.wait_cli(
+        "webhook show status",
+        "9 events spooled",
+        Duration::from_secs(10),
+        |s| section_column(s, "crm", 6).is_some_and(|n| n >= 9),
+    );
+    assert_eq!(
+        section_column(&status, "crm", 3),
+        Some(0),
+        "nothing delivered yet: {status}"
     );
     assert!(pbx.cli("webhook show errors crm").contains("HTTP 503"));
 
@@ -187,23 +198,23 @@ param = event => ${event}
         return;
     };
     assert!(pbx.call("79161320000", "74951234568", 500));
-    std::thread::sleep(Duration::from_millis(800));
-    let errors = pbx.cli("webhook show errors");
+    let errors = pbx.wait_cli(
+        "webhook show errors",
+        "two dead letters",
+        Duration::from_secs(10),
+        |e| e.contains("Dead letters (2)"),
+    );
     assert!(
         errors.contains("[crm]") && errors.contains("HTTP 404"),
         "{errors}"
     );
-    assert!(errors.contains("Dead letters (2)"), "{errors}");
     let status = pbx.cli("webhook show status");
     assert!(status.contains("Hook cost"), "{status}");
-    let crm: Vec<String> = status
-        .lines()
-        .find(|l| l.starts_with("crm"))
-        .unwrap()
-        .split_whitespace()
-        .map(String::from)
-        .collect();
-    assert_eq!(crm[5], "2", "two dead letters: {status}");
+    assert_eq!(
+        section_column(&status, "crm", 5),
+        Some(2),
+        "two dead letters: {status}"
+    );
     // Rust's log lines reach Asterisk's logger at the right level.
     let log = pbx.log();
     assert!(
@@ -292,12 +303,11 @@ param = caller => ${caller}
     for mut c in calls {
         assert!(c.wait().unwrap().success());
     }
-    let status = pbx.cli("webhook show status");
-    let crm = status.lines().find(|l| l.starts_with("crm")).unwrap();
-    let queued: u32 = crm.split_whitespace().nth(1).unwrap().parse().unwrap();
-    assert!(
-        queued >= 4,
-        "deliveries wait in memory before the stop: {crm}"
+    pbx.wait_cli(
+        "webhook show status",
+        "deliveries of 4 calls waiting in memory before the stop",
+        Duration::from_secs(10),
+        |s| section_column(s, "crm", 1).is_some_and(|n| n >= 4),
     );
     pbx.restart(); // core stop now, then start again
     assert!(

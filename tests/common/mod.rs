@@ -237,6 +237,27 @@ impl Sandbox {
             .arg(cmd))
     }
 
+    /// Runs a CLI command until its output satisfies `pred`; returns that output.
+    pub fn wait_cli(
+        &self,
+        cmd: &str,
+        what: &str,
+        timeout: Duration,
+        pred: impl Fn(&str) -> bool,
+    ) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let out = self.cli(cmd);
+            if pred(&out) {
+                return out;
+            }
+            if Instant::now() > deadline {
+                panic!("timed out after {timeout:?} waiting for {what}; `{cmd}`:\n{out}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Asterisk's log so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("log/messages")).unwrap_or_default()
