@@ -83,7 +83,7 @@ fn throughput(endpoints: usize, n: usize) {
         "rw-bench-delivery-{}-{endpoints}",
         std::process::id()
     ));
-    let d = Dispatcher::open(&dir).unwrap();
+    let d = Dispatcher::open(&dir);
     let recv: Vec<(String, Arc<AtomicUsize>)> = (0..endpoints).map(|_| receiver()).collect();
     d.configure(
         (0..endpoints)
@@ -145,7 +145,7 @@ fn drain(endpoints: usize, n: usize) {
     let recv: Vec<(String, Arc<AtomicUsize>)> = (0..endpoints).map(|_| receiver()).collect();
     let body = br#"{"call_id":"1700000000.1","event":"end","caller":"79161234567","status":"ANSWER","duration":42}"#.to_vec();
     {
-        let spool = Spool::open(&dir).unwrap();
+        let spool = Spool::open(&dir);
         let items: Vec<(u64, Spooled)> = (0..n)
             .map(|i| {
                 let ep = i % endpoints;
@@ -178,7 +178,7 @@ fn drain(endpoints: usize, n: usize) {
             spool.push(chunk).unwrap();
         }
     }
-    let d = Dispatcher::open(&dir).unwrap();
+    let d = Dispatcher::open(&dir);
     let started = Instant::now();
     d.configure(
         (0..endpoints)

@@ -281,15 +281,7 @@ impl Engine {
             .clone()
             .unwrap_or_else(|| rt.spool_default.clone());
         if rt.dispatcher.get().is_none() {
-            match Dispatcher::open(&spool_dir) {
-                Ok(d) => {
-                    let _ = rt.dispatcher.set(d);
-                }
-                Err(e) => log::error!(
-                    "spool {}: {e}; deliveries are kept in memory only",
-                    spool_dir.display()
-                ),
-            }
+            let _ = rt.dispatcher.set(Dispatcher::open(&spool_dir));
             match CallerHistory::open(&spool_dir.join("history.redb")) {
                 Ok(h) => {
                     let _ = rt.history.set(h);

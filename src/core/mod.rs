@@ -7,6 +7,7 @@ pub mod config;
 pub mod correlator;
 pub mod delivery;
 pub mod engine;
+pub mod fault;
 pub mod host_event;
 pub mod latency;
 pub mod lookup;

@@ -56,37 +56,52 @@ pub struct EndpointPolicy {
     pub concurrency: usize,
 }
 
+/// Most lanes a section can have (`concurrency`'s upper bound).
+pub const MAX_LANES: usize = 64;
+
 struct Section {
     shared: Arc<SectionShared>,
     thread: Option<JoinHandle<()>>,
 }
 
 /// Owns the spool and one worker per section.
+///
+/// Locks: `sections` is held only to look a section up or change the map — never across a
+/// spool write, an HTTP request or a thread join — so the correlation thread's hand-over
+/// never waits for the CLI, a reload or a slow endpoint.
 pub struct Dispatcher {
-    spool: Option<Arc<Spool>>,
+    spool: Arc<Spool>,
+    spool_dir: PathBuf,
     seq: Arc<AtomicU64>,
     errors: Arc<ErrorLog>,
     sections: Mutex<HashMap<String, Section>>,
 }
 
 impl Dispatcher {
-    /// Opens (creating) the spool in `spool_dir`; a corrupt spool is set aside and reported.
-    pub fn open(spool_dir: &Path) -> Result<Dispatcher, String> {
-        let spool = Spool::open(spool_dir)?;
-        let seq = spool.max_seq()?;
-        let pending = spool.pending_len()?;
-        if pending > 0 {
-            log::info!(
+    /// Opens (creating) the spool in `spool_dir`. A corrupt spool is set aside and reported;
+    /// a spool that cannot be opened at all keeps deliveries in memory and says so (ERROR
+    /// log, `webhook show status`) until it can.
+    pub fn open(spool_dir: &Path) -> Dispatcher {
+        let spool = Spool::open(spool_dir);
+        let seq = spool.max_seq().unwrap_or_else(|e| {
+            log::error!("spool {}: {e}", spool_dir.display());
+            0
+        });
+        match spool.pending_len() {
+            Ok(pending) if pending > 0 => log::info!(
                 "spool {}: {pending} delivery(ies) waiting from before",
                 spool_dir.display()
-            );
+            ),
+            Ok(_) => {}
+            Err(e) => log::error!("spool {}: {e}", spool_dir.display()),
         }
-        Ok(Dispatcher {
-            spool: Some(Arc::new(spool)),
+        Dispatcher {
+            spool: Arc::new(spool),
+            spool_dir: spool_dir.to_path_buf(),
             seq: Arc::new(AtomicU64::new(seq)),
             errors: Arc::new(ErrorLog::new(200)),
             sections: Mutex::new(HashMap::new()),
-        })
+        }
     }
 
     fn env(&self) -> WorkerEnv {
@@ -97,30 +112,41 @@ impl Dispatcher {
         }
     }
 
+    fn sections(&self) -> std::sync::MutexGuard<'_, HashMap<String, Section>> {
+        self.sections.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The sections' shared state, sorted by name (taken out of the lock).
+    fn shared(&self) -> Vec<Arc<SectionShared>> {
+        let mut v: Vec<Arc<SectionShared>> =
+            self.sections().values().map(|s| s.shared.clone()).collect();
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        v
+    }
+
     /// Adds, updates and removes section workers. A removed section's queue goes to the spool
     /// and waits there for the section to come back.
     pub fn configure(&self, endpoints: Vec<EndpointPolicy>) {
-        let mut sections = self.sections.lock().unwrap_or_else(|p| p.into_inner());
         let wanted: Vec<String> = endpoints.iter().map(|e| e.name.clone()).collect();
-        let gone: Vec<String> = sections
-            .keys()
-            .filter(|k| !wanted.contains(k))
-            .cloned()
-            .collect();
-        for name in gone {
-            if let Some(s) = sections.remove(&name) {
-                stop(s);
-                log::info!("[{name}] removed; anything queued for it stays in the spool");
-            }
+        let gone: Vec<Section> = {
+            let mut sections = self.sections();
+            let names: Vec<String> = sections
+                .keys()
+                .filter(|k| !wanted.contains(k))
+                .cloned()
+                .collect();
+            names.iter().filter_map(|n| sections.remove(n)).collect()
+        };
+        for s in gone {
+            let name = s.shared.name.clone();
+            stop(s);
+            log::info!("[{name}] removed; anything queued for it stays in the spool");
         }
-        let pending: Vec<String> = self
-            .spool
-            .as_ref()
-            .and_then(|s| s.pending_sections().ok())
-            .unwrap_or_default();
+        let pending: Vec<String> = self.spool.pending_sections().unwrap_or_default();
         for policy in endpoints {
-            if let Some(s) = sections.get(&policy.name) {
-                s.shared.set_policy(policy);
+            let existing = self.sections().get(&policy.name).map(|s| s.shared.clone());
+            if let Some(shared) = existing {
+                shared.set_policy(policy);
                 continue;
             }
             let name = policy.name.clone();
@@ -138,7 +164,7 @@ impl Dispatcher {
                 .spawn(move || worker::run(s2, env))
                 .map_err(|e| log::error!("[{name}] cannot start its worker: {e}"))
                 .ok();
-            sections.insert(name, Section { shared, thread });
+            self.sections().insert(name, Section { shared, thread });
         }
     }
 
@@ -153,7 +179,7 @@ impl Dispatcher {
         if deliveries.is_empty() {
             return;
         }
-        let sections = self.sections.lock().unwrap_or_else(|p| p.into_inner());
+        let sections = self.sections();
         let env = self.env();
         let mut woken: Vec<&str> = Vec::new();
         for d in deliveries {
@@ -179,25 +205,24 @@ impl Dispatcher {
         }
     }
 
+    /// Lets every section's worker notice lanes stuck in slow requests while calls wait
+    /// (starting another lane), and a spool in trouble try its disk again. Cheap; the
+    /// correlation thread calls it on every poll.
+    pub fn tick(&self) {
+        let env = self.env();
+        for s in self.shared() {
+            worker::tick(&s, &env);
+        }
+    }
+
     /// Sends one request now, outside the queue, and describes what happened (`webhook test`).
+    /// Holds no lock while it waits for the endpoint.
     pub fn send_now(&self, section: &str, request: HttpRequest) -> String {
-        let sections = self.sections.lock().unwrap_or_else(|p| p.into_inner());
-        let Some(s) = sections.get(section) else {
+        let Some(s) = self.sections().get(section).map(|s| s.shared.clone()) else {
             return format!("no webhook section [{section}]\n");
         };
-        let policy = s
-            .shared
-            .policy
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        let agent = s
-            .shared
-            .agent
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        drop(sections);
+        let policy = s.policy.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let agent = s.agent.read().unwrap_or_else(|p| p.into_inner()).clone();
         let Some(agent) = agent else {
             return "no HTTP client for this section (see the log)\n".into();
         };
@@ -231,13 +256,38 @@ impl Dispatcher {
         }
     }
 
-    /// The text of `webhook show status`.
+    /// The spool's state, as `webhook show status` prints it: one line, loud when it is not
+    /// writable.
+    pub fn spool_text(&self) -> String {
+        let dir = self.spool_dir.display();
+        let memory = self.spool.in_memory();
+        let dropped = self.spool.dropped();
+        let mut out = match self.spool.health() {
+            spool::Health::Ok if memory == 0 => format!("Spool: ok ({dir})"),
+            spool::Health::Ok => format!("Spool: ok ({dir}), {memory} waiting in memory"),
+            spool::Health::Unavailable { since, error } => format!(
+                "Spool: UNAVAILABLE since {} ({error}): {memory} delivery(ies) kept in memory only, still sent",
+                since.format("%Y-%m-%d %H:%M:%S")
+            ),
+            spool::Health::Failing { since, error } => format!(
+                "Spool: NOT WRITABLE since {} ({error}): {memory} delivery(ies) kept in memory, still sent",
+                since.format("%Y-%m-%d %H:%M:%S")
+            ),
+        };
+        if dropped > 0 {
+            let _ = write!(out, "; DROPPED {dropped} (memory full too)");
+        }
+        out.push('\n');
+        out
+    }
+
+    /// The text of `webhook show status`. Takes no lock the correlation thread needs while it
+    /// counts the spool.
     pub fn status_text(&self) -> String {
-        let sections = self.sections.lock().unwrap_or_else(|p| p.into_inner());
-        let mut names: Vec<&String> = sections.keys().collect();
-        names.sort();
-        let mut out = format!(
-            "{:<20} {:>7} {:>6} {:>9} {:>8} {:>6} {:>7} {:>9} {:>9}  {}\n",
+        let mut out = self.spool_text();
+        let _ = writeln!(
+            out,
+            "{:<20} {:>7} {:>6} {:>9} {:>8} {:>6} {:>7} {:>9} {:>9}  Last error",
             "Section",
             "Queued",
             "InFl",
@@ -247,15 +297,10 @@ impl Dispatcher {
             "Spooled",
             "p50 ms",
             "p99 ms",
-            "Last error"
         );
-        for name in names {
-            let s = &sections[name].shared;
-            let (spooled, dead) = self
-                .spool
-                .as_ref()
-                .and_then(|sp| sp.counts(name).ok())
-                .unwrap_or((0, 0));
+        for s in self.shared() {
+            let name = &s.name;
+            let (spooled, dead) = self.spool.counts(name).unwrap_or((0, 0));
             let retrying = if s.spooling.load(Ordering::Relaxed) {
                 spooled
             } else {
@@ -277,7 +322,7 @@ impl Dispatcher {
                 out,
                 "{:<20} {:>7} {:>6} {:>9} {:>8} {:>6} {:>7} {:>9} {:>9}  {}",
                 name,
-                s.rx.len(),
+                s.queued(),
                 s.stats.in_flight.load(Ordering::Relaxed),
                 s.stats.delivered.load(Ordering::Relaxed),
                 retrying,
@@ -289,7 +334,19 @@ impl Dispatcher {
             );
             let dropped = s.stats.dropped.load(Ordering::Relaxed);
             if dropped > 0 {
-                let _ = writeln!(out, "{:<20} DROPPED {dropped} (no spool)", "");
+                let _ = writeln!(
+                    out,
+                    "{:<20} DROPPED {dropped} (no room in spool or memory)",
+                    ""
+                );
+            }
+            let panics = s.stats.panics.load(Ordering::Relaxed);
+            if panics > 0 {
+                let _ = writeln!(
+                    out,
+                    "{:<20} worker panics: {panics} (contained, restarted; see the log)",
+                    ""
+                );
             }
         }
         out
@@ -318,25 +375,23 @@ impl Dispatcher {
                 r.error
             );
         }
-        if let Some(spool) = &self.spool {
-            if let Ok(dead) = spool.dead(section) {
-                if !dead.is_empty() {
+        if let Ok(dead) = self.spool.dead(section) {
+            if !dead.is_empty() {
+                let _ = writeln!(
+                    out,
+                    "\nDead letters ({}), re-send with `webhook replay <section|all>`:",
+                    dead.len()
+                );
+                for (_, d) in dead.iter().rev().take(50) {
                     let _ = writeln!(
                         out,
-                        "\nDead letters ({}), re-send with `webhook replay <section|all>`:",
-                        dead.len()
+                        "  [{}]  call {}  {}  {} attempt(s)  {}",
+                        d.delivery.section,
+                        d.delivery.call_id,
+                        d.delivery.event,
+                        d.attempts,
+                        d.last_error
                     );
-                    for (_, d) in dead.iter().rev().take(50) {
-                        let _ = writeln!(
-                            out,
-                            "  [{}]  call {}  {}  {} attempt(s)  {}",
-                            d.delivery.section,
-                            d.delivery.call_id,
-                            d.delivery.event,
-                            d.attempts,
-                            d.last_error
-                        );
-                    }
                 }
             }
         }
@@ -345,29 +400,30 @@ impl Dispatcher {
 
     /// Re-queues dead letters (of one section or all); returns how many.
     pub fn replay(&self, section: Option<&str>) -> usize {
-        let Some(spool) = &self.spool else { return 0 };
-        let sections = self.sections.lock().unwrap_or_else(|p| p.into_inner());
-        let moved = match spool.resurrect(section, || self.seq.fetch_add(1, Ordering::SeqCst) + 1) {
+        let moved = match self
+            .spool
+            .resurrect(section, || self.seq.fetch_add(1, Ordering::SeqCst) + 1)
+        {
             Ok(m) => m,
             Err(e) => {
                 log::error!("replay failed: {e}");
                 return 0;
             }
         };
-        for name in &moved {
-            if let Some(s) = sections.get(name) {
-                let _gate = s.shared.gate.lock().unwrap_or_else(|p| p.into_inner());
-                s.shared.spooling.store(true, Ordering::SeqCst);
-                s.shared.wake();
+        for s in self.shared() {
+            if moved.contains(&s.name) {
+                let _gate = s.gate.lock().unwrap_or_else(|p| p.into_inner());
+                s.spooling.store(true, Ordering::SeqCst);
+                s.wake();
             }
         }
         moved.len()
     }
 
-    /// Stops every worker (what is queued goes to the spool) and joins them.
-    pub fn shutdown(self) {
-        let mut sections = self.sections.lock().unwrap_or_else(|p| p.into_inner());
-        for (_, s) in sections.drain() {
+    /// Stops every worker (what is queued goes to the spool) and joins them. Idempotent.
+    pub fn shutdown(&self) {
+        let all: Vec<Section> = self.sections().drain().map(|(_, s)| s).collect();
+        for s in all {
             stop(s);
         }
     }
@@ -400,7 +456,7 @@ mod tests {
     //! The dispatcher against a real local HTTP server (tiny_http on 127.0.0.1).
     use super::*;
     use std::collections::HashSet;
-    use std::sync::atomic::AtomicUsize;
+    use std::sync::atomic::{AtomicBool, AtomicUsize};
 
     struct Server {
         url: String,
@@ -526,7 +582,7 @@ mod tests {
     fn calls_waiting_because_the_endpoint_was_down_go_once_it_answers_again() {
         let dir = temp_dir("recover");
         let (port, url) = refused_endpoint();
-        let d = Dispatcher::open(&dir).unwrap();
+        let d = Dispatcher::open(&dir);
         d.configure(vec![policy("crm", &[60_000])]);
         d.submit(delivery("crm", &url, "a", "end"));
         d.submit(delivery("crm", &url, "b", "end"));
@@ -559,7 +615,7 @@ mod tests {
     fn retried_5xx_keeps_order_and_the_same_webhook_id() {
         let srv = Server::start(2, 503);
         let dir = temp_dir("retry");
-        let d = Dispatcher::open(&dir).unwrap();
+        let d = Dispatcher::open(&dir);
         d.configure(vec![policy("crm", &[50, 50, 50])]);
         let first = delivery("crm", &srv.url, "c1", "start");
         let first_id = first.id.clone();
@@ -593,7 +649,7 @@ mod tests {
     fn a_full_memory_queue_spills_to_the_spool_and_loses_nothing() {
         let srv = Server::start(0, 200);
         let dir = temp_dir("spill");
-        let d = Dispatcher::open(&dir).unwrap();
+        let d = Dispatcher::open(&dir);
         d.configure(vec![policy("crm", &[50])]);
         let calls = (worker::MEMORY_QUEUE + 500) / 3;
         for i in 0..calls {
@@ -616,7 +672,7 @@ mod tests {
     fn a_call_waiting_for_a_retry_does_not_hold_back_other_calls() {
         let srv = Server::start(1, 503); // c1's start is refused once
         let dir = temp_dir("hol");
-        let d = Dispatcher::open(&dir).unwrap();
+        let d = Dispatcher::open(&dir);
         d.configure(vec![policy("crm", &[400])]);
         d.submit(delivery("crm", &srv.url, "c1", "start"));
         std::thread::sleep(Duration::from_millis(100));
@@ -674,7 +730,7 @@ mod tests {
             });
         }
         let dir = temp_dir("lanes");
-        let d = Dispatcher::open(&dir).unwrap();
+        let d = Dispatcher::open(&dir);
         d.configure(vec![EndpointPolicy {
             concurrency: 3,
             ..policy("crm", &[50])
@@ -710,7 +766,7 @@ mod tests {
         let dir = temp_dir("restart");
         let (port, url) = refused_endpoint();
         {
-            let d = Dispatcher::open(&dir).unwrap();
+            let d = Dispatcher::open(&dir);
             d.configure(vec![policy("crm", &[60_000])]);
             for e in ["start", "answer", "end"] {
                 d.submit(delivery("crm", &url, "c1", e));
@@ -719,7 +775,7 @@ mod tests {
             d.shutdown();
         }
         let srv = Server::on_port(port, 0, 200); // the endpoint is back
-        let d = Dispatcher::open(&dir).unwrap();
+        let d = Dispatcher::open(&dir);
         d.configure(vec![policy("crm", &[60_000])]);
         let bodies: Vec<String> = srv.wait(3).into_iter().map(|(_, b)| b).collect();
         assert_eq!(bodies, ["c1:start", "c1:answer", "c1:end"]);
@@ -731,7 +787,7 @@ mod tests {
     fn a_4xx_is_dead_lettered_at_once_and_replay_resends_it() {
         let srv = Server::start(1, 404);
         let dir = temp_dir("dead");
-        let d = Dispatcher::open(&dir).unwrap();
+        let d = Dispatcher::open(&dir);
         d.configure(vec![policy("crm", &[50, 50])]);
         d.submit(delivery("crm", &srv.url, "c1", "end"));
         std::thread::sleep(Duration::from_millis(300));
@@ -744,6 +800,372 @@ mod tests {
         std::fs::remove_dir_all(dir).unwrap();
     }
 
+    /// A local endpoint whose answer depends on the request body: `rule(body)` gives the
+    /// status and how long to hold the answer. Records each request's body and arrival.
+    struct RuleServer {
+        url: String,
+        seen: Arc<Mutex<Vec<(String, std::time::Instant)>>>,
+        ok: Arc<Mutex<Vec<(String, std::time::Instant)>>>,
+        server: Arc<tiny_http::Server>,
+    }
+
+    impl RuleServer {
+        fn start(threads: usize, rule: fn(&str) -> (u16, Duration)) -> RuleServer {
+            let server = Arc::new(tiny_http::Server::http("127.0.0.1:0").unwrap());
+            let url = format!(
+                "http://127.0.0.1:{}/hook",
+                server.server_addr().to_ip().unwrap().port()
+            );
+            let seen = Arc::new(Mutex::new(Vec::new()));
+            let ok = Arc::new(Mutex::new(Vec::new()));
+            for _ in 0..threads {
+                let (srv, seen, ok) = (server.clone(), seen.clone(), ok.clone());
+                std::thread::spawn(move || {
+                    for mut req in srv.incoming_requests() {
+                        let mut body = String::new();
+                        let _ = req.as_reader().read_to_string(&mut body);
+                        let at = std::time::Instant::now();
+                        seen.lock().unwrap().push((body.clone(), at));
+                        let (code, hold) = rule(&body);
+                        std::thread::sleep(hold);
+                        if code == 200 {
+                            ok.lock().unwrap().push((body, at));
+                        }
+                        let _ = req
+                            .respond(tiny_http::Response::from_string("ok").with_status_code(code));
+                    }
+                });
+            }
+            RuleServer {
+                url,
+                seen,
+                ok,
+                server,
+            }
+        }
+
+        /// Waits until `pred` holds for the bodies answered 200 (with arrival times).
+        fn wait_ok(
+            &self,
+            what: &str,
+            pred: impl Fn(&[(String, std::time::Instant)]) -> bool,
+        ) -> Vec<(String, std::time::Instant)> {
+            let deadline = std::time::Instant::now() + Duration::from_secs(20);
+            loop {
+                let got = self.ok.lock().unwrap().clone();
+                if pred(&got) {
+                    return got;
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "timed out waiting for {what}; got {} ok",
+                    got.len()
+                );
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+
+        fn seen(&self, pred: impl Fn(&str) -> bool) -> usize {
+            self.seen
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|(b, _)| pred(b))
+                .count()
+        }
+    }
+
+    impl Drop for RuleServer {
+        fn drop(&mut self) {
+            self.server.unblock();
+        }
+    }
+
+    /// Runs `f` while another thread calls [`Dispatcher::tick`] every 40 ms, as the
+    /// correlation thread does on its polls.
+    fn ticking<T>(d: &Dispatcher, f: impl FnOnce() -> T) -> T {
+        let done = AtomicBool::new(false);
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                while !done.load(Ordering::SeqCst) {
+                    d.tick();
+                    std::thread::sleep(Duration::from_millis(40));
+                }
+            });
+            let out = f();
+            done.store(true, Ordering::SeqCst);
+            out
+        })
+    }
+
+    #[test]
+    fn three_hundred_failing_calls_do_not_hold_back_a_healthy_one() {
+        // Every `bad…` call is answered 503 (retried in 30 s); `good` is answered at once.
+        let srv = RuleServer::start(4, |body| {
+            if body.starts_with("bad") {
+                (503, Duration::ZERO)
+            } else {
+                (200, Duration::ZERO)
+            }
+        });
+        let dir = temp_dir("poisoned");
+        let d = Dispatcher::open(&dir);
+        d.configure(vec![policy("crm", &[30_000])]);
+        ticking(&d, || {
+            for i in 0..300 {
+                for e in ["start", "answer", "end"] {
+                    d.submit(delivery("crm", &srv.url, &format!("bad{i}"), e));
+                }
+            }
+            // Each poisoned call's first delivery failed and waits for its retry.
+            let deadline = std::time::Instant::now() + Duration::from_secs(20);
+            while srv.seen(|b| b.ends_with(":start")) < 300 {
+                assert!(std::time::Instant::now() < deadline, "{}", d.status_text());
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            let sent = std::time::Instant::now();
+            d.submit(delivery("crm", &srv.url, "good", "start"));
+            d.submit(delivery("crm", &srv.url, "good", "end"));
+            let got = srv.wait_ok("the healthy call", |g| {
+                g.iter().filter(|(b, _)| b.starts_with("good")).count() == 2
+            });
+            let last = got.iter().map(|(_, at)| *at).max().unwrap();
+            let took = last.saturating_duration_since(sent);
+            eprintln!("healthy call behind 300 failing ones delivered in {took:?}");
+            assert!(
+                took < Duration::from_secs(1),
+                "the healthy call took {took:?} behind 300 failing calls"
+            );
+            let bodies: Vec<&str> = got.iter().map(|(b, _)| b.as_str()).collect();
+            assert_eq!(bodies, ["good:start", "good:end"], "in order");
+            assert_eq!(
+                srv.seen(|b| b.starts_with("bad") && !b.ends_with(":start")),
+                0,
+                "a failing call's later events wait behind its first"
+            );
+        });
+        d.shutdown();
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_hanging_call_delays_only_itself() {
+        // `hang…` is held 3 s (timeout 5 s) and then accepted; the others are answered at once.
+        let srv = RuleServer::start(8, |body| {
+            if body.starts_with("hang") {
+                (200, Duration::from_secs(3))
+            } else {
+                (200, Duration::ZERO)
+            }
+        });
+        let dir = temp_dir("hang");
+        let d = Dispatcher::open(&dir);
+        d.configure(vec![policy("crm", &[50])]);
+        ticking(&d, || {
+            // The hanging call and five others handed over together (one burst) ...
+            let mut burst = vec![delivery("crm", &srv.url, "hang", "start")];
+            for i in 0..5 {
+                burst.push(delivery("crm", &srv.url, &format!("ok{i}"), "start"));
+            }
+            let sent = std::time::Instant::now();
+            d.submit_many(burst);
+            let got = srv.wait_ok("five healthy starts", |g| {
+                g.iter().filter(|(b, _)| b.starts_with("ok")).count() == 5
+            });
+            let slowest = got
+                .iter()
+                .map(|(_, at)| at.saturating_duration_since(sent))
+                .max()
+                .unwrap();
+            eprintln!("5 calls in the hanging call's burst delivered within {slowest:?}");
+            assert!(
+                slowest < Duration::from_millis(500),
+                "calls in a burst with a hanging call took {slowest:?}"
+            );
+            // ... and calls that come later, while it still hangs.
+            for i in 0..5 {
+                let sent = std::time::Instant::now();
+                d.submit(delivery("crm", &srv.url, &format!("late{i}"), "end"));
+                let got = srv.wait_ok("a later call", |g| {
+                    g.iter().any(|(b, _)| b == &format!("late{i}:end"))
+                });
+                let at = got
+                    .iter()
+                    .find(|(b, _)| b == &format!("late{i}:end"))
+                    .unwrap()
+                    .1;
+                let took = at.saturating_duration_since(sent);
+                assert!(
+                    took < Duration::from_millis(500),
+                    "late{i} took {took:?} while another call hung"
+                );
+            }
+            assert_eq!(
+                srv.ok.lock().unwrap().len(),
+                10,
+                "the hanging call is still held"
+            );
+            srv.wait_ok("the hanging call", |g| {
+                g.iter().any(|(b, _)| b == "hang:start")
+            });
+        });
+        d.shutdown();
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_panicking_lane_restarts_and_its_delivery_still_arrives() {
+        crate::core::fault::arm(crate::core::fault::Place::Worker, "PANIC-IN-LANE");
+        let srv = Server::start(0, 200);
+        let dir = temp_dir("panic");
+        let d = Dispatcher::open(&dir);
+        d.configure(vec![policy("crm", &[50])]);
+        let mut boom = delivery("crm", &srv.url, "c1", "start");
+        boom.request.body = b"c1:start PANIC-IN-LANE".to_vec();
+        d.submit(boom);
+        d.submit(delivery("crm", &srv.url, "c1", "end"));
+        d.submit(delivery("crm", &srv.url, "c2", "end"));
+        let got = srv.wait(3);
+        let c1: Vec<&str> = got
+            .iter()
+            .map(|(_, b)| b.as_str())
+            .filter(|b| b.starts_with("c1"))
+            .collect();
+        assert_eq!(
+            c1,
+            ["c1:start PANIC-IN-LANE", "c1:end"],
+            "nothing lost, in order"
+        );
+        assert!(got.iter().any(|(_, b)| b == "c2:end"));
+        let status = d.status_text();
+        assert!(status.contains("worker panics: 1"), "{status}");
+        d.shutdown();
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_spool_that_cannot_be_opened_is_loud_and_deliveries_still_go_out() {
+        // A regular file where the spool directory should be.
+        let dir = temp_dir("unopenable");
+        let file = dir.join("not-a-dir");
+        std::fs::write(&file, b"x").unwrap();
+        let srv = Server::start(2, 503); // the first two attempts fail: retried from memory
+        let d = Dispatcher::open(&file.join("webhook"));
+        d.configure(vec![policy("crm", &[50, 50, 50])]);
+        let status = d.status_text();
+        assert!(status.contains("Spool: UNAVAILABLE"), "{status}");
+        for e in ["start", "answer", "end"] {
+            d.submit(delivery("crm", &srv.url, "c1", e));
+        }
+        let bodies: Vec<String> = srv.wait(3).into_iter().map(|(_, b)| b).collect();
+        assert_eq!(bodies, ["c1:start", "c1:answer", "c1:end"]);
+        assert!(d.status_text().contains("UNAVAILABLE"));
+        d.shutdown();
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// A tmpfs of `kb` KiB mounted on a fresh directory (root only); `None` where mounting is
+    /// not possible (and not CI).
+    fn tiny_tmpfs(name: &str, kb: u64) -> Option<PathBuf> {
+        let dir = temp_dir(name);
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={kb}k"), "tmpfs"])
+            .arg(&dir)
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "cannot mount a tmpfs (root needed)"
+            );
+            eprintln!("SKIP: cannot mount a tmpfs here");
+            return None;
+        }
+        Some(dir)
+    }
+
+    fn unmount(dir: &Path) {
+        let _ = std::process::Command::new("umount").arg(dir).status();
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// Fills `dir`'s file system, leaving less than the spool's reserve free.
+    fn fill(dir: &Path) -> PathBuf {
+        let filler = dir.join("filler");
+        let mut f = std::fs::File::create(&filler).unwrap();
+        let chunk = vec![0u8; 64 * 1024];
+        use std::io::Write as _;
+        while f.write_all(&chunk).is_ok() {}
+        let _ = f.flush();
+        filler
+    }
+
+    #[test]
+    fn a_full_disk_is_loud_deliveries_wait_in_memory_and_reach_disk_when_it_frees() {
+        let Some(mnt) = tiny_tmpfs("enospc", 8 * 1024) else {
+            return;
+        };
+        let srv = Server::start(6, 503);
+        let d = Dispatcher::open(&mnt);
+        d.configure(vec![policy(
+            "crm",
+            &[100, 100, 100, 100, 100, 100, 100, 100],
+        )]);
+        let filler = fill(&mnt);
+        for c in ["c1", "c2"] {
+            for e in ["start", "answer", "end"] {
+                d.submit(delivery("crm", &srv.url, c, e));
+            }
+        }
+        // The failing attempts cannot be spooled on disk: the spool says so, loudly.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !d.status_text().contains("NOT WRITABLE") {
+            assert!(std::time::Instant::now() < deadline, "{}", d.status_text());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // Still delivered, from memory, each call in order.
+        let got = srv.wait(6);
+        let calls = per_call(&got);
+        for c in ["c1", "c2"] {
+            assert_eq!(calls[c], ["start", "answer", "end"], "{}", d.status_text());
+        }
+        // A dead letter now waits in memory; once the disk has room it goes there.
+        srv.fail_first.store(1, Ordering::SeqCst);
+        let mut gone = delivery("crm", &srv.url, "c3", "end");
+        gone.request.headers.clear();
+        let srv404 = Server::start(1, 404);
+        gone.request.url = srv404.url.clone();
+        d.submit(gone);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !d.errors_text(None).contains("Dead letters (1)") {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{}",
+                d.errors_text(None)
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        std::fs::remove_file(&filler).unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            d.spool.maintain();
+            let status = d.status_text();
+            if status.starts_with("Spool: ok") && !status.contains("in memory") {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "{status}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        d.shutdown();
+        drop(d);
+        // The dead letter is on disk: a new dispatcher on the same spool lists it.
+        let d2 = Dispatcher::open(&mnt);
+        assert!(d2.errors_text(None).contains("Dead letters (1)"));
+        d2.shutdown();
+        drop(d2);
+        unmount(&mnt);
+    }
+
     #[test]
     fn a_corrupt_spool_is_set_aside() {
         let dir = temp_dir("corrupt");
@@ -752,7 +1174,7 @@ mod tests {
             b"this is not a redb file, just garbage bytes",
         )
         .unwrap();
-        let d = Dispatcher::open(&dir).unwrap();
+        let d = Dispatcher::open(&dir);
         let aside = std::fs::read_dir(&dir)
             .unwrap()
             .filter_map(|e| e.ok())

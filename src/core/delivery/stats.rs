@@ -19,6 +19,8 @@ pub struct SectionStats {
     pub dropped: AtomicU64,
     pub spooled_total: AtomicU64,
     pub in_flight: AtomicUsize,
+    /// Panics contained in this section's lanes (a bug; logged).
+    pub panics: AtomicU64,
     /// HTTP round trip of delivered attempts, µs.
     pub latency_us: Histogram,
     /// Event to delivered, ms (includes queueing and retries).

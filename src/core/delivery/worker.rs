@@ -1,20 +1,37 @@
-//! One section's delivery worker: its own memory queue, its own thread, its own HTTP agent, so
+//! One section's delivery worker: its own memory queue, its own lanes, its own HTTP agent, so
 //! a slow or dead endpoint never delays another. Each call's events go out in order (start,
 //! answer, end), one after the other; different calls go out at once, on up to `concurrency`
-//! connections, and a call waiting for a retry does not hold back the others.
+//! lanes, and a call that waits — for a retry, or for an endpoint that does not answer — holds
+//! back only its own later events.
 //!
 //! Fast path: the memory queue, no disk. When an attempt fails and is to be retried, or the
-//! memory queue is full, the section switches to *spool mode*: the failed delivery and
-//! everything queued behind it go to the spool (in order), new deliveries follow them there
-//! (moved from the memory queue once per round, in one transaction), and the worker sends from
-//! the spool until it is empty. Memory stays bounded however long an endpoint is down.
+//! memory queue is full, the section switches to *spool mode*: the failed delivery and the
+//! rest of its call go to the spool, new deliveries follow them there (moved from the memory
+//! queue once per round, in one transaction), and the worker sends from the spool until it is
+//! empty. Memory stays bounded however long an endpoint is down.
+//!
+//! How the work is shared: the [`Sched`] holds the calls whose deliveries are about to be sent
+//! (from memory or from the spool), one lane at a time per call. Every lane — the worker's own
+//! thread and up to `concurrency - 1` helpers — takes a call, sends its deliveries in order,
+//! and takes the next one; whichever lane is free also *coordinates* (feeds the Sched from the
+//! memory queue or the spool, commits what was sent from the spool in one transaction). No
+//! lane waits for another: a call that hangs holds its own lane only. Helpers start for a
+//! backlog, for an endpoint seen slow, and when calls wait in the Sched for longer than
+//! [`LANES_AFTER`] ([`tick`], called by the correlation thread, notices that), and stop after
+//! [`HELPER_IDLE`] without work.
+//!
+//! Each lane is supervised: a panic in it (a bug) is logged and counted, the delivery it held
+//! goes back to its call's queue, and the lane starts over. A panic inside one attempt is
+//! contained there and the delivery retried like a failed attempt.
 
-use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::ops::ControlFlow;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{bounded, Receiver, Sender, TryRecvError, TrySendError};
+use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
 
 use super::client::{self, Outcome};
 use super::retry::{classify, next_delay, Attempt, Verdict};
@@ -22,28 +39,42 @@ use super::signing;
 use super::spool::{Spool, Spooled};
 use super::stats::{ErrorLog, ErrorRecord, SectionStats};
 use super::{Delivery, EndpointPolicy};
+use crate::core::fault;
 
 /// Deliveries one section keeps in memory before it spools.
 pub const MEMORY_QUEUE: usize = 4096;
 
-/// Most deliveries taken from the memory queue per round (sent at once when they belong to
-/// different calls).
+/// Most deliveries taken from the memory queue into the Sched per round.
 const MEMORY_BATCH: usize = 64;
 
-/// Spooled deliveries looked at per round while draining; the ones due are sent, and the
-/// delivered ones acknowledged in one spool transaction.
+/// Most due spooled deliveries fed into the Sched per scan of the spool.
 const SPOOL_WINDOW: usize = 256;
 
-/// How long a batch may take on the worker's own thread before the other lanes start.
-/// (Above the few ms a preemption costs on a busy 2-core machine, so a fast endpoint never
-/// starts them; a slow one starts them after its first call or, once seen slow, at once.)
-const LANES_AFTER: Duration = Duration::from_millis(20);
+/// The Sched is fed again when it holds fewer deliveries than this waiting for a lane.
+const LOW_WATER: usize = 32;
 
-/// A batch of this many calls is a backlog (a burst, or a spool draining): every lane starts
-/// at once, for throughput. Smaller batches — normal load — go on the worker's thread alone.
+/// Calls waiting in the Sched longer than this while every lane is busy get another lane.
+/// (Above the few ms a preemption costs on a busy 2-core machine, so a fast endpoint never
+/// starts one.)
+pub const LANES_AFTER: Duration = Duration::from_millis(20);
+
+/// A feed of this many calls is a backlog (a burst, or a spool draining): every lane starts
+/// at once, for throughput. Smaller ones — normal load — go on the worker's thread alone.
 const LANES_FOR_CALLS: usize = 32;
 
-/// What the dispatcher and a worker thread share.
+/// Spooled deliveries sent are committed (removed, rescheduled, dead-lettered) in one
+/// transaction once this many are waiting, or after [`COMMIT_AFTER`], or when the Sched runs low.
+const COMMIT_ROWS: usize = 256;
+const COMMIT_AFTER: Duration = Duration::from_millis(50);
+
+/// A helper lane with nothing to do for this long stops.
+const HELPER_IDLE: Duration = Duration::from_secs(5);
+
+/// The drain remembers at most this many waiting calls at the head of the spool (so it need
+/// not read them again each round); beyond that it reads them again.
+const MAX_SKIPPED_CALLS: usize = 100_000;
+
+/// What the dispatcher and a worker's lanes share.
 pub struct SectionShared {
     pub name: String,
     pub policy: RwLock<EndpointPolicy>,
@@ -54,7 +85,8 @@ pub struct SectionShared {
     pub rx: Receiver<(u64, Delivery)>,
     /// Set while the spool holds this section's deliveries: new ones must queue behind them.
     pub spooling: AtomicBool,
-    /// Serialises "check spooling, then enqueue" against "switch to spooling, then drain".
+    /// Serialises "check spooling, then move from the memory queue" against "switch to
+    /// spooling, then drain". Never held across network I/O.
     pub gate: Mutex<()>,
     pub stop: AtomicBool,
     /// Set when the section starts with deliveries spooled by an earlier run: the first one is
@@ -64,9 +96,100 @@ pub struct SectionShared {
     /// Whether the latest attempt reached the endpoint. When it does again after an outage, the
     /// deliveries waiting only because it could not be reached go at once.
     pub reachable: AtomicBool,
-    /// The last batch took more than [`LANES_AFTER`] per call: start every lane at once.
+    /// The last attempt took more than [`LANES_AFTER`]: start every lane a feed needs at once.
     pub slow: AtomicBool,
     pub stats: SectionStats,
+    sched: Mutex<Sched>,
+    lanes: Lanes,
+    /// The coordinator's own state; `try_lock`ed, so lanes never wait for each other here.
+    drain: Mutex<Drain>,
+    /// Since when (see [`mono_ms`]) the memory queue has held deliveries no lane took; 0 when
+    /// it is empty. [`tick`] starts a lane when this gets old.
+    queued_since: AtomicI64,
+}
+
+/// The helper lanes of a section.
+struct Lanes {
+    running: AtomicUsize,
+    parked: AtomicUsize,
+    help: (Sender<()>, Receiver<()>),
+    threads: Mutex<Vec<JoinHandle<()>>>,
+}
+
+/// Calls about to be sent, at most one lane per call.
+#[derive(Default)]
+struct Sched {
+    calls: HashMap<String, CallJob>,
+    /// Calls with deliveries and no lane, oldest first.
+    ready: VecDeque<String>,
+    /// Deliveries waiting for a lane.
+    waiting: usize,
+    /// Spooled rows held here (waiting, in flight or waiting for their commit): the drain
+    /// skips them.
+    spool_seqs: HashSet<u64>,
+    /// Results of spooled rows, for the coordinator to commit.
+    done: Vec<(u64, Spooled, Verdict)>,
+    done_since: Option<Instant>,
+    /// When a lane last took a call while others waited (or calls started waiting); `None`
+    /// when none waits. [`tick`] starts a lane when this gets old.
+    progress: Option<Instant>,
+}
+
+#[derive(Default)]
+struct CallJob {
+    items: VecDeque<Item>,
+    /// A lane is sending this call.
+    lane: bool,
+    /// Results of this call's spooled rows not yet committed.
+    committing: usize,
+}
+
+struct Item {
+    seq: u64,
+    spooled: Spooled,
+    from_spool: bool,
+}
+
+impl Sched {
+    fn push(&mut self, call: &str, item: Item) {
+        if item.from_spool {
+            self.spool_seqs.insert(item.seq);
+        }
+        let job = self.calls.entry(call.to_string()).or_default();
+        job.items.push_back(item);
+        self.waiting += 1;
+        if !job.lane && job.items.len() == 1 {
+            self.ready.push_back(call.to_string());
+            self.progress.get_or_insert_with(Instant::now);
+        }
+    }
+
+    /// Forgets a call with nothing left to do here.
+    fn settle(&mut self, call: &str) {
+        if let Some(job) = self.calls.get(call) {
+            if job.items.is_empty() && !job.lane && job.committing == 0 {
+                self.calls.remove(call);
+            }
+        }
+    }
+
+    fn memory_items(&self) -> usize {
+        self.calls
+            .values()
+            .flat_map(|j| j.items.iter())
+            .filter(|i| !i.from_spool)
+            .count()
+    }
+}
+
+/// Where the drain can skip ahead: the spool's first rows, up to `end`, all belong to calls
+/// waiting for a retry until at least `due_ms`.
+#[derive(Default)]
+struct Drain {
+    end: u64,
+    calls: HashSet<String>,
+    due_ms: i64,
+    unreachable: bool,
 }
 
 impl SectionShared {
@@ -94,6 +217,15 @@ impl SectionShared {
             reachable: AtomicBool::new(false),
             slow: AtomicBool::new(false),
             stats: SectionStats::default(),
+            sched: Mutex::new(Sched::default()),
+            lanes: Lanes {
+                running: AtomicUsize::new(0),
+                parked: AtomicUsize::new(0),
+                help: bounded(super::MAX_LANES),
+                threads: Mutex::new(Vec::new()),
+            },
+            drain: Mutex::new(Drain::default()),
+            queued_since: AtomicI64::new(0),
         }
     }
 
@@ -108,11 +240,38 @@ impl SectionShared {
     pub fn wake(&self) {
         let _ = self.wake.0.try_send(());
     }
+
+    fn sched(&self) -> MutexGuard<'_, Sched> {
+        self.sched.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn gate(&self) -> MutexGuard<'_, ()> {
+        self.gate.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn concurrency(&self) -> usize {
+        self.policy
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .concurrency
+            .max(1)
+    }
+
+    /// Deliveries in memory not yet attempted (the memory queue and the Sched).
+    pub fn queued(&self) -> usize {
+        self.rx.len() + self.sched().memory_items()
+    }
+
+    /// Helper lanes running besides the worker's thread.
+    pub fn helpers(&self) -> usize {
+        self.lanes.running.load(Ordering::Relaxed)
+    }
 }
 
 /// Everything a worker needs besides its section.
+#[derive(Clone)]
 pub struct WorkerEnv {
-    pub spool: Option<Arc<Spool>>,
+    pub spool: Arc<Spool>,
     pub seq: Arc<AtomicU64>,
     pub errors: Arc<ErrorLog>,
 }
@@ -121,15 +280,31 @@ fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
+/// Milliseconds on a monotonic clock, never 0.
+fn mono_ms() -> i64 {
+    static EPOCH: once_cell::sync::Lazy<Instant> = once_cell::sync::Lazy::new(Instant::now);
+    EPOCH.elapsed().as_millis() as i64 + 1
+}
+
+/// Notes whether the memory queue still holds deliveries after a lane took from it.
+fn note_queue(s: &SectionShared) {
+    let v = if s.rx.is_empty() { 0 } else { mono_ms() };
+    s.queued_since.store(v, Ordering::Relaxed);
+}
+
 /// Puts a delivery in a section's memory queue without waking the worker (the caller calls
 /// [`SectionShared::wake`] once after a batch); when the queue is full, it goes to the spool in
 /// one transaction. In spool mode the worker moves the memory queue to the spool (behind what
 /// is there) before each round, so the spool is written once per round, not per delivery.
 pub fn enqueue(s: &SectionShared, env: &WorkerEnv, d: Delivery) {
-    let _gate = s.gate.lock().unwrap_or_else(|p| p.into_inner());
+    let _gate = s.gate();
     let seq = env.seq.fetch_add(1, Ordering::SeqCst) + 1;
     match s.tx.try_send((seq, d)) {
-        Ok(()) => {}
+        Ok(()) => {
+            if s.queued_since.load(Ordering::Relaxed) == 0 {
+                s.queued_since.store(mono_ms(), Ordering::Relaxed);
+            }
+        }
         Err(TrySendError::Full((seq, d))) | Err(TrySendError::Disconnected((seq, d))) => {
             if !s.spooling.load(Ordering::SeqCst) {
                 log::warn!(
@@ -154,99 +329,71 @@ fn fresh(d: Delivery) -> Spooled {
 
 /// Writes `items` and everything in the memory queue to the spool and enters spool mode.
 /// The spool orders by sequence number, so the write order does not matter. Caller holds the
-/// gate.
+/// gate. The spool keeps in memory what the disk refuses; only what neither can take is
+/// dropped (counted and logged by the spool, counted here too).
 fn spool_locked(s: &SectionShared, env: &WorkerEnv, mut items: Vec<(u64, Spooled)>) {
-    // Spool mode first, then drain: a delivery the worker takes from memory meanwhile sees the
-    // flag and joins the spool in its place instead of overtaking the ones drained before it.
+    // Spool mode first, then drain: a delivery the coordinator takes from memory meanwhile
+    // sees the flag (under the gate) and joins the spool in its place.
     s.spooling.store(true, Ordering::SeqCst);
     while let Ok((seq, d)) = s.rx.try_recv() {
         items.push((seq, fresh(d)));
     }
-    let Some(spool) = &env.spool else {
-        s.spooling.store(false, Ordering::SeqCst);
-        for (_, it) in items {
-            s.stats.dropped.fetch_add(1, Ordering::Relaxed);
-            log::error!(
-                "[{}] call {} {}: dropped: no spool to keep it in",
-                s.name,
-                it.delivery.call_id,
-                it.delivery.event
-            );
-        }
-        return;
-    };
     let n = items.len();
-    match spool.push(&items) {
+    match env.spool.push(&items) {
         Ok(()) => {
             s.stats.spooled_total.fetch_add(n as u64, Ordering::Relaxed);
         }
         Err(e) => {
-            s.spooling.store(false, Ordering::SeqCst);
-            // The disk failed too: keep trying in memory rather than lose them.
-            log::error!(
-                "[{}] spool write failed ({e}); keeping {n} delivery(ies) in memory",
-                s.name
-            );
-            for (seq, it) in items {
-                let _ =
-                    s.tx.try_send((seq, it.delivery))
-                        .map_err(|_| s.stats.dropped.fetch_add(1, Ordering::Relaxed));
-            }
+            let dropped = match e {
+                super::spool::SpoolError::Full { dropped } => dropped,
+                _ => n,
+            };
+            s.stats.dropped.fetch_add(dropped as u64, Ordering::Relaxed);
+            log::error!("[{}] {e}", s.name);
         }
     }
 }
 
-/// The worker thread's loop. It sleeps on the wake channel, never on the memory queue itself:
-/// a producer that queues several deliveries wakes it once (one futex call and one context
-/// switch per batch instead of per delivery), and a wake given while it is busy is kept (the
-/// channel holds one), so none is lost.
+/// Which lane is running: the worker's own thread, or a helper.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Lane {
+    Worker,
+    Helper,
+}
+
+/// The worker thread: lane 0 under its supervisor; at the end, everything still in memory goes
+/// to the spool. It sleeps on the wake channel, never on the memory queue itself: a producer
+/// that queues several deliveries wakes it once, and a wake given while it is busy is kept.
 pub fn run(s: Arc<SectionShared>, env: WorkerEnv) {
-    while !s.stop.load(Ordering::SeqCst) {
-        if s.spooling.load(Ordering::SeqCst) {
-            drain_spool_step(&s, &env);
-            continue;
-        }
-        match s.rx.try_recv() {
-            Err(TryRecvError::Empty) => {
-                let _ = s.wake.1.recv_timeout(Duration::from_millis(250));
-            }
-            Ok(first) => {
-                let mut batch = vec![(first.0, fresh(first.1))];
-                while batch.len() < MEMORY_BATCH {
-                    match s.rx.try_recv() {
-                        Ok((seq, d)) => batch.push((seq, fresh(d))),
-                        Err(_) => break,
-                    }
-                }
-                if s.spooling.load(Ordering::SeqCst) {
-                    // A spill happened while we took these: they join the spool in their place.
-                    let _gate = s.gate.lock().unwrap_or_else(|p| p.into_inner());
-                    spool_locked(&s, &env, batch);
-                    continue;
-                }
-                let mut to_spool = Vec::new();
-                for (seq, item, sent) in send_batch(&s, &env, batch) {
-                    match sent {
-                        Sent::Done(Verdict::Delivered) => {}
-                        Sent::Done(Verdict::Fail) => bury_fresh(&s, &env, seq, item),
-                        Sent::Done(Verdict::Retry { .. }) | Sent::Held => {
-                            to_spool.push((seq, item))
-                        }
-                    }
-                }
-                if !to_spool.is_empty() {
-                    let _gate = s.gate.lock().unwrap_or_else(|p| p.into_inner());
-                    spool_locked(&s, &env, to_spool);
-                }
-            }
-            Err(TryRecvError::Disconnected) => break,
-        }
+    supervised(&s, Lane::Worker, || lane(&s, &env, Lane::Worker));
+    // Shutdown: helpers first (they finish the attempt they are in), then what is left.
+    for _ in 0..super::MAX_LANES {
+        let _ = s.lanes.help.0.try_send(());
     }
-    // Shutdown: whatever is still in memory goes to the spool, in order.
-    let _gate = s.gate.lock().unwrap_or_else(|p| p.into_inner());
-    if !s.rx.is_empty() {
-        let n = s.rx.len();
-        spool_locked(&s, &env, Vec::new());
+    let threads = std::mem::take(&mut *s.lanes.threads.lock().unwrap_or_else(|p| p.into_inner()));
+    for t in threads {
+        let _ = t.join();
+    }
+    commit(&s, &env, true);
+    let _gate = s.gate();
+    let mut left: Vec<(u64, Spooled)> = Vec::new();
+    {
+        let mut sched = s.sched();
+        for (_, job) in sched.calls.drain() {
+            left.extend(
+                job.items
+                    .into_iter()
+                    .filter(|i| !i.from_spool)
+                    .map(|i| (i.seq, i.spooled)),
+            );
+        }
+        sched.ready.clear();
+        sched.waiting = 0;
+        sched.spool_seqs.clear();
+    }
+    let n = left.len() + s.rx.len();
+    if n > 0 {
+        spool_locked(&s, &env, left);
         log::info!(
             "[{}] {n} queued delivery(ies) kept in the spool for the next start",
             s.name
@@ -254,105 +401,528 @@ pub fn run(s: Arc<SectionShared>, env: WorkerEnv) {
     }
 }
 
-/// What became of one delivery of a batch.
-enum Sent {
-    /// It was attempted; the classifier's verdict.
-    Done(Verdict),
-    /// Not attempted: an earlier delivery of the same call is to be retried first (or the
-    /// section is stopping).
-    Held,
+/// Runs a lane, restarting it after a panic (logged, counted): the queue, the Sched and the
+/// spool are shared, so nothing the lane did not hold in its hands is lost, and what it held
+/// goes back (see [`Holding`]).
+fn supervised(s: &SectionShared, which: Lane, mut body: impl FnMut()) {
+    loop {
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(&mut body)) {
+            Ok(()) => return,
+            Err(p) => {
+                let n = s.stats.panics.fetch_add(1, Ordering::Relaxed) + 1;
+                log::error!(
+                    "[{}] delivery {} panicked ({}); restarted it, its deliveries are kept ({n} so far, webhook show status)",
+                    s.name,
+                    if which == Lane::Worker { "worker" } else { "lane" },
+                    panic_text(&p)
+                );
+                if s.stop.load(Ordering::SeqCst) {
+                    return;
+                }
+                // A bug that panics at once again must not spin.
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
 }
 
-/// Sends a batch: each call's deliveries in order, a call stopping at its first delivery to be
-/// retried; different calls at once, on up to `concurrency` connections. Returns every item
-/// with what became of it, in sequence order.
-fn send_batch(
-    s: &SectionShared,
-    env: &WorkerEnv,
-    items: Vec<(u64, Spooled)>,
-) -> Vec<(u64, Spooled, Sent)> {
-    let n = items.len();
-    let mut calls: Vec<Vec<(u64, Spooled)>> = Vec::new();
-    let mut index: HashMap<String, usize> = HashMap::new();
-    for (seq, item) in items {
-        let i = *index
-            .entry(item.delivery.call_id.clone())
-            .or_insert_with(|| {
-                calls.push(Vec::new());
-                calls.len() - 1
-            });
-        calls[i].push((seq, item));
-    }
-    let lanes = s
-        .policy
-        .read()
-        .unwrap_or_else(|p| p.into_inner())
-        .concurrency
-        .clamp(1, calls.len().max(1));
-    let calls: Vec<Mutex<Vec<(u64, Spooled)>>> = calls.into_iter().map(Mutex::new).collect();
-    let next = AtomicUsize::new(0);
-    let out = Mutex::new(Vec::with_capacity(n));
-    // Sends the next call's deliveries; false when none is left.
-    let one_call = || {
-        let Some(call) = calls.get(next.fetch_add(1, Ordering::SeqCst)) else {
-            return false;
-        };
-        let call = std::mem::take(&mut *call.lock().unwrap_or_else(|p| p.into_inner()));
-        let mut held = false;
-        let mut done = Vec::with_capacity(call.len());
-        for (seq, mut item) in call {
-            if held || s.stop.load(Ordering::SeqCst) {
-                done.push((seq, item, Sent::Held));
-                continue;
-            }
-            let verdict = attempt(s, env, &mut item);
-            held = matches!(verdict, Verdict::Retry { .. });
-            done.push((seq, item, Sent::Done(verdict)));
+pub fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into())
+}
+
+/// One lane: coordinate when it can, send the next call, park when there is nothing to do.
+fn lane(s: &Arc<SectionShared>, env: &WorkerEnv, which: Lane) {
+    loop {
+        if s.stop.load(Ordering::SeqCst) {
+            return;
         }
-        out.lock().unwrap_or_else(|p| p.into_inner()).extend(done);
-        true
-    };
-    // The worker sends on its own thread first; only when the batch is still unfinished after
-    // LANES_AFTER (a slow endpoint) does it start the other lanes. A fast endpoint (a local
-    // receiver answers in ~0.1 ms) so costs no thread start and no switch between threads.
-    // A section whose last batch was slow, or a batch of many calls, starts them at once.
-    let started = Instant::now();
-    std::thread::scope(|scope| {
-        let mut helpers = false;
-        let mut start_helpers =
-            lanes > 1 && (s.slow.load(Ordering::Relaxed) || calls.len() >= LANES_FOR_CALLS);
-        loop {
-            if start_helpers && !helpers && next.load(Ordering::SeqCst) < calls.len() {
-                helpers = true;
-                for _ in 1..lanes {
-                    let spawned = std::thread::Builder::new()
-                        .name(format!("webhook-{}", s.name))
-                        .spawn_scoped(scope, || while one_call() {});
-                    if let Err(e) = spawned {
-                        log::warn!("[{}] cannot start a delivery lane: {e}", s.name);
-                    }
+        let hint = coordinate(s, env, false);
+        if let Some(call) = take_call(s) {
+            send_call(s, env, call);
+            continue;
+        }
+        // Nothing to send: commit what waits, then sleep.
+        let hint = coordinate(s, env, true).min(hint);
+        if take_ready_exists(s) {
+            continue;
+        }
+        match which {
+            Lane::Worker => {
+                let _ = s.wake.1.recv_timeout(hint);
+            }
+            Lane::Helper => {
+                s.lanes.parked.fetch_add(1, Ordering::SeqCst);
+                let woken = s.lanes.help.1.recv_timeout(HELPER_IDLE);
+                s.lanes.parked.fetch_sub(1, Ordering::SeqCst);
+                if woken.is_err() && !take_ready_exists(s) {
+                    return;
                 }
             }
-            if !one_call() {
-                break;
+        }
+    }
+}
+
+fn take_ready_exists(s: &SectionShared) -> bool {
+    !s.sched().ready.is_empty()
+}
+
+/// Takes the oldest call waiting for a lane.
+fn take_call(s: &SectionShared) -> Option<String> {
+    let mut sched = s.sched();
+    let call = sched.ready.pop_front()?;
+    sched.progress = (!sched.ready.is_empty()).then(Instant::now);
+    if let Some(job) = sched.calls.get_mut(&call) {
+        job.lane = true;
+    }
+    Some(call)
+}
+
+/// Gives a call back when its lane is done with it, or when the lane unwinds (a panic): the
+/// delivery in the lane's hands goes back to the front of its call.
+struct Holding<'a> {
+    s: &'a SectionShared,
+    call: String,
+    item: Option<Item>,
+}
+
+impl Drop for Holding<'_> {
+    fn drop(&mut self) {
+        let mut sched = self.s.sched();
+        let item = self.item.take();
+        let mut back = false;
+        let mut ready = false;
+        if let Some(job) = sched.calls.get_mut(&self.call) {
+            if let Some(item) = item {
+                job.items.push_front(item);
+                back = true;
             }
-            start_helpers = lanes > 1 && started.elapsed() >= LANES_AFTER;
+            job.lane = false;
+            ready = !job.items.is_empty();
+        }
+        if back {
+            sched.waiting += 1;
+        }
+        if ready {
+            sched.ready.push_back(self.call.clone());
+            sched.progress.get_or_insert_with(Instant::now);
+        }
+        sched.settle(&self.call);
+    }
+}
+
+/// Sends a call's deliveries in order until none is left or one is to be retried.
+fn send_call(s: &Arc<SectionShared>, env: &WorkerEnv, call: String) {
+    let mut hold = Holding {
+        s,
+        call,
+        item: None,
+    };
+    loop {
+        if s.stop.load(Ordering::SeqCst) {
+            return;
+        }
+        {
+            let mut sched = s.sched();
+            let Some(item) = sched
+                .calls
+                .get_mut(&hold.call)
+                .and_then(|j| j.items.pop_front())
+            else {
+                return;
+            };
+            sched.waiting = sched.waiting.saturating_sub(1);
+            hold.item = Some(item);
+        }
+        let item = hold.item.as_mut().expect("just taken");
+        fault::point(
+            fault::Place::Worker,
+            &item.spooled.delivery.id,
+            &item.spooled.delivery.request.body,
+        );
+        let started = Instant::now();
+        let verdict = attempt(s, env, &mut item.spooled);
+        let item = hold.item.take().expect("held");
+        if started.elapsed() >= LANES_AFTER {
+            // A slow endpoint: the calls waiting behind this one get lanes of their own.
+            let waiting = s.sched().ready.len();
+            if waiting > 0 {
+                help(s, env, waiting);
+            }
+        }
+        let retry = matches!(verdict, Verdict::Retry { .. });
+        if item.from_spool {
+            let mut sched = s.sched();
+            sched.done_since.get_or_insert_with(Instant::now);
+            sched.done.push((item.seq, item.spooled, verdict));
+            let mut held = Vec::new();
+            if let Some(job) = sched.calls.get_mut(&hold.call) {
+                job.committing += 1;
+                if retry {
+                    // The rest of the call waits in the spool behind this one.
+                    held = job.items.drain(..).map(|i| i.seq).collect();
+                }
+            }
+            sched.waiting = sched.waiting.saturating_sub(held.len());
+            for seq in held {
+                sched.spool_seqs.remove(&seq);
+            }
+            if retry {
+                return;
+            }
+            continue;
+        }
+        match verdict {
+            Verdict::Delivered => {}
+            Verdict::Fail => dead_letter(s, env, item.seq, item.spooled),
+            Verdict::Retry { .. } => {
+                // It and the rest of its call go to the spool, in order, and the section
+                // switches to spool mode. Under the gate, so no later delivery of this call
+                // can be taken from memory meanwhile.
+                let _gate = s.gate();
+                let mut rows = vec![(item.seq, item.spooled)];
+                {
+                    let mut sched = s.sched();
+                    let rest: Vec<Item> = sched
+                        .calls
+                        .get_mut(&hold.call)
+                        .map(|j| j.items.drain(..).collect())
+                        .unwrap_or_default();
+                    sched.waiting = sched.waiting.saturating_sub(rest.len());
+                    rows.extend(rest.into_iter().map(|i| (i.seq, i.spooled)));
+                }
+                spool_locked(s, env, rows);
+                return;
+            }
+        }
+    }
+}
+
+/// The coordinator's turn, if no other lane has it: commit, spool the memory queue in spool
+/// mode, feed the Sched. Returns how long a lane with nothing to do may sleep.
+fn coordinate(s: &Arc<SectionShared>, env: &WorkerEnv, force_commit: bool) -> Duration {
+    let idle = Duration::from_millis(250);
+    let Ok(mut drain) = s.drain.try_lock() else {
+        return idle;
+    };
+    env.spool.maintain();
+    commit(s, env, force_commit);
+    let waiting = s.sched().waiting;
+    if waiting >= LOW_WATER {
+        return idle;
+    }
+    if !s.spooling.load(Ordering::SeqCst) {
+        *drain = Drain::default();
+        let fed = {
+            let _gate = s.gate();
+            if s.spooling.load(Ordering::SeqCst) {
+                0
+            } else {
+                let mut sched = s.sched();
+                let mut n = 0;
+                while n < MEMORY_BATCH {
+                    let Ok((seq, d)) = s.rx.try_recv() else { break };
+                    let call = d.call_id.clone();
+                    sched.push(
+                        &call,
+                        Item {
+                            seq,
+                            spooled: fresh(d),
+                            from_spool: false,
+                        },
+                    );
+                    n += 1;
+                }
+                note_queue(s);
+                n
+            }
+        };
+        if fed > 0 {
+            lanes_for_feed(s, env);
+        }
+        return idle;
+    }
+    if !s.rx.is_empty() {
+        // What arrived meanwhile joins the spool behind everything already there.
+        let _gate = s.gate();
+        spool_locked(s, env, Vec::new());
+        note_queue(s);
+    }
+    feed_from_spool(s, env, &mut drain)
+}
+
+/// Starts helper lanes for what was just fed: all that the Sched's calls can use for a backlog
+/// or a slow endpoint; none otherwise (the worker's thread sends it, [`tick`] adds lanes if
+/// that takes too long).
+fn lanes_for_feed(s: &Arc<SectionShared>, env: &WorkerEnv) {
+    let calls = s.sched().ready.len();
+    if calls >= LANES_FOR_CALLS || (s.slow.load(Ordering::Relaxed) && calls > 1) {
+        help(s, env, calls.saturating_sub(1));
+    }
+}
+
+/// Wakes (or starts) up to `n` helper lanes, within `concurrency - 1`.
+pub fn help(s: &Arc<SectionShared>, env: &WorkerEnv, n: usize) {
+    let max = s.concurrency() - 1;
+    for _ in 0..n {
+        if s.stop.load(Ordering::SeqCst) {
+            return;
+        }
+        if s.lanes.parked.load(Ordering::SeqCst) > 0 && s.lanes.help.0.try_send(()).is_ok() {
+            continue;
+        }
+        let running = s.lanes.running.load(Ordering::SeqCst);
+        if running >= max {
+            return;
+        }
+        s.lanes.running.fetch_add(1, Ordering::SeqCst);
+        let (s2, env2) = (s.clone(), env.clone());
+        let spawned = std::thread::Builder::new()
+            .name(format!(
+                "webhook-{}",
+                s.name.chars().take(7).collect::<String>()
+            ))
+            .spawn(move || {
+                supervised(&s2, Lane::Helper, || lane(&s2, &env2, Lane::Helper));
+                s2.lanes.running.fetch_sub(1, Ordering::SeqCst);
+            });
+        match spawned {
+            Ok(t) => {
+                let mut threads = s.lanes.threads.lock().unwrap_or_else(|p| p.into_inner());
+                threads.retain(|t| !t.is_finished());
+                threads.push(t);
+            }
+            Err(e) => {
+                s.lanes.running.fetch_sub(1, Ordering::SeqCst);
+                log::warn!("[{}] cannot start a delivery lane: {e}", s.name);
+                return;
+            }
+        }
+    }
+}
+
+/// Called regularly from outside (the correlation thread): when calls have waited in the Sched
+/// for [`LANES_AFTER`] without a lane taking one — every lane is in a slow or hanging request —
+/// another lane starts.
+pub fn tick(s: &Arc<SectionShared>, env: &WorkerEnv) {
+    let since = s.queued_since.load(Ordering::Relaxed);
+    let stalled = (since != 0 && mono_ms() - since >= LANES_AFTER.as_millis() as i64)
+        || s.sched()
+            .progress
+            .is_some_and(|t| t.elapsed() >= LANES_AFTER);
+    if stalled {
+        help(s, env, 1);
+    }
+}
+
+/// Commits the results of spooled rows: delivered ones removed, retried ones rescheduled,
+/// failed ones dead-lettered; then their calls may be fed again.
+fn commit(s: &SectionShared, env: &WorkerEnv, force: bool) {
+    let done = {
+        let mut sched = s.sched();
+        let due = !sched.done.is_empty()
+            && (force
+                || sched.done.len() >= COMMIT_ROWS
+                || sched.waiting < LOW_WATER
+                || sched
+                    .done_since
+                    .is_some_and(|t| t.elapsed() >= COMMIT_AFTER));
+        if !due {
+            return;
+        }
+        sched.done_since = None;
+        std::mem::take(&mut sched.done)
+    };
+    let mut delivered = Vec::new();
+    let mut retry = Vec::new();
+    let mut dead = Vec::new();
+    let mut calls: Vec<(u64, String)> = Vec::with_capacity(done.len());
+    for (seq, item, verdict) in done {
+        calls.push((seq, item.delivery.call_id.clone()));
+        match verdict {
+            Verdict::Delivered => delivered.push(seq),
+            Verdict::Retry { .. } => retry.push((seq, item)),
+            Verdict::Fail => {
+                s.stats.dead.fetch_add(1, Ordering::Relaxed);
+                dead.push((seq, item));
+            }
+        }
+    }
+    for result in [
+        env.spool.remove_many(&s.name, &delivered),
+        env.spool.update_many(&retry),
+        env.spool.bury_many(&dead),
+    ] {
+        if let Err(e) = result {
+            log::error!("[{}] spool write failed: {e}", s.name);
+        }
+    }
+    let mut sched = s.sched();
+    for (seq, call) in calls {
+        sched.spool_seqs.remove(&seq);
+        if let Some(job) = sched.calls.get_mut(&call) {
+            job.committing = job.committing.saturating_sub(1);
+        }
+        sched.settle(&call);
+    }
+}
+
+/// Feeds the Sched with due spooled deliveries: reads the spool from its head, skipping calls
+/// that wait for a retry (with their later deliveries) and calls already in the Sched, until
+/// [`SPOOL_WINDOW`] due deliveries are found or the spool ends — however many calls wait at
+/// its head. Leaves spool mode when it is empty. Returns how long to sleep when nothing is due.
+fn feed_from_spool(s: &Arc<SectionShared>, env: &WorkerEnv, drain: &mut Drain) -> Duration {
+    let fresh = s.fresh_start.swap(false, Ordering::SeqCst);
+    // The endpoint answers again: what waits only because it did not is due now (its retry
+    // delay was for an outage that is over), so a backlog drains at full speed once the first
+    // retry gets through rather than as each call's own timer comes up.
+    let reachable = s.reachable.load(Ordering::Relaxed);
+    let now = now_ms();
+    if fresh || now >= drain.due_ms || (reachable && drain.unreachable) {
+        *drain = Drain::default();
+    }
+    let (busy_calls, busy_seqs): (HashSet<String>, HashSet<u64>) = {
+        let sched = s.sched();
+        (
+            sched.calls.keys().cloned().collect(),
+            sched.spool_seqs.clone(),
+        )
+    };
+    let mut extending = true;
+    let mut waiting: HashSet<String> = HashSet::new();
+    let mut soonest = drain.due_ms.saturating_sub(now);
+    if drain.calls.is_empty() {
+        soonest = i64::MAX;
+        drain.due_ms = i64::MAX;
+    }
+    let mut seen_rows = !drain.calls.is_empty();
+    let mut due: Vec<(u64, Spooled)> = Vec::new();
+    let mut failed = None;
+    let scanned = env.spool.scan(&s.name, drain.end, |seq, row| {
+        seen_rows = true;
+        if busy_seqs.contains(&seq) {
+            extending = false;
+            return ControlFlow::Continue(());
+        }
+        let peek = match row.peek() {
+            Ok(p) => p,
+            Err(e) => {
+                failed = Some(e);
+                extending = false;
+                return ControlFlow::Continue(());
+            }
+        };
+        if busy_calls.contains(&peek.call_id) {
+            extending = false;
+            return ControlFlow::Continue(());
+        }
+        if drain.calls.contains(&peek.call_id) || waiting.contains(&peek.call_id) {
+            if extending {
+                drain.end = seq;
+            }
+            return ControlFlow::Continue(());
+        }
+        let wait = peek.next_at_ms - now;
+        if wait > 0 && !fresh && !(reachable && peek.unreachable) {
+            soonest = soonest.min(wait);
+            if extending && drain.calls.len() < MAX_SKIPPED_CALLS {
+                drain.end = seq;
+                drain.due_ms = drain.due_ms.min(peek.next_at_ms);
+                drain.unreachable |= peek.unreachable;
+                drain.calls.insert(peek.call_id);
+            } else {
+                extending = false;
+                waiting.insert(peek.call_id);
+            }
+            return ControlFlow::Continue(());
+        }
+        extending = false;
+        match row.decode() {
+            Ok(item) => due.push((seq, item)),
+            Err(e) => failed = Some(e),
+        }
+        if due.len() >= SPOOL_WINDOW {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
         }
     });
-    // Slow: more than LANES_AFTER per call on average.
-    let per_call = started.elapsed() / calls.len().max(1) as u32;
-    s.slow.store(per_call >= LANES_AFTER, Ordering::Relaxed);
-    let mut out = out.into_inner().unwrap_or_else(|p| p.into_inner());
-    out.sort_by_key(|(seq, _, _)| *seq);
-    out
+    if let Some(e) = failed.or(scanned.err()) {
+        log::error!("[{}] spool read failed: {e}", s.name);
+    }
+    if !due.is_empty() {
+        {
+            let mut sched = s.sched();
+            for (seq, item) in due {
+                let call = item.delivery.call_id.clone();
+                sched.push(
+                    &call,
+                    Item {
+                        seq,
+                        spooled: item,
+                        from_spool: true,
+                    },
+                );
+            }
+        }
+        lanes_for_feed(s, env);
+        return Duration::ZERO;
+    }
+    if !seen_rows {
+        // Nothing pending in the spool for this section: back to direct delivery once what
+        // was sent from it is committed.
+        let sched_clear = s.sched().spool_seqs.is_empty();
+        if sched_clear {
+            let _gate = s.gate();
+            if s.rx.is_empty() && matches!(env.spool.has_pending(&s.name), Ok(false)) {
+                s.spooling.store(false, Ordering::SeqCst);
+                *drain = Drain::default();
+                log::info!("[{}] spool drained; back to direct delivery", s.name);
+            }
+        }
+        return Duration::from_millis(250);
+    }
+    // Sleep until the first retry is due, but wake for shutdown or replay.
+    Duration::from_millis(soonest.clamp(1, 1000) as u64)
 }
 
 /// One attempt; updates stats and the error log; sets `item.attempts`, `last_error`,
 /// `next_at_ms` (for a retry). Returns the verdict, with `Retry` turned into `Fail` when the
-/// schedule is exhausted.
+/// schedule is exhausted. A panic inside (a bug in a client library, signing) is contained:
+/// it counts as a failed attempt to be retried.
 fn attempt(s: &SectionShared, env: &WorkerEnv, item: &mut Spooled) -> Verdict {
     s.stats.in_flight.fetch_add(1, Ordering::Relaxed);
-    let verdict = attempt_and_record(s, env, item);
+    let started = Instant::now();
+    let verdict = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        attempt_and_record(s, env, item)
+    })) {
+        Ok(v) => v,
+        Err(p) => {
+            s.stats.panics.fetch_add(1, Ordering::Relaxed);
+            let why = format!("internal error: {}", panic_text(&p));
+            log::error!(
+                "[{}] call {} {}: {why} (contained; retried)",
+                s.name,
+                item.delivery.call_id,
+                item.delivery.event
+            );
+            record(
+                s,
+                env,
+                item,
+                Outcome {
+                    attempt: Attempt::Error(why),
+                    latency: started.elapsed(),
+                    excerpt: String::new(),
+                    unreachable: false,
+                },
+            )
+        }
+    };
+    s.slow
+        .store(started.elapsed() >= LANES_AFTER, Ordering::Relaxed);
     s.stats.in_flight.fetch_sub(1, Ordering::Relaxed);
     verdict
 }
@@ -384,6 +954,18 @@ fn attempt_and_record(s: &SectionShared, env: &WorkerEnv, item: &mut Spooled) ->
             unreachable: false,
         },
     };
+    record(s, env, item, outcome)
+}
+
+/// Counts and logs one attempt's outcome; returns the verdict.
+fn record(s: &SectionShared, env: &WorkerEnv, item: &mut Spooled, outcome: Outcome) -> Verdict {
+    let policy_retry = s
+        .policy
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .retry
+        .clone();
+    let d = &item.delivery;
     item.attempts += 1;
     item.unreachable = outcome.unreachable;
     s.reachable.store(!outcome.unreachable, Ordering::Relaxed);
@@ -413,7 +995,7 @@ fn attempt_and_record(s: &SectionShared, env: &WorkerEnv, item: &mut Spooled) ->
             }
             return verdict;
         }
-        Verdict::Retry { after } => match next_delay(&policy.retry, item.attempts as usize, *after)
+        Verdict::Retry { after } => match next_delay(&policy_retry, item.attempts as usize, *after)
         {
             Some(delay) => {
                 item.next_at_ms = now_ms() + delay.as_millis() as i64;
@@ -458,102 +1040,14 @@ fn attempt_and_record(s: &SectionShared, env: &WorkerEnv, item: &mut Spooled) ->
     verdict
 }
 
-fn bury_fresh(s: &SectionShared, env: &WorkerEnv, seq: u64, item: Spooled) {
+/// Keeps a delivery sent from memory that failed for good among the dead letters.
+fn dead_letter(s: &SectionShared, env: &WorkerEnv, seq: u64, item: Spooled) {
     s.stats.dead.fetch_add(1, Ordering::Relaxed);
-    match &env.spool {
-        Some(spool) => {
-            if let Err(e) = spool
-                .push(&[(seq, item.clone())])
-                .and_then(|_| spool.bury(seq, &item))
-            {
-                log::error!("[{}] cannot keep the dead letter: {e}", s.name);
-            }
-        }
-        None => log::error!(
-            "[{}] call {} {}: dead letter lost: no spool",
-            s.name,
-            item.delivery.call_id,
-            item.delivery.event
-        ),
-    }
-}
-
-/// Sends what is due at the head of this section's spool (calls whose next delivery waits
-/// for a retry are skipped, with their later deliveries); leaves spool mode when it is empty.
-fn drain_spool_step(s: &SectionShared, env: &WorkerEnv) {
-    let Some(spool) = &env.spool else {
-        s.spooling.store(false, Ordering::SeqCst);
-        return;
-    };
-    if !s.rx.is_empty() {
-        // What arrived meanwhile joins the spool behind everything already there.
-        let _gate = s.gate.lock().unwrap_or_else(|p| p.into_inner());
-        spool_locked(s, env, Vec::new());
-    }
-    let window = match spool.head_batch(&s.name, SPOOL_WINDOW) {
-        Ok(b) => b,
-        Err(e) => {
-            log::error!("[{}] spool read failed: {e}", s.name);
-            let _ = s.wake.1.recv_timeout(Duration::from_secs(1));
-            return;
-        }
-    };
-    if window.is_empty() {
-        let _gate = s.gate.lock().unwrap_or_else(|p| p.into_inner());
-        if matches!(spool.head(&s.name), Ok(None)) {
-            s.spooling.store(false, Ordering::SeqCst);
-            log::info!("[{}] spool drained; back to direct delivery", s.name);
-        }
-        return;
-    }
-    let fresh = s.fresh_start.swap(false, Ordering::SeqCst);
-    // The endpoint answers again: what waits only because it did not is due now (its retry
-    // delay was for an outage that is over), so a backlog drains at full speed once the first
-    // retry gets through rather than as each call's own timer comes up.
-    let reachable = s.reachable.load(Ordering::Relaxed);
-    let now = now_ms();
-    let mut waiting: HashSet<String> = HashSet::new();
-    let mut soonest = i64::MAX;
-    let mut due = Vec::new();
-    for (seq, item) in window {
-        if waiting.contains(&item.delivery.call_id) {
-            continue;
-        }
-        let wait = item.next_at_ms - now;
-        if wait > 0 && !fresh && !(reachable && item.unreachable) {
-            soonest = soonest.min(wait);
-            waiting.insert(item.delivery.call_id.clone());
-            continue;
-        }
-        due.push((seq, item));
-    }
-    if due.is_empty() {
-        // Sleep until the first retry is due, but wake for shutdown or replay.
-        let _ = s
-            .wake
-            .1
-            .recv_timeout(Duration::from_millis(soonest.clamp(1, 1000) as u64));
-        return;
-    }
-    let mut delivered = Vec::new();
-    for (seq, item, sent) in send_batch(s, env, due) {
-        let result = match sent {
-            Sent::Held => Ok(()),
-            Sent::Done(Verdict::Delivered) => {
-                delivered.push(seq);
-                Ok(())
-            }
-            Sent::Done(Verdict::Retry { .. }) => spool.update(seq, &item),
-            Sent::Done(Verdict::Fail) => {
-                s.stats.dead.fetch_add(1, Ordering::Relaxed);
-                spool.bury(seq, &item)
-            }
-        };
-        if let Err(e) = result {
-            log::error!("[{}] spool write failed: {e}", s.name);
-        }
-    }
-    if let Err(e) = spool.remove_many(&s.name, &delivered) {
-        log::error!("[{}] spool write failed: {e}", s.name);
+    if let Err(e) = env
+        .spool
+        .push(&[(seq, item.clone())])
+        .and_then(|_| env.spool.bury(seq, &item))
+    {
+        log::error!("[{}] cannot keep the dead letter: {e}", s.name);
     }
 }
