@@ -7,7 +7,7 @@
 #![allow(clippy::not_unsafe_ptr_arg_deref)]
 
 use std::ffi::CStr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use libc::{c_char, c_int};
@@ -16,15 +16,36 @@ use once_cell::sync::OnceCell;
 use super::ffi;
 use super::guard::{guard, guard_hook, HOOK_PANICS};
 use super::host_log;
+use crate::core::click_to_call::ClickToCall;
 use crate::core::config::raw::{RawConfig, RawEntry, RawSection};
 use crate::core::engine::{Engine, EngineSettings, Hook};
 use crate::core::host_event::{ChannelChange, HostEvent};
+use crate::core::lookup::LookupService;
 use crate::core::packed_event::{PackedEvent, PackedKind};
 
-/// The running engine; `None` before load and after unload.
-static ENGINE: Mutex<Option<Engine>> = Mutex::new(None);
+/// The running engine; `None` before load and after unload. The lock is held only to clone
+/// or take the `Arc`, never while the engine works (a CLI command, a reload).
+static ENGINE: Mutex<Option<Arc<Engine>>> = Mutex::new(None);
 /// The call path's hand-off, reachable without taking any lock.
 static HOOK: OnceCell<Hook> = OnceCell::new();
+/// The services channel and HTTP threads use (`WEBHOOK_LOOKUP`, click-to-call), reachable
+/// without taking any lock: a channel thread never waits for the CLI or a reload.
+static SERVICES: OnceCell<Services> = OnceCell::new();
+
+struct Services {
+    lookups: Arc<LookupService>,
+    click_to_call: Arc<ClickToCall>,
+}
+
+/// Between a successful load and the unload (or exit): the services answer only then.
+static RUNNING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+fn services() -> Option<&'static Services> {
+    RUNNING
+        .load(std::sync::atomic::Ordering::SeqCst)
+        .then(|| SERVICES.get())
+        .flatten()
+}
 /// Host services handed over at load.
 static HOST: OnceCell<HostServices> = OnceCell::new();
 /// Configuration being fed by the shim between `rw_config_begin` and `rw_config_end`.
@@ -43,16 +64,24 @@ struct HostServices {
 }
 
 /// Copies a borrowed C string; NULL and invalid UTF-8 are tolerated (lossy), never trusted.
-fn owned(p: *const c_char) -> String {
+///
+/// # Safety
+/// `p` is NULL or points to a NUL-terminated string that stays valid during this call.
+unsafe fn owned(p: *const c_char) -> String {
     if p.is_null() {
         return String::new();
     }
-    // SAFETY: the shim passes NUL-terminated strings valid for the duration of the call.
+    // SAFETY: non-NULL, NUL-terminated and valid, as the caller promises.
     unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned()
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// The running engine, shared; the lock is released before the caller uses it.
+fn engine() -> Option<Arc<Engine>> {
+    lock(&ENGINE).clone()
 }
 
 #[no_mangle]
@@ -63,19 +92,24 @@ pub extern "C" fn rw_load(host: *const ffi::rw_host, spool_default: *const c_cha
             return -1;
         };
         host_log::install(host);
+        // SAFETY: spool_default is a NUL-terminated string valid for this call (header contract).
+        let spool_default = unsafe { owned(spool_default) };
         if let (Some(cli_print), Some(originate)) = (host.cli_print, host.originate) {
             let _ = HOST.set(HostServices {
                 cli_print,
                 originate,
             });
         }
-        let settings = EngineSettings {
-            spool_default: std::path::PathBuf::from(owned(spool_default)).join("webhook"),
-        };
+        let settings = EngineSettings::new(std::path::PathBuf::from(spool_default).join("webhook"));
         match Engine::start(settings) {
             Ok(engine) => {
                 let _ = HOOK.set(engine.hook());
-                *lock(&ENGINE) = Some(engine);
+                let _ = SERVICES.set(Services {
+                    lookups: engine.lookups(),
+                    click_to_call: engine.click_to_call(),
+                });
+                *lock(&ENGINE) = Some(Arc::new(engine));
+                RUNNING.store(true, std::sync::atomic::Ordering::SeqCst);
                 0
             }
             Err(e) => {
@@ -92,7 +126,9 @@ pub extern "C" fn rw_unload() {
         if let Some(hook) = HOOK.get() {
             hook.close();
         }
-        if let Some(engine) = lock(&ENGINE).take() {
+        RUNNING.store(false, std::sync::atomic::Ordering::SeqCst);
+        let engine = lock(&ENGINE).take();
+        if let Some(engine) = engine {
             engine.shutdown();
             log::info!("res_webhook stopped: every thread joined, undelivered webhooks spooled");
         }
@@ -108,7 +144,9 @@ pub extern "C" fn rw_at_exit() {
         if let Some(hook) = HOOK.get() {
             hook.close();
         }
-        if let Some(engine) = lock(&ENGINE).take() {
+        RUNNING.store(false, std::sync::atomic::Ordering::SeqCst);
+        let engine = lock(&ENGINE).take();
+        if let Some(engine) = engine {
             engine.at_exit();
             engine.shutdown();
             log::info!("res_webhook stopped at exit: undelivered webhooks spooled");
@@ -119,8 +157,10 @@ pub extern "C" fn rw_at_exit() {
 #[no_mangle]
 pub extern "C" fn rw_config_begin(file: *const c_char) {
     guard("rw_config_begin", (), || {
+        // SAFETY: file is a NUL-terminated string valid for this call (header contract).
+        let file = unsafe { owned(file) };
         *lock(&PENDING_CONFIG) = Some(RawConfig {
-            file: owned(file),
+            file,
             missing: false,
             sections: Vec::new(),
         });
@@ -130,9 +170,11 @@ pub extern "C" fn rw_config_begin(file: *const c_char) {
 #[no_mangle]
 pub extern "C" fn rw_config_section(name: *const c_char) {
     guard("rw_config_section", (), || {
+        // SAFETY: name is a NUL-terminated string valid for this call (header contract).
+        let name = unsafe { owned(name) };
         if let Some(cfg) = lock(&PENDING_CONFIG).as_mut() {
             cfg.sections.push(RawSection {
-                name: owned(name),
+                name,
                 entries: Vec::new(),
             });
         }
@@ -147,16 +189,20 @@ pub extern "C" fn rw_config_entry(
     line: i32,
 ) {
     guard("rw_config_entry", (), || {
-        if let Some(section) = lock(&PENDING_CONFIG)
-            .as_mut()
-            .and_then(|c| c.sections.last_mut())
-        {
-            section.entries.push(RawEntry {
+        // SAFETY: the three are NUL-terminated strings valid for this call (header contract).
+        let entry = unsafe {
+            RawEntry {
                 key: owned(key),
                 value: owned(value),
                 file: owned(file),
                 line: line.max(0) as u32,
-            });
+            }
+        };
+        if let Some(section) = lock(&PENDING_CONFIG)
+            .as_mut()
+            .and_then(|c| c.sections.last_mut())
+        {
+            section.entries.push(entry);
         }
     })
 }
@@ -168,7 +214,9 @@ pub extern "C" fn rw_config_end(missing: i32) {
             return;
         };
         cfg.missing = missing != 0;
-        if let Some(engine) = lock(&ENGINE).as_ref() {
+        // No lock held while the configuration is applied (it may open the spool and join
+        // workers): channel threads and the CLI go on meanwhile.
+        if let Some(engine) = engine() {
             engine.apply_config(cfg);
         }
     })
@@ -182,11 +230,14 @@ fn time_from(sec: i64, usec: i64) -> Option<SystemTime> {
 }
 
 /// The bytes of a C string (none for NULL), without copying.
-fn bytes<'a>(p: *const c_char) -> &'a [u8] {
+///
+/// # Safety
+/// `p` is NULL or points to a NUL-terminated string that stays valid, unchanged, for `'a`.
+unsafe fn bytes<'a>(p: *const c_char) -> &'a [u8] {
     if p.is_null() {
         return b"";
     }
-    // SAFETY: the shim passes NUL-terminated strings valid for the duration of the call.
+    // SAFETY: non-NULL, NUL-terminated and valid for 'a, as the caller promises.
     unsafe { CStr::from_ptr(p) }.to_bytes()
 }
 
@@ -208,7 +259,8 @@ pub extern "C" fn rw_wanted_variables(buf: *mut c_char, len: usize) -> c_int {
             .collect::<Vec<_>>()
             .join("\n");
         if list.len() < len {
-            write_c(buf, len, &list);
+            // SAFETY: the shim passes a writable buffer of `len` bytes.
+            unsafe { write_c(buf, len, &list) };
         }
         c_int::try_from(list.len()).unwrap_or(-1)
     })
@@ -248,7 +300,8 @@ pub extern "C" fn rw_on_channel(c: *const ffi::rw_channel) -> c_int {
             c.appl_data,
             c.bridge_id,
         ];
-        enqueue(hook, kind, &fields.map(bytes))
+        // SAFETY: the struct's strings are NUL-terminated (or NULL) and outlive this call.
+        enqueue(hook, kind, &fields.map(|p| unsafe { bytes(p) }))
     })
 }
 
@@ -267,7 +320,8 @@ pub extern "C" fn rw_on_dial(d: *const ffi::rw_dial) -> c_int {
             d.dialstring,
             d.dialstatus,
         ];
-        enqueue(hook, PackedKind::Dial, &fields.map(bytes))
+        // SAFETY: the struct's strings are NUL-terminated (or NULL) and outlive this call.
+        enqueue(hook, PackedKind::Dial, &fields.map(|p| unsafe { bytes(p) }))
     })
 }
 
@@ -280,11 +334,13 @@ pub extern "C" fn rw_on_varset(
 ) -> c_int {
     guard_hook(0, || {
         let Some(hook) = HOOK.get() else { return 0 };
-        let name = bytes(name);
+        // SAFETY: the four are NUL-terminated strings (or NULL) valid for this call.
+        let name = unsafe { bytes(name) };
         if !std::str::from_utf8(name).is_ok_and(|n| hook.wants_variable(n)) {
             return 0;
         }
-        let fields = [bytes(linkedid), bytes(uniqueid), name, bytes(value)];
+        // SAFETY: as above.
+        let fields = unsafe { [bytes(linkedid), bytes(uniqueid), name, bytes(value)] };
         enqueue(hook, PackedKind::VarSet, &fields)
     })
 }
@@ -311,10 +367,12 @@ pub extern "C" fn rw_on_call_data(
 ) -> i32 {
     guard("rw_on_call_data", -1, || {
         let Some(hook) = HOOK.get() else { return -1 };
+        // SAFETY: the three are NUL-terminated strings (or NULL) valid for this call.
+        let (linkedid, name, value) = unsafe { (owned(linkedid), owned(name), owned(value)) };
         let accepted = hook.send(HostEvent::CallData {
-            linkedid: owned(linkedid),
-            name: owned(name),
-            value: owned(value),
+            linkedid,
+            name,
+            value,
             at: SystemTime::now(),
         });
         if accepted {
@@ -338,10 +396,12 @@ pub extern "C" fn rw_record_hook_ns(ns: u64) {
 pub extern "C" fn rw_cli(fd: i32, argc: i32, argv: *const *const c_char) -> i32 {
     guard("rw_cli", -1, || {
         let args: Vec<String> = (0..argc.max(0) as usize)
-            // SAFETY: the shim passes argc valid string pointers.
-            .map(|i| owned(unsafe { *argv.add(i) }))
+            // SAFETY: the shim passes argc valid, NUL-terminated string pointers.
+            .map(|i| unsafe { owned(*argv.add(i)) })
             .collect();
-        let reply = match lock(&ENGINE).as_ref() {
+        // The engine is cloned out of its lock: a command that waits (`webhook test` on a
+        // hanging endpoint) holds nothing a channel thread or a reload needs.
+        let reply = match engine() {
             Some(engine) => engine.cli(&args),
             None => Ok("res_webhook is not running\n".to_string()),
         };
@@ -369,7 +429,10 @@ pub extern "C" fn rw_cli(fd: i32, argc: i32, argv: *const *const c_char) -> i32 
 }
 
 /// Copies `s` into a C buffer of `len` bytes, truncating on a UTF-8 boundary, NUL-terminated.
-fn write_c(buf: *mut c_char, len: usize, s: &str) {
+///
+/// # Safety
+/// `buf` is NULL or points to `len` writable bytes, valid during this call.
+unsafe fn write_c(buf: *mut c_char, len: usize, s: &str) {
     if buf.is_null() || len == 0 {
         return;
     }
@@ -377,7 +440,7 @@ fn write_c(buf: *mut c_char, len: usize, s: &str) {
     while !s.is_char_boundary(n) {
         n -= 1;
     }
-    // SAFETY: the shim passes a writable buffer of `len` bytes; we write n + 1 <= len bytes.
+    // SAFETY: `buf` holds `len` writable bytes (the caller's promise); n + 1 <= len are written.
     unsafe {
         std::ptr::copy_nonoverlapping(s.as_ptr(), buf as *mut u8, n);
         *buf.add(n) = 0;
@@ -395,16 +458,23 @@ pub extern "C" fn rw_lookup(
     status_len: usize,
 ) {
     guard("rw_lookup", (), || {
-        write_c(buf, len, "");
-        write_c(status, status_len, "ERROR");
-        let (section, number, field) = (owned(section), owned(number), owned(field));
-        let answer = match lock(&ENGINE).as_ref() {
-            Some(engine) => engine.lookups(),
-            None => return,
+        // SAFETY (every block below): the shim passes NUL-terminated strings and writable
+        // buffers of `len` and `status_len` bytes, all valid for this call.
+        unsafe {
+            write_c(buf, len, "");
+            write_c(status, status_len, "ERROR");
+        }
+        let (section, number, field) = unsafe { (owned(section), owned(number), owned(field)) };
+        // No lock: the service is reachable directly, so a CLI command or a reload never
+        // holds up the dialplan.
+        let Some(services) = services() else {
+            return;
         };
-        let (value, st) = answer.lookup(&section, &number, &field);
-        write_c(buf, len, &value);
-        write_c(status, status_len, st.as_str());
+        let (value, st) = services.lookups.lookup(&section, &number, &field);
+        unsafe {
+            write_c(buf, len, &value);
+            write_c(status, status_len, st.as_str());
+        }
     })
 }
 
@@ -420,29 +490,33 @@ pub extern "C" fn rw_http(
     body_len: usize,
 ) -> i32 {
     guard("rw_http", 500, || {
+        // SAFETY (every block below): the shim passes n valid name and value pointers,
+        // NUL-terminated strings and a writable body buffer of `body_len` bytes.
         let params: Vec<(String, String)> = (0..n.max(0) as usize)
-            // SAFETY: the shim passes n valid name and value pointers.
             .map(|i| unsafe { (owned(*names.add(i)), owned(*values.add(i))) })
             .collect();
-        let service = match lock(&ENGINE).as_ref() {
-            Some(engine) => engine.click_to_call(),
-            None => {
+        let Some(services) = services() else {
+            unsafe {
                 write_c(
                     body,
                     body_len,
                     r#"{"status":"error","error":"not running"}"#,
-                );
-                return 503;
+                )
+            };
+            return 503;
+        };
+        let request = unsafe {
+            crate::core::click_to_call::HttpCall {
+                path: owned(path),
+                method: owned(method),
+                remote: owned(remote),
+                params,
             }
         };
-        let request = crate::core::click_to_call::HttpCall {
-            path: owned(path),
-            method: owned(method),
-            remote: owned(remote),
-            params,
-        };
-        let reply = service.handle(&request, &|order| originate(order));
-        write_c(body, body_len, &reply.body);
+        let reply = services
+            .click_to_call
+            .handle(&request, &|order| originate(order));
+        unsafe { write_c(body, body_len, &reply.body) };
         i32::from(reply.status)
     })
 }

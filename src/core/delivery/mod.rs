@@ -881,9 +881,26 @@ mod tests {
         }
     }
 
+    /// Column `col` (0 = the name) of section `name`'s row in the status text.
+    fn section_column(status: &str, name: &str, col: usize) -> Option<u32> {
+        status
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(name))?
+            .split_whitespace()
+            .nth(col)?
+            .parse()
+            .ok()
+    }
+
     /// Runs `f` while another thread calls [`Dispatcher::tick`] every 40 ms, as the
     /// correlation thread does on its polls.
     fn ticking<T>(d: &Dispatcher, f: impl FnOnce() -> T) -> T {
+        struct Done<'a>(&'a AtomicBool);
+        impl Drop for Done<'_> {
+            fn drop(&mut self) {
+                self.0.store(true, Ordering::SeqCst); // also when `f` fails the test
+            }
+        }
         let done = AtomicBool::new(false);
         std::thread::scope(|scope| {
             scope.spawn(|| {
@@ -892,9 +909,8 @@ mod tests {
                     std::thread::sleep(Duration::from_millis(40));
                 }
             });
-            let out = f();
-            done.store(true, Ordering::SeqCst);
-            out
+            let _done = Done(&done);
+            f()
         })
     }
 
@@ -917,9 +933,12 @@ mod tests {
                     d.submit(delivery("crm", &srv.url, &format!("bad{i}"), e));
                 }
             }
-            // Each poisoned call's first delivery failed and waits for its retry.
+            // All 900 are spooled, and more than a drain window's worth (256 rows) of failing
+            // calls wait at the spool's head for their retry.
             let deadline = std::time::Instant::now() + Duration::from_secs(20);
-            while srv.seen(|b| b.ends_with(":start")) < 300 {
+            while srv.seen(|b| b.ends_with(":start")) < 86
+                || section_column(&d.status_text(), "crm", 4) != Some(900)
+            {
                 assert!(std::time::Instant::now() < deadline, "{}", d.status_text());
                 std::thread::sleep(Duration::from_millis(10));
             }
