@@ -144,7 +144,7 @@ cmd_start() {
         set -e
         inst="$1"; root="$2"
         mount --bind "$inst/etc" "$3"
-        mount --bind "$inst/spool" "$4"
+        mount --rbind "$inst/spool" "$4"   # recursive: a test may mount a tmpfs under it
         mount --bind "$inst/log" "$5"
         mount --bind "$inst/run" "$6"
         mount --bind "$inst/lib" "$7"

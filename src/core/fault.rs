@@ -1,7 +1,7 @@
 //! Test-only fault injection: a switch that makes a chosen thread panic at a chosen point, so
 //! the tests can prove a panic is contained, logged, counted and survived.
 //!
-//! Off unless armed: by the environment variable `RES_WEBHOOK_TEST_PANIC=<place>:<marker>`
+//! Off unless armed: by the environment variable `RES_WEBHOOK_TEST_PANIC=<place>:<marker>[,…]`
 //! (read once; the live tests set it on the Asterisk they start), or by [`arm`] from a unit
 //! test. When armed, [`point`] panics the first time it sees `marker` in its text for a given
 //! key (a delivery id, a call id), so the retried work then goes through. Nothing in production
@@ -39,13 +39,13 @@ struct Switch {
 
 static SWITCH: Lazy<Mutex<Switch>> = Lazy::new(|| {
     let armed = std::env::var("RES_WEBHOOK_TEST_PANIC")
-        .ok()
-        .and_then(|v| {
-            let (place, marker) = v.split_once(':')?;
+        .unwrap_or_default()
+        .split(',')
+        .filter_map(|v| {
+            let (place, marker) = v.trim().split_once(':')?;
             Some((Place::parse(place)?, marker.to_string()))
         })
         .filter(|(_, m)| !m.is_empty())
-        .into_iter()
         .collect();
     Mutex::new(Switch {
         armed,

@@ -122,6 +122,8 @@ pub struct Sandbox {
     pub dir: PathBuf,
     pub ports: Ports,
     uas: Vec<Child>,
+    /// Environment Asterisk is started with (e.g. the module's test-only fault switch).
+    env: Vec<(String, String)>,
     _lock: MutexGuard<'static, ()>,
 }
 
@@ -129,6 +131,18 @@ impl Sandbox {
     /// Starts Asterisk with `webhook_conf` (where `@RECEIVER@` becomes `receiver_url`).
     /// `None` when live tests cannot run here (and we are not in CI).
     pub fn start(name: &str, webhook_conf: &str, receiver_url: &str) -> Option<Sandbox> {
+        Self::start_with(name, webhook_conf, receiver_url, &[], |_| {})
+    }
+
+    /// [`Sandbox::start`] with environment variables for Asterisk, and `prepare(dir)` run on
+    /// the instance folder before Asterisk starts (e.g. to mount something under `spool/`).
+    pub fn start_with(
+        name: &str,
+        webhook_conf: &str,
+        receiver_url: &str,
+        env: &[(&str, &str)],
+        prepare: impl FnOnce(&Path),
+    ) -> Option<Sandbox> {
         if !live_prerequisites() {
             return None;
         }
@@ -138,6 +152,12 @@ impl Sandbox {
             .arg("install-module")
             .arg(&module));
         let dir = repo().join("target/live").join(name);
+        // A tmpfs a crashed earlier run left mounted under the instance.
+        let _ = Command::new("umount")
+            .arg("-R")
+            .arg(dir.join("spool"))
+            .stderr(Stdio::null())
+            .status();
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(dir.join("etc")).unwrap();
         let ports = Ports {
@@ -154,6 +174,10 @@ impl Sandbox {
             dir,
             ports,
             uas: Vec::new(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             _lock: lock,
         };
         for entry in std::fs::read_dir(repo().join("tests/asterisk-etc")).unwrap() {
@@ -167,6 +191,8 @@ impl Sandbox {
         }
         sandbox.write_webhook_conf(webhook_conf, receiver_url);
         write_silence_wav(&sandbox.dir.join("silence.wav"));
+        std::fs::create_dir_all(sandbox.dir.join("spool")).unwrap();
+        prepare(&sandbox.dir);
         sandbox.start_uas();
         sandbox.boot();
         Some(sandbox)
@@ -226,7 +252,23 @@ impl Sandbox {
     }
 
     fn boot(&self) {
-        run(Command::new(sandbox_sh()).arg("start").arg(&self.dir));
+        run(Command::new(sandbox_sh())
+            .arg("start")
+            .arg(&self.dir)
+            .envs(self.env.iter().map(|(k, v)| (k, v))));
+    }
+
+    /// One Asterisk CLI command run in the background (for a command that takes a while);
+    /// its output is the child's stdout.
+    pub fn spawn_cli(&self, cmd: &str) -> Child {
+        Command::new(sandbox_sh())
+            .arg("cli")
+            .arg(&self.dir)
+            .arg(cmd)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("sandbox.sh cli")
     }
 
     /// One Asterisk CLI command.
@@ -808,16 +850,20 @@ impl Received {
 }
 
 /// How the receiver answers.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Behaviour {
     pub status: u16,
     pub delay: Duration,
+    /// Requests whose body contains this are held this long instead (one hanging call).
+    pub hang: Option<(String, Duration)>,
 }
 
 /// A local webhook endpoint that records every request.
 pub struct Receiver {
     pub port: u16,
     got: Arc<Mutex<Vec<Received>>>,
+    /// Every request, recorded when it arrives (before any delay), whatever the answer.
+    arrived: Arc<Mutex<Vec<Received>>>,
     behaviour: Arc<Mutex<Behaviour>>,
     server: Arc<tiny_http::Server>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -833,11 +879,18 @@ impl Receiver {
         let server = Arc::new(tiny_http::Server::http(("127.0.0.1", port)).expect("receiver"));
         let port = server.server_addr().to_ip().unwrap().port();
         let got = Arc::new(Mutex::new(Vec::new()));
+        let arrived = Arc::new(Mutex::new(Vec::new()));
         let behaviour = Arc::new(Mutex::new(Behaviour {
             status: 200,
             delay: Duration::ZERO,
+            hang: None,
         }));
-        let (s, g, b) = (server.clone(), got.clone(), behaviour.clone());
+        let (s, g, b, a) = (
+            server.clone(),
+            got.clone(),
+            behaviour.clone(),
+            arrived.clone(),
+        );
         let thread = std::thread::spawn(move || {
             for mut req in s.incoming_requests() {
                 let mut body = String::new();
@@ -854,18 +907,33 @@ impl Receiver {
                     at: Instant::now(),
                     wall: SystemTime::now(),
                 };
-                let now = *b.lock().unwrap();
-                std::thread::sleep(now.delay);
-                if (200..300).contains(&now.status) {
-                    g.lock().unwrap().push(r);
+                a.lock().unwrap().push(r.clone());
+                let now = b.lock().unwrap().clone();
+                let delay = match &now.hang {
+                    Some((needle, hold)) if r.body.contains(needle.as_str()) => *hold,
+                    _ => now.delay,
+                };
+                let (g, status) = (g.clone(), now.status);
+                let respond = move || {
+                    std::thread::sleep(delay);
+                    if (200..300).contains(&status) {
+                        g.lock().unwrap().push(r);
+                    }
+                    let _ = req
+                        .respond(tiny_http::Response::from_string("ok").with_status_code(status));
+                };
+                if delay.is_zero() {
+                    respond();
+                } else {
+                    // A held answer holds only its own request.
+                    std::thread::spawn(respond);
                 }
-                let _ = req
-                    .respond(tiny_http::Response::from_string("ok").with_status_code(now.status));
             }
         });
         Receiver {
             port,
             got,
+            arrived,
             behaviour,
             server,
             thread: Some(thread),
@@ -884,6 +952,22 @@ impl Receiver {
     /// Holds every answer this long from now on (a slow or hanging endpoint).
     pub fn set_delay(&self, delay: Duration) {
         self.behaviour.lock().unwrap().delay = delay;
+    }
+
+    /// Holds the answer to requests whose body contains `needle` for `hold` (one hanging
+    /// call); the others are answered as before.
+    pub fn set_hang(&self, needle: &str, hold: Duration) {
+        self.behaviour.lock().unwrap().hang = Some((needle.to_string(), hold));
+    }
+
+    /// Stops holding the hanging call's requests.
+    pub fn clear_hang(&self) {
+        self.behaviour.lock().unwrap().hang = None;
+    }
+
+    /// Every request so far, as it arrived (before any delay), whatever it was answered.
+    pub fn arrived(&self) -> Vec<Received> {
+        self.arrived.lock().unwrap().clone()
     }
 
     pub fn received(&self) -> Vec<Received> {
