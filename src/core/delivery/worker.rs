@@ -569,8 +569,19 @@ fn send_call(s: &Arc<SectionShared>, env: &WorkerEnv, call: String) {
             for seq in held {
                 sched.spool_seqs.remove(&seq);
             }
+            let stale = sched
+                .done_since
+                .is_some_and(|t| t.elapsed() >= COMMIT_AFTER);
+            drop(sched);
             if retry {
                 return;
+            }
+            // A slow endpoint: what this call already delivered is recorded now rather than
+            // after its last delivery (fewer re-sends after a crash).
+            if stale {
+                if let Ok(_turn) = s.drain.try_lock() {
+                    commit(s, env, false);
+                }
             }
             continue;
         }
