@@ -3,6 +3,7 @@
 //! [`signing`], [`spool`], [`worker`], [`stats`].
 
 pub mod client;
+pub mod coalesce;
 pub mod resolver;
 pub mod retry;
 pub mod signing;
