@@ -6,6 +6,7 @@
 #   sandbox.sh deps                 install host prerequisites (debootstrap, sipp, libclang, …)
 #   sandbox.sh ensure               build the sandbox once (cached in $RW_CACHE)
 #   sandbox.sh include-dir          print the Asterisk headers folder (for ASTERISK_INCLUDE_DIR)
+#   sandbox.sh root                 print the sandbox's root folder (Debian sid, for chroot)
 #   sandbox.sh install-module SO    copy a built module into the sandbox's module directory
 #   sandbox.sh start INSTANCE       start Asterisk with INSTANCE/etc as /etc/asterisk
 #   sandbox.sh cli INSTANCE CMD     run one CLI command (asterisk -rx)
@@ -200,6 +201,7 @@ case "${1:-}" in
     deps) cmd_deps ;;
     ensure) cmd_ensure ;;
     include-dir) cmd_include_dir ;;
+    root) echo "$ROOT" ;;
     install-module) shift; cmd_install_module "$@" ;;
     start) shift; cmd_start "$@" ;;
     cli) shift; cmd_cli "$@" ;;

@@ -61,7 +61,7 @@ fn free_tcp_port() -> u16 {
         .port()
 }
 
-fn run(cmd: &mut Command) -> String {
+pub fn run(cmd: &mut Command) -> String {
     let out = cmd
         .output()
         .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
@@ -75,8 +75,17 @@ fn run(cmd: &mut Command) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// Builds the module once per test binary (or uses `RES_WEBHOOK_SO`).
-fn module() -> &'static Path {
+/// The sandbox's root folder (a Debian sid with Asterisk 22; `chroot` into it).
+pub fn sandbox_root() -> PathBuf {
+    PathBuf::from(
+        run(Command::new(sandbox_sh()).arg("root"))
+            .trim()
+            .to_string(),
+    )
+}
+
+/// This build's module: built once per test binary (or `RES_WEBHOOK_SO`).
+pub fn module() -> &'static Path {
     MODULE.get_or_init(|| {
         if let Ok(p) = std::env::var("RES_WEBHOOK_SO") {
             return PathBuf::from(p);
@@ -129,14 +138,26 @@ impl Sandbox {
     /// Starts Asterisk with `webhook_conf` (where `@RECEIVER@` becomes `receiver_url`).
     /// `None` when live tests cannot run here (and we are not in CI).
     pub fn start(name: &str, webhook_conf: &str, receiver_url: &str) -> Option<Sandbox> {
+        Sandbox::start_with(name, webhook_conf, receiver_url, |_| {
+            run(Command::new(sandbox_sh())
+                .arg("install-module")
+                .arg(module()));
+        })
+    }
+
+    /// Like [`Sandbox::start`], but `install(root)` puts the module into the sandbox root
+    /// (e.g. a package install) instead of copying this build's.
+    pub fn start_with(
+        name: &str,
+        webhook_conf: &str,
+        receiver_url: &str,
+        install: impl FnOnce(&Path),
+    ) -> Option<Sandbox> {
         if !live_prerequisites() {
             return None;
         }
         let lock = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
-        let module = module().to_path_buf();
-        run(Command::new(sandbox_sh())
-            .arg("install-module")
-            .arg(&module));
+        install(&sandbox_root());
         let dir = repo().join("target/live").join(name);
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(dir.join("etc")).unwrap();
