@@ -643,8 +643,25 @@ static char *cli_replay(struct ast_cli_entry *e, int cmd, struct ast_cli_args *a
 		"       Re-sends dead-lettered deliveries.\n");
 }
 
+static char *cli_calls(struct ast_cli_entry *e, int cmd, struct ast_cli_args *a)
+{
+	return cli_dispatch(e, cmd, a, "webhook show calls",
+		"Usage: webhook show calls\n"
+		"       The calls in progress as res_webhook sees them: call id, direction, caller,\n"
+		"       called, extension, state (ringing, queued, answered) and age.\n");
+}
+
+static char *cli_section(struct ast_cli_entry *e, int cmd, struct ast_cli_args *a)
+{
+	return cli_dispatch(e, cmd, a, "webhook show section",
+		"Usage: webhook show section <name>\n"
+		"       One section as loaded: preset expanded, defaults filled in, secrets hidden.\n");
+}
+
 static struct ast_cli_entry cli_entries[] = {
 	AST_CLI_DEFINE(cli_status, "Show webhook delivery status"),
+	AST_CLI_DEFINE(cli_calls, "Show calls in progress"),
+	AST_CLI_DEFINE(cli_section, "Show a webhook.conf section as loaded"),
 	AST_CLI_DEFINE(cli_errors, "Show failed webhook deliveries"),
 	AST_CLI_DEFINE(cli_test, "Send a synthetic webhook"),
 	AST_CLI_DEFINE(cli_replay, "Re-send dead-lettered webhooks"),

@@ -19,7 +19,8 @@ use super::call::{CallEvent, EventKind};
 use super::caller_history::CallerHistory;
 use super::click_to_call::ClickToCall;
 use super::config::raw::RawConfig;
-use super::config::{Config, SectionKind};
+use super::config::{describe, Config, SectionKind};
+use super::correlator::summary::{self, CallSummary};
 use super::correlator::{Correlator, DIALSTATUS_VARIABLE, RECORDING_VARIABLE};
 use super::delivery::{Delivery, Dispatcher, EndpointPolicy};
 use super::host_event::HostEvent;
@@ -165,6 +166,12 @@ struct Runtime {
     render_failures: AtomicU64,
     /// Channel events skipped because the call model panicked on them (a bug; logged).
     correlator_panics: AtomicU64,
+    /// `webhook show calls` asks the correlation thread, which owns the call table, for a
+    /// list of the calls in progress; it answers on the channel it is handed.
+    calls_view: (
+        Sender<Sender<Vec<CallSummary>>>,
+        Receiver<Sender<Vec<CallSummary>>>,
+    ),
 }
 
 impl Runtime {
@@ -210,6 +217,7 @@ impl Engine {
             call_events: AtomicU64::new(0),
             render_failures: AtomicU64::new(0),
             correlator_panics: AtomicU64::new(0),
+            calls_view: bounded(4),
         });
         let rt = runtime.clone();
         let thread = std::thread::Builder::new()
@@ -357,6 +365,14 @@ impl Engine {
                 fmt_ns(self.lookups.latency_us.quantile(0.5).map(|us| us * 1000)),
                 fmt_ns(self.lookups.latency_us.quantile(0.99).map(|us| us * 1000)),
             )),
+            ["show", "calls"] => Ok(self.calls_text()),
+            ["show", "section", name] => {
+                let config = rt.config();
+                Ok(match config.sections.iter().find(|s| s.name == *name) {
+                    Some(s) => describe::section_text(s),
+                    None => format!("no section [{name}] loaded (see the log for errors)\n"),
+                })
+            }
             ["show", "errors"] => Ok(dispatcher.errors_text(None)),
             ["show", "errors", section] => Ok(dispatcher.errors_text(Some(section))),
             ["test", section] => Ok(self.test(dispatcher, section, EventKind::Start)),
@@ -370,6 +386,18 @@ impl Engine {
                 dispatcher.replay(Some(section))
             )),
             _ => Err(UsageError),
+        }
+    }
+
+    /// The calls in progress, from the correlation thread (it answers within one poll).
+    fn calls_text(&self) -> String {
+        let (tx, rx) = bounded(1);
+        if self.runtime.calls_view.0.try_send(tx).is_err() {
+            return "the call model is busy answering; try again\n".into();
+        }
+        match rx.recv_timeout(Duration::from_secs(2)) {
+            Ok(calls) => summary::table(&calls),
+            Err(_) => "the call model did not answer within 2 s\n".into(),
         }
     }
 
@@ -494,6 +522,9 @@ fn correlate(
     // preemption of the Stasis thread mid-hook). Costs ≤ 20 ms of latency when idle; 20 ms rather
     // than 5 ms cut the thread's CPU by half while keeping `end` well inside the 100 ms target.
     loop {
+        if let Ok(reply) = rt.calls_view.1.try_recv() {
+            let _ = reply.try_send(correlator.in_progress(SystemTime::now()));
+        }
         let ev = match rx.try_recv() {
             Ok(Queued::Event(ev)) => *ev,
             Ok(Queued::Packed(p)) => {
@@ -609,7 +640,7 @@ fn dispatch(rt: &Runtime, config: &Config, mut ev: CallEvent, outbox: &mut Vec<D
         let SectionKind::Webhook(w) = &section.kind else {
             continue;
         };
-        if !w.wants(ev.kind, ev.call.direction) {
+        if !section.enabled || !w.wants(ev.kind, ev.call.direction) || !w.passes(&ev) {
             continue;
         }
         match w.render(&ev) {

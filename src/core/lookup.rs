@@ -132,6 +132,9 @@ impl LookupService {
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone();
+        if config.disabled(section) {
+            return (String::new(), LookupStatus::NotFound); // `enabled = no`: as if unknown
+        }
         let Some(l) = config.lookup(section) else {
             log::warn!("WEBHOOK_LOOKUP: no type = lookup section [{section}] in webhook.conf");
             return (String::new(), LookupStatus::Error);

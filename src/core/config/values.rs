@@ -22,6 +22,19 @@ pub fn duration(s: &str, bare_unit: Duration) -> Result<Duration, String> {
     Ok(d)
 }
 
+/// A duration the way `webhook.conf` writes it, in the largest unit that is exact.
+pub fn duration_text(d: Duration) -> String {
+    let ms = d.as_millis();
+    match ms {
+        0 => "0s".into(),
+        _ if ms % 86_400_000 == 0 => format!("{}d", ms / 86_400_000),
+        _ if ms % 3_600_000 == 0 => format!("{}h", ms / 3_600_000),
+        _ if ms % 60_000 == 0 => format!("{}m", ms / 60_000),
+        _ if ms % 1000 == 0 => format!("{}s", ms / 1000),
+        _ => format!("{ms}ms"),
+    }
+}
+
 /// A comma-separated list, trimmed, empty items dropped.
 pub fn list(s: &str) -> Vec<String> {
     s.split(',')

@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use super::filter::{self, Filter};
 use super::request_spec::{RenderError, RequestSpec};
 use super::values;
 use crate::core::call::{Direction, EventKind};
@@ -23,6 +24,8 @@ pub struct Webhook {
     pub tls_ca: Option<PathBuf>,
     /// How many calls' deliveries may be in flight at once (connections to the endpoint).
     pub concurrency: usize,
+    /// `called` / `caller` / `ext` filters: all must match for an event to be sent.
+    pub filters: Vec<Filter>,
 }
 
 /// Default `concurrency`: enough to keep a CRM 100 ms away at 40 events/s, gentle on it.
@@ -43,6 +46,7 @@ impl Webhook {
             secret: None,
             tls_ca: None,
             concurrency: DEFAULT_CONCURRENCY,
+            filters: Vec::new(),
         }
     }
 
@@ -80,6 +84,7 @@ impl Webhook {
                     _ => return Err(format!("`{v}` is not a number from 1 to {MAX_CONCURRENCY}")),
                 }
             }
+            "called" | "caller" | "ext" => filter::set(&mut self.filters, key, v)?,
             _ => return Err("unknown key".into()),
         }
         Ok(())
@@ -88,6 +93,11 @@ impl Webhook {
     /// Whether this endpoint wants this event of a call in this direction.
     pub fn wants(&self, kind: EventKind, dir: Direction) -> bool {
         self.events.contains(&kind) && self.directions.contains(&dir)
+    }
+
+    /// Whether the event passes the section's `called` / `caller` / `ext` filters.
+    pub fn passes(&self, ev: &dyn FieldSource) -> bool {
+        self.filters.iter().all(|f| f.accepts(ev))
     }
 
     /// The request for one event.
