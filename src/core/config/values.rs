@@ -25,14 +25,20 @@ pub fn duration(s: &str, bare_unit: Duration) -> Result<Duration, String> {
 /// A duration the way `webhook.conf` writes it, in the largest unit that is exact.
 pub fn duration_text(d: Duration) -> String {
     let ms = d.as_millis();
-    match ms {
-        0 => "0s".into(),
-        _ if ms % 86_400_000 == 0 => format!("{}d", ms / 86_400_000),
-        _ if ms % 3_600_000 == 0 => format!("{}h", ms / 3_600_000),
-        _ if ms % 60_000 == 0 => format!("{}m", ms / 60_000),
-        _ if ms % 1000 == 0 => format!("{}s", ms / 1000),
-        _ => format!("{ms}ms"),
+    if ms == 0 {
+        return "0s".into();
     }
+    for (unit, size) in [
+        ("d", 86_400_000),
+        ("h", 3_600_000),
+        ("m", 60_000),
+        ("s", 1000),
+    ] {
+        if ms.is_multiple_of(size) {
+            return format!("{}{unit}", ms / size);
+        }
+    }
+    format!("{ms}ms")
 }
 
 /// A comma-separated list, trimmed, empty items dropped.
