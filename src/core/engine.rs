@@ -154,6 +154,9 @@ impl Hook {
     }
 }
 
+/// Where the correlation thread sends its list of calls in progress.
+type CallsReply = Sender<Vec<CallSummary>>;
+
 /// What the CLI, the loader and the correlation thread share.
 struct Runtime {
     config: Arc<RwLock<Arc<Config>>>,
@@ -168,10 +171,7 @@ struct Runtime {
     correlator_panics: AtomicU64,
     /// `webhook show calls` asks the correlation thread, which owns the call table, for a
     /// list of the calls in progress; it answers on the channel it is handed.
-    calls_view: (
-        Sender<Sender<Vec<CallSummary>>>,
-        Receiver<Sender<Vec<CallSummary>>>,
-    ),
+    calls_view: (Sender<CallsReply>, Receiver<CallsReply>),
 }
 
 impl Runtime {
