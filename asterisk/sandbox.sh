@@ -46,6 +46,11 @@ cmd_deps() {
         || ls /usr/lib/llvm-*/lib/libclang.so >/dev/null 2>&1 || missing+=(libclang-dev)
     command -v openssl >/dev/null || missing+=(openssl)
     [ -e /etc/ssl/certs/ca-certificates.crt ] || missing+=(ca-certificates)
+    # The live tests' real clients: an AMI library and Prometheus' own text-format parser,
+    # for Debian's python3 (/usr/bin/python3; the tests call it by that path).
+    /usr/bin/python3 -c 'import panoramisk' 2>/dev/null || missing+=(python3-panoramisk)
+    /usr/bin/python3 -c 'import prometheus_client.parser' 2>/dev/null || missing+=(python3-prometheus-client)
+    command -v dpkg-deb >/dev/null || missing+=(dpkg)
     if [ ${#missing[@]} -gt 0 ]; then
         echo "sandbox.sh: installing ${missing[*]}"
         apt-get update -qq

@@ -44,7 +44,11 @@ fn send_snapshot(hook: &Hook, i: u64, change: ChannelChange) {
 
 fn handoff(c: &mut Criterion) {
     let dir = std::env::temp_dir().join(format!("rw-bench-{}", std::process::id()));
-    let engine = Engine::start(EngineSettings { spool_default: dir }).expect("engine");
+    let engine = Engine::start(EngineSettings {
+        spool_default: dir,
+        on_failure: None,
+    })
+    .expect("engine");
     let hook = engine.hook();
     let mut i = 0u64;
     c.bench_function("copy + try_send one channel snapshot", |b| {

@@ -164,3 +164,181 @@ fn show_calls_lists_a_call_while_it_lasts() {
         |t| t.contains("0 call(s) in progress"),
     );
 }
+
+/// Runs one of tests/clients' Python clients with Debian's python3 (where `sandbox.sh deps`
+/// installs their libraries); its JSON lines.
+fn client(script: &str, args: &[&str]) -> std::process::Command {
+    let mut c = std::process::Command::new("/usr/bin/python3");
+    c.arg(common::repo().join("tests/clients").join(script))
+        .args(args);
+    c
+}
+
+fn json_lines(out: &[u8]) -> Vec<common::Json> {
+    String::from_utf8_lossy(out)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+#[test]
+fn ami_tooling_hears_failures_and_dead_letters_and_prometheus_scrapes_the_counters() {
+    let good = Receiver::start();
+    let down = Receiver::start();
+    down.set_status(503);
+    let gone = Receiver::start();
+    gone.set_status(404);
+    let conf = format!(
+        "
+[good]
+type = webhook
+url = @RECEIVER@/good
+param = event => ${{event}}
+
+[down]
+type = webhook
+url = {}/down
+retry = 30s
+param = event => ${{event}}
+
+[gone]
+type = webhook
+url = {}/gone
+events = end
+param = event => ${{event}}
+",
+        down.url(),
+        gone.url()
+    );
+    let Some(pbx) = Sandbox::start("ami-metrics", &conf, &good.url()) else {
+        return;
+    };
+    // An AMI client (panoramisk) listening before the call.
+    let mut watcher = client(
+        "ami_watch.py",
+        &[
+            &pbx.ports.ami.to_string(),
+            "30",
+            "WebhookDeliveryFailed",
+            "WebhookDeadLetter",
+        ],
+    )
+    .stdout(std::process::Stdio::piped())
+    .spawn()
+    .expect("/usr/bin/python3 (sandbox.sh deps installs python3-panoramisk)");
+    let mut stdout = std::io::BufReader::new(watcher.stdout.take().unwrap());
+    let mut ready = String::new();
+    std::io::BufRead::read_line(&mut stdout, &mut ready).unwrap();
+    assert!(
+        ready.contains("Ready"),
+        "the AMI client did not log in: {ready}"
+    );
+
+    assert!(pbx.call("79161262000", "74951234567", 500));
+    good.wait_for("start, answer, end", Duration::from_secs(20), |g| {
+        g.len() >= 3
+    });
+    let mut rest = Vec::new();
+    std::io::Read::read_to_end(&mut stdout, &mut rest).unwrap();
+    assert!(watcher.wait().unwrap().success());
+    let events = json_lines(&rest);
+    let failed = events
+        .iter()
+        .find(|e| e["Event"] == "WebhookDeliveryFailed")
+        .unwrap_or_else(|| panic!("no WebhookDeliveryFailed: {events:#?}"));
+    assert_eq!(failed["Section"], "down");
+    assert_eq!(failed["Status"], "503");
+    assert_eq!(
+        failed["CallEvent"], "start",
+        "the first failure is the start"
+    );
+    let dead = events
+        .iter()
+        .find(|e| e["Event"] == "WebhookDeadLetter")
+        .unwrap_or_else(|| panic!("no WebhookDeadLetter: {events:#?}"));
+    assert_eq!(dead["Section"], "gone");
+    assert_eq!(dead["Status"], "404");
+    assert_eq!(dead["CallEvent"], "end");
+    assert_eq!(dead["CallID"], failed["CallID"], "both name the call");
+
+    // The WebhookStatus action, through the same client library.
+    let out = client("ami_watch.py", &[&pbx.ports.ami.to_string(), "status"])
+        .output()
+        .unwrap();
+    let rows = json_lines(&out.stdout);
+    let row = |s: &str| {
+        rows.iter()
+            .find(|r| r["Event"] == "WebhookSection" && r["Section"] == s)
+            .unwrap_or_else(|| panic!("no WebhookSection {s}: {rows:#?}"))
+            .clone()
+    };
+    assert_eq!(row("good")["Delivered"], "3");
+    assert_eq!(row("gone")["Dead"], "1");
+    assert!(row("down")["LastError"]
+        .as_str()
+        .unwrap()
+        .contains("HTTP 503"));
+    assert!(
+        rows.iter().any(|r| r["Event"] == "WebhookStatusComplete"),
+        "{rows:#?}"
+    );
+
+    // /metrics on Asterisk's HTTP server, parsed by Prometheus' own parser.
+    let url = format!("http://127.0.0.1:{}/metrics", pbx.ports.http);
+    let out = client("metrics_scrape.py", &[&url]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let samples = json_lines(&out.stdout);
+    let value = |name: &str, labels: &[(&str, &str)]| -> f64 {
+        samples
+            .iter()
+            .find(|s| s["name"] == name && labels.iter().all(|(k, v)| s["labels"][*k] == *v))
+            .unwrap_or_else(|| panic!("no {name} {labels:?}"))["value"]
+            .as_f64()
+            .unwrap()
+    };
+    assert_eq!(
+        value(
+            "asterisk_webhook_deliveries_total",
+            &[("section", "good"), ("result", "delivered")]
+        ),
+        3.0
+    );
+    assert_eq!(
+        value(
+            "asterisk_webhook_deliveries_total",
+            &[("section", "gone"), ("result", "dead")]
+        ),
+        1.0
+    );
+    assert!(value("asterisk_webhook_spool_depth", &[("section", "down")]) >= 1.0);
+    assert_eq!(
+        value(
+            "asterisk_webhook_delivery_seconds_count",
+            &[("section", "good")]
+        ),
+        3.0
+    );
+    assert_eq!(value("asterisk_webhook_calls_in_progress", &[]), 0.0);
+    assert!(value("asterisk_webhook_hook_events_total", &[]) > 0.0);
+    assert!(
+        samples
+            .iter()
+            .any(|s| s["name"].as_str().unwrap().starts_with("asterisk_core_")),
+        "served by res_prometheus, beside Asterisk's own metrics"
+    );
+    // Every series the shipped Grafana dashboard queries exists.
+    let dashboard =
+        std::fs::read_to_string(common::repo().join("asterisk/grafana-dashboard.json")).unwrap();
+    let re = regex::Regex::new(r"asterisk_webhook_[a-z_]+").unwrap();
+    for m in re.find_iter(&dashboard) {
+        assert!(
+            samples.iter().any(|s| s["name"] == m.as_str()),
+            "the dashboard queries {} which /metrics does not have",
+            m.as_str()
+        );
+    }
+}

@@ -22,10 +22,12 @@ use super::config::raw::RawConfig;
 use super::config::{describe, Config, SectionKind};
 use super::correlator::summary::{self, CallSummary};
 use super::correlator::{Correlator, DIALSTATUS_VARIABLE, RECORDING_VARIABLE};
-use super::delivery::{Delivery, Dispatcher, EndpointPolicy};
+use super::delivery::stats::Notifier;
+use super::delivery::{Delivery, Dispatcher, EndpointPolicy, SectionStatus};
 use super::host_event::HostEvent;
 use super::latency::Histogram;
 use super::lookup::LookupService;
+use super::metrics;
 use super::packed_event::{PackedEvent, PackedStrings};
 use super::synthetic;
 
@@ -48,6 +50,8 @@ pub struct UsageError;
 /// Where the engine keeps its files unless `spool_dir` says otherwise.
 pub struct EngineSettings {
     pub spool_default: PathBuf,
+    /// Told about failed deliveries and dead letters (throttled), on a worker's thread.
+    pub on_failure: Option<Notifier>,
 }
 
 /// State shared by the call path and the engine.
@@ -192,6 +196,7 @@ pub struct Engine {
     runtime: Arc<Runtime>,
     lookups: Arc<LookupService>,
     click_to_call: Arc<ClickToCall>,
+    on_failure: Option<Notifier>,
 }
 
 impl Engine {
@@ -241,6 +246,7 @@ impl Engine {
             runtime,
             lookups,
             click_to_call,
+            on_failure: settings.on_failure,
         })
     }
 
@@ -291,6 +297,9 @@ impl Engine {
         if rt.dispatcher.get().is_none() {
             match Dispatcher::open(&spool_dir) {
                 Ok(d) => {
+                    if let Some(n) = &self.on_failure {
+                        d.set_notifier(n.clone());
+                    }
                     let _ = rt.dispatcher.set(d);
                 }
                 Err(e) => log::error!(
@@ -387,6 +396,33 @@ impl Engine {
             )),
             _ => Err(UsageError),
         }
+    }
+
+    /// Every webhook section's delivery counters (empty before the spool is open).
+    pub fn status_rows(&self) -> Vec<SectionStatus> {
+        self.runtime
+            .dispatcher
+            .get()
+            .map(Dispatcher::status_rows)
+            .unwrap_or_default()
+    }
+
+    /// The Prometheus exposition text of everything the module counts.
+    pub fn metrics_text(&self) -> String {
+        let rt = &self.runtime;
+        let dispatcher = rt.dispatcher.get();
+        metrics::render(&metrics::Snapshot {
+            sections: self.status_rows(),
+            section_latency: dispatcher
+                .map(|d| d.latencies(metrics::Buckets::of))
+                .unwrap_or_default(),
+            lookup_latency: metrics::Buckets::of(&self.lookups.latency_us),
+            lookups: std::array::from_fn(|i| self.lookups.answered[i].load(Ordering::Relaxed)),
+            hook_events: self.shared.cost_ns.count(),
+            hook_dropped: self.shared.dropped.load(Ordering::Relaxed),
+            calls_in_progress: rt.active_calls.load(Ordering::Relaxed),
+            call_events: rt.call_events.load(Ordering::Relaxed),
+        })
     }
 
     /// The calls in progress, from the correlation thread (it answers within one poll).

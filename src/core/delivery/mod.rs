@@ -21,6 +21,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::core::latency::Histogram;
 use crate::core::request::{HttpRequest, Method};
 use spool::Spool;
 use stats::ErrorLog;
@@ -60,6 +61,28 @@ pub struct EndpointPolicy {
 struct Section {
     shared: Arc<SectionShared>,
     thread: Option<JoinHandle<()>>,
+}
+
+/// One section's delivery counters at one moment.
+#[derive(Debug, Clone)]
+pub struct SectionStatus {
+    pub name: String,
+    /// In the memory queue.
+    pub queued: usize,
+    pub in_flight: usize,
+    /// Since load: delivered, attempts made, attempts retried, dead-lettered, dropped.
+    pub delivered: u64,
+    pub attempts: u64,
+    pub retries: u64,
+    pub dead_total: u64,
+    pub dropped: u64,
+    /// Now: spooled for a retry, dead letters kept, everything in the spool.
+    pub retrying: usize,
+    pub dead: usize,
+    pub spooled: usize,
+    pub latency_ms_p50: Option<f64>,
+    pub latency_ms_p99: Option<f64>,
+    pub last_error: Option<(chrono::DateTime<chrono::Utc>, String)>,
 }
 
 /// Owns the spool and one worker per section.
@@ -232,11 +255,75 @@ impl Dispatcher {
         }
     }
 
+    /// Every section's counters now, by name (`webhook show status`, AMI, metrics).
+    pub fn status_rows(&self) -> Vec<SectionStatus> {
+        // The spool is read after the section table's lock is let go (it is disk I/O).
+        let sections: Vec<(String, Arc<SectionShared>)> = self
+            .sections
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(name, w)| (name.clone(), w.shared.clone()))
+            .collect();
+        let mut rows: Vec<SectionStatus> = sections
+            .iter()
+            .map(|(name, s)| {
+                let (spooled, dead) = self
+                    .spool
+                    .as_ref()
+                    .and_then(|sp| sp.counts(name).ok())
+                    .unwrap_or((0, 0));
+                let st = &s.stats;
+                SectionStatus {
+                    name: name.clone(),
+                    queued: s.rx.len(),
+                    in_flight: st.in_flight.load(Ordering::Relaxed),
+                    delivered: st.delivered.load(Ordering::Relaxed),
+                    attempts: st.attempts.load(Ordering::Relaxed),
+                    retries: st.retries.load(Ordering::Relaxed),
+                    dead_total: st.dead.load(Ordering::Relaxed),
+                    dropped: st.dropped.load(Ordering::Relaxed),
+                    retrying: if s.spooling.load(Ordering::Relaxed) {
+                        spooled
+                    } else {
+                        0
+                    },
+                    dead,
+                    spooled,
+                    latency_ms_p50: st.latency_us.quantile(0.5).map(|us| us as f64 / 1000.0),
+                    latency_ms_p99: st.latency_us.quantile(0.99).map(|us| us as f64 / 1000.0),
+                    last_error: st.last_error(),
+                }
+            })
+            .collect();
+        rows.sort_by(|a, b| a.name.cmp(&b.name));
+        rows
+    }
+
+    /// What `f` makes of each section's delivery latency histogram (µs), by name.
+    pub fn latencies<T>(&self, f: impl Fn(&Histogram) -> T) -> Vec<(String, T)> {
+        let sections: Vec<(String, Arc<SectionShared>)> = self
+            .sections
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(name, w)| (name.clone(), w.shared.clone()))
+            .collect();
+        let mut out: Vec<(String, T)> = sections
+            .into_iter()
+            .map(|(name, s)| (name, f(&s.stats.latency_us)))
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+
+    /// Who hears about failed attempts and dead letters (throttled; see [`stats::Notice`]).
+    pub fn set_notifier(&self, n: stats::Notifier) {
+        self.errors.set_notifier(n);
+    }
+
     /// The text of `webhook show status`.
     pub fn status_text(&self) -> String {
-        let sections = self.sections.lock().unwrap_or_else(|p| p.into_inner());
-        let mut names: Vec<&String> = sections.keys().collect();
-        names.sort();
         let mut out = format!(
             "{:<20} {:>7} {:>6} {:>9} {:>8} {:>6} {:>7} {:>9} {:>9}  {}\n",
             "Section",
@@ -250,47 +337,29 @@ impl Dispatcher {
             "p99 ms",
             "Last error"
         );
-        for name in names {
-            let s = &sections[name].shared;
-            let (spooled, dead) = self
-                .spool
+        for r in self.status_rows() {
+            let ms = |v: Option<f64>| v.map(|v| format!("{v:.1}")).unwrap_or_else(|| "-".into());
+            let last = r
+                .last_error
                 .as_ref()
-                .and_then(|sp| sp.counts(name).ok())
-                .unwrap_or((0, 0));
-            let retrying = if s.spooling.load(Ordering::Relaxed) {
-                spooled
-            } else {
-                0
-            };
-            let ms = |q| {
-                s.stats
-                    .latency_us
-                    .quantile(q)
-                    .map(|us| format!("{:.1}", us as f64 / 1000.0))
-                    .unwrap_or_else(|| "-".into())
-            };
-            let last = s
-                .stats
-                .last_error()
                 .map(|(t, e)| format!("{} {e}", t.format("%H:%M:%S")))
                 .unwrap_or_else(|| "-".into());
             let _ = writeln!(
                 out,
                 "{:<20} {:>7} {:>6} {:>9} {:>8} {:>6} {:>7} {:>9} {:>9}  {}",
-                name,
-                s.rx.len(),
-                s.stats.in_flight.load(Ordering::Relaxed),
-                s.stats.delivered.load(Ordering::Relaxed),
-                retrying,
-                dead,
-                spooled,
-                ms(0.5),
-                ms(0.99),
+                r.name,
+                r.queued,
+                r.in_flight,
+                r.delivered,
+                r.retrying,
+                r.dead,
+                r.spooled,
+                ms(r.latency_ms_p50),
+                ms(r.latency_ms_p99),
                 last
             );
-            let dropped = s.stats.dropped.load(Ordering::Relaxed);
-            if dropped > 0 {
-                let _ = writeln!(out, "{:<20} DROPPED {dropped} (no spool)", "");
+            if r.dropped > 0 {
+                let _ = writeln!(out, "{:<20} DROPPED {} (no spool)", "", r.dropped);
             }
         }
         out

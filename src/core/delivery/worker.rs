@@ -454,6 +454,11 @@ fn attempt_and_record(s: &SectionShared, env: &WorkerEnv, item: &mut Spooled) ->
         event: d.event.clone(),
         error: item.last_error.clone(),
         attempt: item.attempts,
+        status: match &outcome.attempt {
+            Attempt::Status { code, .. } => Some(*code),
+            Attempt::Error(_) => None,
+        },
+        dead: matches!(verdict, Verdict::Fail),
     });
     verdict
 }
