@@ -342,3 +342,51 @@ param = event => ${{event}}
         );
     }
 }
+
+#[test]
+fn a_rate_limited_crm_gets_every_event_in_order_no_faster_than_its_limit() {
+    let rx = Receiver::start();
+    let conf = "
+[bitrix]
+type = webhook
+url = @RECEIVER@/rest
+rate_limit = 2/s
+param = call_id => ${call_id}
+param = event => ${event}
+";
+    let Some(pbx) = Sandbox::start("rate-limit", conf, &rx.url()) else {
+        return;
+    };
+    let section = pbx.cli("webhook show section bitrix");
+    assert!(
+        section.contains("rate_limit   = 2.000/s") && section.contains("rate_burst   = 2"),
+        "{section}"
+    );
+    // Three calls at once: 9 events, where the endpoint takes 2 at once then 2 a second.
+    let calls: Vec<_> = (0..3)
+        .map(|i| pbx.spawn_call(&format!("7916126300{i}"), "74951234567", 300))
+        .collect();
+    for mut c in calls {
+        assert!(c.wait().unwrap().success());
+    }
+    let got = rx.wait_for("9 events", Duration::from_secs(30), |g| g.len() >= 9);
+    assert_eq!(got.len(), 9);
+    let span = got[8].at - got[0].at;
+    assert!(
+        span >= Duration::from_millis(3150),
+        "9 requests at 2/s (burst 2) take at least 3.5 s; took {span:?}"
+    );
+    let mut by_call: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for r in &got {
+        let j = r.json();
+        by_call
+            .entry(j["call_id"].as_str().unwrap().into())
+            .or_default()
+            .push(j["event"].as_str().unwrap().into());
+    }
+    assert_eq!(by_call.len(), 3);
+    assert!(
+        by_call.values().all(|e| e == &["start", "answer", "end"]),
+        "{by_call:?}"
+    );
+}

@@ -504,6 +504,7 @@ fn endpoint_policies(config: &Config) -> Vec<EndpointPolicy> {
                 secret: w.secret.clone(),
                 tls_ca: w.tls_ca.clone(),
                 concurrency: w.concurrency,
+                rate_limit: w.rate_limit,
             }),
             _ => None,
         })

@@ -37,6 +37,18 @@ pub fn section_text(s: &Section) -> String {
             let retry: Vec<String> = w.retry.iter().map(|d| duration_text(*d)).collect();
             line(&mut out, "retry", &retry.join(", "));
             line(&mut out, "concurrency", &w.concurrency.to_string());
+            if let Some(r) = &w.rate_limit {
+                let per_s = 1.0 / r.interval.as_secs_f64();
+                line(
+                    &mut out,
+                    "rate_limit",
+                    &format!(
+                        "{per_s:.3}/s    ; one request every {}",
+                        duration_text(r.interval)
+                    ),
+                );
+                line(&mut out, "rate_burst", &r.burst.to_string());
+            }
             if w.secret.is_some() {
                 line(
                     &mut out,

@@ -7,6 +7,7 @@ use super::filter::{self, Filter};
 use super::request_spec::{RenderError, RequestSpec};
 use super::values;
 use crate::core::call::{Direction, EventKind};
+use crate::core::delivery::rate_limit::RateLimit;
 use crate::core::request::HttpRequest;
 use crate::core::value::FieldSource;
 
@@ -26,6 +27,8 @@ pub struct Webhook {
     pub concurrency: usize,
     /// `called` / `caller` / `ext` filters: all must match for an event to be sent.
     pub filters: Vec<Filter>,
+    /// `rate_limit` (with `rate_burst`): the most requests per time sent to the endpoint.
+    pub rate_limit: Option<RateLimit>,
 }
 
 /// Default `concurrency`: enough to keep a CRM 100 ms away at 40 events/s, gentle on it.
@@ -47,6 +50,7 @@ impl Webhook {
             tls_ca: None,
             concurrency: DEFAULT_CONCURRENCY,
             filters: Vec::new(),
+            rate_limit: None,
         }
     }
 
@@ -85,6 +89,17 @@ impl Webhook {
                 }
             }
             "called" | "caller" | "ext" => filter::set(&mut self.filters, key, v)?,
+            "rate_limit" => self.rate_limit = Some(RateLimit::parse(v)?),
+            "rate_burst" => {
+                let n = match v.parse::<u32>() {
+                    Ok(n) if (1..=10_000).contains(&n) => n,
+                    _ => return Err(format!("`{v}` is not a number from 1 to 10000")),
+                };
+                match &mut self.rate_limit {
+                    Some(r) => r.burst = n,
+                    None => return Err("rate_burst needs a rate_limit line before it".into()),
+                }
+            }
             _ => return Err("unknown key".into()),
         }
         Ok(())

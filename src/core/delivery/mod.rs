@@ -4,6 +4,7 @@
 
 pub mod client;
 pub mod coalesce;
+pub mod rate_limit;
 pub mod resolver;
 pub mod retry;
 pub mod signing;
@@ -56,6 +57,8 @@ pub struct EndpointPolicy {
     pub tls_ca: Option<PathBuf>,
     /// Calls sent at once (each call's own events stay in order).
     pub concurrency: usize,
+    /// `rate_limit`: requests per time this endpoint is sent at most.
+    pub rate_limit: Option<rate_limit::RateLimit>,
 }
 
 struct Section {
@@ -562,6 +565,7 @@ mod tests {
             secret: None,
             tls_ca: None,
             concurrency: 4,
+            rate_limit: None,
         }
     }
 
@@ -590,6 +594,37 @@ mod tests {
             },
             created_ms: 0,
         }
+    }
+
+    #[test]
+    fn a_rate_limit_spaces_requests_and_keeps_each_calls_order() {
+        let dir = temp_dir("rate");
+        let srv = Server::start(0, 200);
+        let d = Dispatcher::open(&dir).unwrap();
+        let mut p = policy("crm", &[1000]);
+        p.rate_limit = Some(rate_limit::RateLimit::parse("10/s").unwrap()); // burst 10
+        p.rate_limit.as_mut().unwrap().burst = 2;
+        d.configure(vec![p]);
+        let started = std::time::Instant::now();
+        for call in ["a", "b", "c"] {
+            for event in ["start", "answer", "end"] {
+                d.submit(delivery("crm", &srv.url, call, event));
+            }
+        }
+        let got = srv.wait(9);
+        let took = started.elapsed();
+        assert_eq!(got.len(), 9, "every delivery, none lost");
+        // 2 at once, then one per 100 ms: 9 requests take at least 700 ms (the limit is a
+        // floor; a slow machine only makes it longer).
+        assert!(took >= Duration::from_millis(700), "9 requests in {took:?}");
+        for call in ["a", "b", "c"] {
+            let events: Vec<&str> = got
+                .iter()
+                .filter_map(|(_, b)| b.strip_prefix(&format!("{call}:")))
+                .collect();
+            assert_eq!(events, ["start", "answer", "end"], "call {call} in order");
+        }
+        d.shutdown();
     }
 
     #[test]
@@ -747,6 +782,7 @@ mod tests {
         let d = Dispatcher::open(&dir).unwrap();
         d.configure(vec![EndpointPolicy {
             concurrency: 3,
+            rate_limit: None,
             ..policy("crm", &[50])
         }]);
         for i in 0..12 {

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{bounded, Receiver, Sender, TryRecvError, TrySendError};
 
 use super::client::{self, Outcome};
+use super::rate_limit::Pacer;
 use super::retry::{classify, next_delay, Attempt, Verdict};
 use super::signing;
 use super::spool::{Spool, Spooled};
@@ -48,6 +49,8 @@ pub struct SectionShared {
     pub name: String,
     pub policy: RwLock<EndpointPolicy>,
     pub agent: RwLock<Option<ureq::Agent>>,
+    /// Paces attempts when the section has a `rate_limit`.
+    pub pacer: RwLock<Option<Arc<Pacer>>>,
     /// The memory queue; each delivery carries the sequence number it got at submit, which
     /// is also its key if it ever goes to the spool, so order survives any spill.
     pub tx: Sender<(u64, Delivery)>,
@@ -71,6 +74,7 @@ pub struct SectionShared {
 
 impl SectionShared {
     pub fn new(policy: EndpointPolicy) -> SectionShared {
+        let pacer = policy.rate_limit.map(|r| Arc::new(Pacer::new(r)));
         let (tx, rx) = bounded(MEMORY_QUEUE);
         let agent = client::agent(policy.timeout, policy.tls_ca.as_deref(), policy.concurrency)
             .map_err(|e| {
@@ -84,6 +88,7 @@ impl SectionShared {
             name: policy.name.clone(),
             policy: RwLock::new(policy),
             agent: RwLock::new(agent),
+            pacer: RwLock::new(pacer),
             tx,
             rx,
             spooling: AtomicBool::new(false),
@@ -98,6 +103,13 @@ impl SectionShared {
     }
 
     pub fn set_policy(&self, policy: EndpointPolicy) {
+        {
+            let mut pacer = self.pacer.write().unwrap_or_else(|p| p.into_inner());
+            // The same limit keeps its pacing state across a reload.
+            if pacer.as_ref().map(|p| p.limit()) != policy.rate_limit {
+                *pacer = policy.rate_limit.map(|r| Arc::new(Pacer::new(r)));
+            }
+        }
         let agent = client::agent(policy.timeout, policy.tls_ca.as_deref(), policy.concurrency)
             .map_err(|e| log::error!("[{}] {e}", policy.name))
             .ok();
@@ -351,6 +363,13 @@ fn send_batch(
 /// `next_at_ms` (for a retry). Returns the verdict, with `Retry` turned into `Fail` when the
 /// schedule is exhausted.
 fn attempt(s: &SectionShared, env: &WorkerEnv, item: &mut Spooled) -> Verdict {
+    let pacer = s.pacer.read().unwrap_or_else(|p| p.into_inner()).clone();
+    if let Some(pacer) = pacer {
+        if !pacer.pace(&s.stop) {
+            // Stopping while waiting for a slot: not attempted, kept (spooled) as it is.
+            return Verdict::Retry { after: None };
+        }
+    }
     s.stats.in_flight.fetch_add(1, Ordering::Relaxed);
     let verdict = attempt_and_record(s, env, item);
     s.stats.in_flight.fetch_sub(1, Ordering::Relaxed);
