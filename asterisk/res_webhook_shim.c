@@ -28,6 +28,8 @@
 #include "asterisk/tcptls.h"
 #include "asterisk/format_cache.h"
 #include "asterisk/format_cap.h"
+#include "asterisk/manager.h"
+#include "asterisk/res_prometheus.h"
 
 #include "res_webhook.h"
 
@@ -95,10 +97,16 @@ static int host_originate(const char *context, const char *from, const char *to,
 	return res;
 }
 
+static void host_ami_event(const char *event, const char *fields)
+{
+	manager_event(EVENT_FLAG_SYSTEM, S(event), "%s", S(fields));
+}
+
 static const struct rw_host host = {
 	.log = host_log,
 	.cli_print = host_cli_print,
 	.originate = host_originate,
+	.ami_event = host_ami_event,
 };
 
 /* ---------------------------------------------------------------- call-path hooks */
@@ -643,12 +651,78 @@ static char *cli_replay(struct ast_cli_entry *e, int cmd, struct ast_cli_args *a
 		"       Re-sends dead-lettered deliveries.\n");
 }
 
+static char *cli_calls(struct ast_cli_entry *e, int cmd, struct ast_cli_args *a)
+{
+	return cli_dispatch(e, cmd, a, "webhook show calls",
+		"Usage: webhook show calls\n"
+		"       The calls in progress as res_webhook sees them: call id, direction, caller,\n"
+		"       called, extension, state (ringing, queued, answered) and age.\n");
+}
+
+static char *cli_section(struct ast_cli_entry *e, int cmd, struct ast_cli_args *a)
+{
+	return cli_dispatch(e, cmd, a, "webhook show section",
+		"Usage: webhook show section <name>\n"
+		"       One section as loaded: preset expanded, defaults filled in, secrets hidden.\n");
+}
+
 static struct ast_cli_entry cli_entries[] = {
 	AST_CLI_DEFINE(cli_status, "Show webhook delivery status"),
+	AST_CLI_DEFINE(cli_calls, "Show calls in progress"),
+	AST_CLI_DEFINE(cli_section, "Show a webhook.conf section as loaded"),
 	AST_CLI_DEFINE(cli_errors, "Show failed webhook deliveries"),
 	AST_CLI_DEFINE(cli_test, "Send a synthetic webhook"),
 	AST_CLI_DEFINE(cli_replay, "Re-send dead-lettered webhooks"),
 };
+
+/* ---------------------------------------------------------------- AMI */
+
+/* Action WebhookStatus: a list of WebhookSection events, then WebhookStatusComplete. */
+static int manager_webhook_status(struct mansession *s, const struct message *m)
+{
+	const char *id = astman_get_header(m, "ActionID");
+	char idtext[256] = "";
+	char *text = rw_ami_status();
+	char *block, *save = NULL;
+	int count = 0;
+
+	if (!ast_strlen_zero(id)) {
+		snprintf(idtext, sizeof(idtext), "ActionID: %s\r\n", id);
+	}
+	astman_send_listack(s, m, "Webhook section status will follow", "start");
+	for (block = text ? strtok_r(text, "\x1e", &save) : NULL; block; block = strtok_r(NULL, "\x1e", &save)) {
+		astman_append(s, "Event: WebhookSection\r\n%s%s\r\n", idtext, block);
+		count++;
+	}
+	astman_send_list_complete_start(s, m, "WebhookStatusComplete", count);
+	astman_send_list_complete_end(s);
+	rw_free_text(text);
+	return 0;
+}
+
+/* ---------------------------------------------------------------- Prometheus */
+
+/* res_prometheus is optional: weak references, resolved only when it is loaded (it is listed
+ * in .optional_modules, so the loader loads it first when it is there). */
+int prometheus_callback_register(struct prometheus_callback *callback) __attribute__((weak));
+void prometheus_callback_unregister(struct prometheus_callback *callback) __attribute__((weak));
+
+static void metrics_cb(struct ast_str **output)
+{
+	char *text = rw_metrics();
+
+	if (text) {
+		ast_str_append(output, 0, "%s", text);
+		rw_free_text(text);
+	}
+}
+
+static struct prometheus_callback metrics_callback = {
+	.name = "res_webhook",
+	.callback_fn = metrics_cb,
+};
+
+static int metrics_registered;
 
 /* ---------------------------------------------------------------- lifecycle */
 
@@ -662,6 +736,10 @@ static int unload_module(void)
 	free_wanted_vars();
 	ast_http_uri_unlink(&http_uri);
 	ast_cli_unregister_multiple(cli_entries, ARRAY_LEN(cli_entries));
+	ast_manager_unregister("WebhookStatus");
+	if (metrics_registered && prometheus_callback_unregister) {
+		prometheus_callback_unregister(&metrics_callback);
+	}
 	ast_custom_function_unregister(&webhook_function);
 	ast_custom_function_unregister(&lookup_function);
 	rw_unload();
@@ -682,6 +760,12 @@ static int load_module(void)
 	ast_custom_function_register(&lookup_function);
 	ast_http_uri_link(&http_uri);
 	ast_cli_register_multiple(cli_entries, ARRAY_LEN(cli_entries));
+	ast_manager_register("WebhookStatus", EVENT_FLAG_SYSTEM | EVENT_FLAG_REPORTING, manager_webhook_status,
+		"Show webhook delivery status per section");
+	if (prometheus_callback_register && !prometheus_callback_register(&metrics_callback)) {
+		metrics_registered = 1;
+		ast_log(LOG_NOTICE, "res_webhook metrics are served by res_prometheus\n");
+	}
 
 	/* core stop now exits without unloading modules; atexit handlers still run. */
 	ast_register_atexit(rw_at_exit);
@@ -702,4 +786,5 @@ AST_MODULE_INFO(ASTERISK_GPL_KEY, AST_MODFLAG_LOAD_ORDER, "Call webhooks, CRM lo
 	.unload = unload_module,
 	.reload = reload_module,
 	.load_pri = AST_MODPRI_DEFAULT,
+	.optional_modules = "res_prometheus",
 );

@@ -6,6 +6,7 @@
 #   sandbox.sh deps                 install host prerequisites (debootstrap, sipp, libclang, …)
 #   sandbox.sh ensure               build the sandbox once (cached in $RW_CACHE)
 #   sandbox.sh include-dir          print the Asterisk headers folder (for ASTERISK_INCLUDE_DIR)
+#   sandbox.sh root                 print the sandbox's root folder (Debian sid, for chroot)
 #   sandbox.sh install-module SO    copy a built module into the sandbox's module directory
 #   sandbox.sh start INSTANCE       start Asterisk with INSTANCE/etc as /etc/asterisk
 #   sandbox.sh cli INSTANCE CMD     run one CLI command (asterisk -rx)
@@ -45,6 +46,11 @@ cmd_deps() {
         || ls /usr/lib/llvm-*/lib/libclang.so >/dev/null 2>&1 || missing+=(libclang-dev)
     command -v openssl >/dev/null || missing+=(openssl)
     [ -e /etc/ssl/certs/ca-certificates.crt ] || missing+=(ca-certificates)
+    # The live tests' real clients: an AMI library and Prometheus' own text-format parser,
+    # for Debian's python3 (/usr/bin/python3; the tests call it by that path).
+    /usr/bin/python3 -c 'import panoramisk' 2>/dev/null || missing+=(python3-panoramisk)
+    /usr/bin/python3 -c 'import prometheus_client.parser' 2>/dev/null || missing+=(python3-prometheus-client)
+    command -v dpkg-deb >/dev/null || missing+=(dpkg)
     if [ ${#missing[@]} -gt 0 ]; then
         echo "sandbox.sh: installing ${missing[*]}"
         apt-get update -qq
@@ -200,6 +206,7 @@ case "${1:-}" in
     deps) cmd_deps ;;
     ensure) cmd_ensure ;;
     include-dir) cmd_include_dir ;;
+    root) echo "$ROOT" ;;
     install-module) shift; cmd_install_module "$@" ;;
     start) shift; cmd_start "$@" ;;
     cli) shift; cmd_cli "$@" ;;

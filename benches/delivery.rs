@@ -94,6 +94,7 @@ fn throughput(endpoints: usize, n: usize) {
                 secret: Some("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into()),
                 tls_ca: None,
                 concurrency: 4,
+                rate_limit: None,
             })
             .collect(),
     );
@@ -189,6 +190,7 @@ fn drain(endpoints: usize, n: usize) {
                 secret: Some("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into()),
                 tls_ca: None,
                 concurrency: 4,
+                rate_limit: None,
             })
             .collect(),
     );

@@ -77,7 +77,19 @@ struct rw_host {
 	 * originate was queued, non-zero when Asterisk refused it. Does not wait for the call. */
 	int (*originate)(const char *context, const char *from, const char *to, const char *caller_id,
 		int timeout_ms, const char *call_id);
+	/* Sends an AMI event (class system) named event; fields are "Key: Value\r\n" lines.
+	 * Called from a delivery worker's thread, never from the call path. */
+	void (*ami_event)(const char *event, const char *fields);
 };
+
+/* Text Rust allocated for the shim (rw_ami_status, rw_metrics); free it with rw_free_text. */
+void rw_free_text(char *text);
+/* The AMI action WebhookStatus: one block of "Key: Value\r\n" lines per section, blocks
+ * separated by '\x1e'. NULL when the module is not running. */
+char *rw_ami_status(void);
+/* Prometheus text exposition of the module's counters (res_prometheus' /metrics). NULL when
+ * the module is not running. */
+char *rw_metrics(void);
 
 /* Module lifecycle. rw_load returns 0 on success; on failure the module declines to load.
  * spool_default is Asterisk's spool directory (e.g. /var/spool/asterisk). */

@@ -274,7 +274,7 @@ fn a_full_disk_is_loud_and_webhooks_still_arrive() {
     let rx = Receiver::start();
     let conf = conf("spool_dir = /var/spool/asterisk/tiny", "");
     let mut tiny = None;
-    let pbx = Sandbox::start_with("fault-enospc", &conf, &rx.url(), &[], |dir| {
+    let pbx = Sandbox::start_env("fault-enospc", &conf, &rx.url(), &[], |dir| {
         let mnt = dir.join("spool/tiny");
         std::fs::create_dir_all(&mnt).unwrap();
         let ok = Command::new("mount")
@@ -333,7 +333,7 @@ fn panics_in_a_delivery_lane_and_the_correlation_thread_are_contained_and_counte
         "RES_WEBHOOK_TEST_PANIC",
         "worker:79161530000,calls:79161530001",
     )];
-    let pbx = Sandbox::start_with("fault-panic", &conf("", ""), &rx.url(), &env, |_| {});
+    let pbx = Sandbox::start_env("fault-panic", &conf("", ""), &rx.url(), &env, |_| {});
     let Some(pbx) = pbx else { return };
     let callers: Vec<String> = (0..3).map(|i| format!("7916153000{i}")).collect();
     for c in &callers {

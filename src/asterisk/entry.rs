@@ -6,18 +6,20 @@
 //! comment. Hence the crate-level exemption from `not_unsafe_ptr_arg_deref` here.
 #![allow(clippy::not_unsafe_ptr_arg_deref)]
 
-use std::ffi::CStr;
+use std::ffi::{CStr, CString};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use libc::{c_char, c_int};
 use once_cell::sync::OnceCell;
 
+use super::ami;
 use super::ffi;
 use super::guard::{guard, guard_hook, HOOK_PANICS};
 use super::host_log;
 use crate::core::click_to_call::ClickToCall;
 use crate::core::config::raw::{RawConfig, RawEntry, RawSection};
+use crate::core::delivery::stats::{Notice, Notifier};
 use crate::core::engine::{Engine, EngineSettings, Hook};
 use crate::core::host_event::{ChannelChange, HostEvent};
 use crate::core::lookup::LookupService;
@@ -100,7 +102,20 @@ pub extern "C" fn rw_load(host: *const ffi::rw_host, spool_default: *const c_cha
                 originate,
             });
         }
-        let settings = EngineSettings::new(std::path::PathBuf::from(spool_default).join("webhook"));
+        let on_failure = host.ami_event.map(|send| -> Notifier {
+            Arc::new(move |n: &Notice| {
+                let (name, fields) = ami::notice_event(n);
+                let (Ok(name), Ok(fields)) = (CString::new(name), CString::new(fields)) else {
+                    return;
+                };
+                // SAFETY: the shim's ami_event copies both strings before returning; it is
+                // a plain function that lives as long as the module.
+                unsafe { send(name.as_ptr(), fields.as_ptr()) };
+            })
+        });
+        let mut settings =
+            EngineSettings::new(std::path::PathBuf::from(spool_default).join("webhook"));
+        settings.on_failure = on_failure;
         match Engine::start(settings) {
             Ok(engine) => {
                 let _ = HOOK.set(engine.hook());
@@ -425,6 +440,46 @@ pub extern "C" fn rw_cli(fd: i32, argc: i32, argv: *const *const c_char) -> i32 
             }
             Err(_) => -1,
         }
+    })
+}
+
+/// Hands text to the shim, which frees it with [`rw_free_text`].
+fn text_for_c(text: String) -> *mut c_char {
+    CString::new(text.replace('\0', ""))
+        .map(CString::into_raw)
+        .unwrap_or(std::ptr::null_mut())
+}
+
+#[no_mangle]
+pub extern "C" fn rw_free_text(text: *mut c_char) {
+    guard("rw_free_text", (), || {
+        if !text.is_null() {
+            // SAFETY: `text` came from `text_for_c` (CString::into_raw) and is freed once.
+            drop(unsafe { CString::from_raw(text) });
+        }
+    })
+}
+
+#[no_mangle]
+pub extern "C" fn rw_ami_status() -> *mut c_char {
+    guard("rw_ami_status", std::ptr::null_mut(), || {
+        // Cloned out of the lock: counting the spool is disk I/O.
+        let rows = match engine() {
+            Some(engine) => engine.status_rows(),
+            None => return std::ptr::null_mut(),
+        };
+        text_for_c(ami::status_blocks(&rows))
+    })
+}
+
+#[no_mangle]
+pub extern "C" fn rw_metrics() -> *mut c_char {
+    guard("rw_metrics", std::ptr::null_mut(), || {
+        let text = match engine() {
+            Some(engine) => engine.metrics_text(),
+            None => return std::ptr::null_mut(),
+        };
+        text_for_c(text)
     })
 }
 

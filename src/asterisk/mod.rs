@@ -5,6 +5,7 @@
 //! - [`host_log`]: the `log` facade, forwarded to Asterisk's logger;
 //! - [`entry`]: the `extern "C"` functions the C shim calls.
 
+pub mod ami;
 pub mod entry;
 pub mod ffi;
 pub mod guard;

@@ -19,13 +19,16 @@ use super::call::{CallEvent, EventKind};
 use super::caller_history::CallerHistory;
 use super::click_to_call::ClickToCall;
 use super::config::raw::RawConfig;
-use super::config::{Config, SectionKind};
+use super::config::{describe, Config, SectionKind};
+use super::correlator::summary::{self, CallSummary};
 use super::correlator::{Correlator, DIALSTATUS_VARIABLE, RECORDING_VARIABLE};
-use super::delivery::{Delivery, Dispatcher, EndpointPolicy};
+use super::delivery::stats::Notifier;
+use super::delivery::{Delivery, Dispatcher, EndpointPolicy, SectionStatus};
 use super::fault;
 use super::host_event::HostEvent;
 use super::latency::Histogram;
 use super::lookup::LookupService;
+use super::metrics;
 use super::packed_event::{PackedEvent, PackedStrings};
 use super::synthetic;
 
@@ -56,6 +59,8 @@ pub struct UsageError;
 pub struct EngineSettings {
     /// Where the engine keeps its files unless `spool_dir` says otherwise.
     pub spool_default: PathBuf,
+    /// Told about failed deliveries and dead letters (throttled), on a worker's thread.
+    pub on_failure: Option<Notifier>,
     /// How often calls that never ended are swept ([`SWEEP_EVERY`]; shorter in tests).
     pub sweep_every: Duration,
 }
@@ -64,6 +69,7 @@ impl EngineSettings {
     pub fn new(spool_default: PathBuf) -> EngineSettings {
         EngineSettings {
             spool_default,
+            on_failure: None,
             sweep_every: SWEEP_EVERY,
         }
     }
@@ -183,6 +189,9 @@ impl Hook {
     }
 }
 
+/// Where the correlation thread sends its list of calls in progress.
+type CallsReply = Sender<Vec<CallSummary>>;
+
 /// What the CLI, the loader and the correlation thread share.
 struct Runtime {
     config: Arc<RwLock<Arc<Config>>>,
@@ -200,6 +209,9 @@ struct Runtime {
     sweep_every: Duration,
     /// Sweeps of calls that never ended, done so far.
     sweeps: AtomicU64,
+    /// `webhook show calls` asks the correlation thread, which owns the call table, for a
+    /// list of the calls in progress; it answers on the channel it is handed.
+    calls_view: (Sender<CallsReply>, Receiver<CallsReply>),
 }
 
 impl Runtime {
@@ -226,6 +238,7 @@ pub struct Engine {
     click_to_call: Arc<ClickToCall>,
     /// Serialises configuration loads (two `module reload`s at once); no channel thread takes it.
     applying: std::sync::Mutex<()>,
+    on_failure: Option<Notifier>,
 }
 
 impl Engine {
@@ -255,6 +268,7 @@ impl Engine {
             thread_panics: AtomicU64::new(0),
             sweep_every: settings.sweep_every,
             sweeps: AtomicU64::new(0),
+            calls_view: bounded(4),
         });
         let rt = runtime.clone();
         let thread = std::thread::Builder::new()
@@ -279,6 +293,7 @@ impl Engine {
             lookups,
             click_to_call,
             applying: std::sync::Mutex::new(()),
+            on_failure: settings.on_failure,
         })
     }
 
@@ -328,7 +343,11 @@ impl Engine {
             .clone()
             .unwrap_or_else(|| rt.spool_default.clone());
         if rt.dispatcher.get().is_none() {
-            let _ = rt.dispatcher.set(Dispatcher::open(&spool_dir));
+            let d = Dispatcher::open(&spool_dir);
+            if let Some(n) = &self.on_failure {
+                d.set_notifier(n.clone());
+            }
+            let _ = rt.dispatcher.set(d);
             match CallerHistory::open(&spool_dir.join("history.redb")) {
                 Ok(h) => {
                     let _ = rt.history.set(h);
@@ -398,6 +417,14 @@ impl Engine {
                 fmt_ns(self.lookups.latency_us.quantile(0.5).map(|us| us * 1000)),
                 fmt_ns(self.lookups.latency_us.quantile(0.99).map(|us| us * 1000)),
             )),
+            ["show", "calls"] => Ok(self.calls_text()),
+            ["show", "section", name] => {
+                let config = rt.config();
+                Ok(match config.sections.iter().find(|s| s.name == *name) {
+                    Some(s) => describe::section_text(s),
+                    None => format!("no section [{name}] loaded (see the log for errors)\n"),
+                })
+            }
             ["show", "errors"] => Ok(dispatcher.errors_text(None)),
             ["show", "errors", section] => Ok(dispatcher.errors_text(Some(section))),
             ["test", section] => Ok(self.test(dispatcher, section, EventKind::Start)),
@@ -411,6 +438,45 @@ impl Engine {
                 dispatcher.replay(Some(section))
             )),
             _ => Err(UsageError),
+        }
+    }
+
+    /// Every webhook section's delivery counters (empty before the spool is open).
+    pub fn status_rows(&self) -> Vec<SectionStatus> {
+        self.runtime
+            .dispatcher
+            .get()
+            .map(Dispatcher::status_rows)
+            .unwrap_or_default()
+    }
+
+    /// The Prometheus exposition text of everything the module counts.
+    pub fn metrics_text(&self) -> String {
+        let rt = &self.runtime;
+        let dispatcher = rt.dispatcher.get();
+        metrics::render(&metrics::Snapshot {
+            sections: self.status_rows(),
+            section_latency: dispatcher
+                .map(|d| d.latencies(metrics::Buckets::of))
+                .unwrap_or_default(),
+            lookup_latency: metrics::Buckets::of(&self.lookups.latency_us),
+            lookups: std::array::from_fn(|i| self.lookups.answered[i].load(Ordering::Relaxed)),
+            hook_events: self.shared.cost_ns.count(),
+            hook_dropped: self.shared.dropped.load(Ordering::Relaxed),
+            calls_in_progress: rt.active_calls.load(Ordering::Relaxed),
+            call_events: rt.call_events.load(Ordering::Relaxed),
+        })
+    }
+
+    /// The calls in progress, from the correlation thread (it answers within one poll).
+    fn calls_text(&self) -> String {
+        let (tx, rx) = bounded(1);
+        if self.runtime.calls_view.0.try_send(tx).is_err() {
+            return "the call model is busy answering; try again\n".into();
+        }
+        match rx.recv_timeout(Duration::from_secs(2)) {
+            Ok(calls) => summary::table(&calls),
+            Err(_) => "the call model did not answer within 2 s\n".into(),
         }
     }
 
@@ -480,6 +546,7 @@ fn endpoint_policies(config: &Config) -> Vec<EndpointPolicy> {
                 secret: w.secret.clone(),
                 tls_ca: w.tls_ca.clone(),
                 concurrency: w.concurrency,
+                rate_limit: w.rate_limit,
             }),
             _ => None,
         })
@@ -593,6 +660,9 @@ fn correlate_loop(
         if st.last_chores.elapsed() >= CHORES_EVERY {
             st.last_chores = Instant::now();
             chores(rt, shared, st);
+        }
+        if let Ok(reply) = rt.calls_view.1.try_recv() {
+            let _ = reply.try_send(st.correlator.in_progress(SystemTime::now()));
         }
         let ev = match rx.try_recv() {
             Ok(Queued::Event(ev)) => *ev,
@@ -712,7 +782,7 @@ fn dispatch(rt: &Runtime, config: &Config, mut ev: CallEvent, outbox: &mut Vec<D
         let SectionKind::Webhook(w) = &section.kind else {
             continue;
         };
-        if !w.wants(ev.kind, ev.call.direction) {
+        if !section.enabled || !w.wants(ev.kind, ev.call.direction) || !w.passes(&ev) {
             continue;
         }
         match w.render(&ev) {

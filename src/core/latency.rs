@@ -10,12 +10,15 @@ const BUCKETS: usize = 64 * SUB;
 /// Counts of recorded values, in nanoseconds (or any unit the caller keeps to).
 pub struct Histogram {
     counts: Box<[AtomicU64]>,
+    /// Sum of recorded values (Prometheus' `_sum`).
+    sum: AtomicU64,
 }
 
 impl Default for Histogram {
     fn default() -> Self {
         Histogram {
             counts: (0..BUCKETS).map(|_| AtomicU64::new(0)).collect(),
+            sum: AtomicU64::new(0),
         }
     }
 }
@@ -41,6 +44,30 @@ fn bucket_upper(b: usize) -> u64 {
 impl Histogram {
     pub fn record(&self, v: u64) {
         self.counts[bucket_of(v).min(BUCKETS - 1)].fetch_add(1, Ordering::Relaxed);
+        self.sum.fetch_add(v, Ordering::Relaxed);
+    }
+
+    pub fn sum(&self) -> u64 {
+        self.sum.load(Ordering::Relaxed)
+    }
+
+    /// For each bound, how many recorded values are at most it — counted by bucket, so a
+    /// value is placed by its bucket's upper edge (≤ 12.5 % high). Bounds ascending.
+    pub fn cumulative(&self, bounds: &[u64]) -> Vec<u64> {
+        let mut out = vec![0u64; bounds.len()];
+        for (b, c) in self.counts.iter().enumerate() {
+            let n = c.load(Ordering::Relaxed);
+            if n == 0 {
+                continue;
+            }
+            let upper = bucket_upper(b);
+            for (i, bound) in bounds.iter().enumerate() {
+                if upper <= *bound {
+                    out[i] += n;
+                }
+            }
+        }
+        out
     }
 
     pub fn count(&self) -> u64 {
@@ -85,6 +112,20 @@ mod tests {
         assert!((50_000.0..=50_000.0 * 1.13).contains(&p50), "p50 {p50}");
         assert!((99_000.0..=99_000.0 * 1.13).contains(&p99), "p99 {p99}");
         assert_eq!(h.count(), 1000);
+    }
+
+    #[test]
+    fn cumulative_counts_and_sum() {
+        let h = Histogram::default();
+        for v in [3u64, 900, 1000, 50_000] {
+            h.record(v);
+        }
+        assert_eq!(
+            h.cumulative(&[7, 1000, 100_000]),
+            [1, 2, 4],
+            "1000 sits in a bucket up to 1023"
+        );
+        assert_eq!(h.sum(), 51_903);
     }
 
     #[test]

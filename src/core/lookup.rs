@@ -30,6 +30,13 @@ pub enum LookupStatus {
 }
 
 impl LookupStatus {
+    pub const ALL: [LookupStatus; 4] = [
+        LookupStatus::Found,
+        LookupStatus::NotFound,
+        LookupStatus::Timeout,
+        LookupStatus::Error,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             LookupStatus::Found => "FOUND",
@@ -52,6 +59,8 @@ pub struct LookupService {
     cache: Mutex<HashMap<(String, String), Cached>>,
     /// Latency of requests that reached the CRM, µs (for the CLI and benchmarks).
     pub latency_us: super::latency::Histogram,
+    /// Lookups answered, by status (in [`LookupStatus::ALL`]'s order), for metrics.
+    pub answered: [std::sync::atomic::AtomicU64; 4],
 }
 
 /// Makes a CRM value safe for the dialplan: control characters go, and every character that
@@ -121,17 +130,31 @@ impl LookupService {
             config,
             cache: Mutex::new(HashMap::new()),
             latency_us: Default::default(),
+            answered: Default::default(),
         }
     }
 
     /// Answers `WEBHOOK_LOOKUP(section,number,field)`: the sanitized value and the status.
     /// Never takes longer than the section's `timeout` (plus scheduling).
     pub fn lookup(&self, section: &str, number: &str, field: &str) -> (String, LookupStatus) {
+        let answer = self.answer(section, number, field);
+        let i = LookupStatus::ALL
+            .iter()
+            .position(|s| *s == answer.1)
+            .unwrap_or(3);
+        self.answered[i].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        answer
+    }
+
+    fn answer(&self, section: &str, number: &str, field: &str) -> (String, LookupStatus) {
         let config = self
             .config
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone();
+        if config.disabled(section) {
+            return (String::new(), LookupStatus::NotFound); // `enabled = no`: as if unknown
+        }
         let Some(l) = config.lookup(section) else {
             log::warn!("WEBHOOK_LOOKUP: no type = lookup section [{section}] in webhook.conf");
             return (String::new(), LookupStatus::Error);

@@ -11,6 +11,7 @@ pub mod fault;
 pub mod host_event;
 pub mod latency;
 pub mod lookup;
+pub mod metrics;
 pub mod packed_event;
 pub mod payload;
 pub mod request;

@@ -185,8 +185,8 @@ fn to_json(v: Value, ctx: &FormatContext) -> Json {
 }
 
 /// Renders params into a JSON object, nesting dotted names and appending `[]` names.
-pub fn json_object(
-    params: &[Param],
+pub fn json_object<'a>(
+    params: impl IntoIterator<Item = &'a Param>,
     src: &dyn FieldSource,
     ctx: &FormatContext,
 ) -> Map<String, Json> {
@@ -221,13 +221,13 @@ pub fn json_object(
 }
 
 /// Renders params as `name=value` pairs for a query string or form (missing values empty).
-pub fn flat_pairs(
-    params: &[Param],
+pub fn flat_pairs<'a>(
+    params: impl IntoIterator<Item = &'a Param>,
     src: &dyn FieldSource,
     ctx: &FormatContext,
 ) -> Vec<(String, String)> {
     params
-        .iter()
+        .into_iter()
         .map(|p| {
             let text = match (p.value(src, ctx), &p.default) {
                 (Value::Null, Some(serde_json::Value::String(d))) => d.clone(),

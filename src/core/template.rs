@@ -60,6 +60,28 @@ pub struct Template {
     parts: Vec<Part>,
 }
 
+/// The template as `webhook.conf` writes it (`${field}`, `${sha256(…)}`).
+impl fmt::Display for Template {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for part in &self.parts {
+            match part {
+                Part::Text(t) => f.write_str(t)?,
+                Part::Field(name) => write!(f, "${{{name}}}")?,
+                Part::Call(func, inner) => {
+                    let name = match func {
+                        HashFn::Md5 => "md5",
+                        HashFn::Sha1 => "sha1",
+                        HashFn::Sha256 => "sha256",
+                        HashFn::Crc32 => "crc32",
+                    };
+                    write!(f, "${{{name}({inner})}}")?
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Why a template does not compile.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TemplateError(pub String);

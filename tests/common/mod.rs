@@ -61,7 +61,7 @@ fn free_tcp_port() -> u16 {
         .port()
 }
 
-fn run(cmd: &mut Command) -> String {
+pub fn run(cmd: &mut Command) -> String {
     let out = cmd
         .output()
         .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
@@ -75,8 +75,17 @@ fn run(cmd: &mut Command) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// Builds the module once per test binary (or uses `RES_WEBHOOK_SO`).
-fn module() -> &'static Path {
+/// The sandbox's root folder (a Debian sid with Asterisk 22; `chroot` into it).
+pub fn sandbox_root() -> PathBuf {
+    PathBuf::from(
+        run(Command::new(sandbox_sh()).arg("root"))
+            .trim()
+            .to_string(),
+    )
+}
+
+/// This build's module: built once per test binary (or `RES_WEBHOOK_SO`).
+pub fn module() -> &'static Path {
     MODULE.get_or_init(|| {
         if let Ok(p) = std::env::var("RES_WEBHOOK_SO") {
             return PathBuf::from(p);
@@ -100,6 +109,13 @@ pub fn target_dir() -> PathBuf {
         Some(d) => repo().join(d),
         None => repo().join("target"),
     }
+}
+
+/// Copies this build's module into the sandbox (what most live tests run).
+fn install_this_build(_root: &Path) {
+    run(Command::new(sandbox_sh())
+        .arg("install-module")
+        .arg(module()));
 }
 
 /// Ports one Asterisk instance listens on and calls into.
@@ -131,15 +147,51 @@ impl Sandbox {
     /// Starts Asterisk with `webhook_conf` (where `@RECEIVER@` becomes `receiver_url`).
     /// `None` when live tests cannot run here (and we are not in CI).
     pub fn start(name: &str, webhook_conf: &str, receiver_url: &str) -> Option<Sandbox> {
-        Self::start_with(name, webhook_conf, receiver_url, &[], |_| {})
+        Self::start_full(
+            name,
+            webhook_conf,
+            receiver_url,
+            install_this_build,
+            &[],
+            |_| {},
+        )
     }
 
-    /// [`Sandbox::start`] with environment variables for Asterisk, and `prepare(dir)` run on
-    /// the instance folder before Asterisk starts (e.g. to mount something under `spool/`).
+    /// Like [`Sandbox::start`], but `install(root)` puts the module into the sandbox root
+    /// (e.g. a package install) instead of copying this build's.
     pub fn start_with(
         name: &str,
         webhook_conf: &str,
         receiver_url: &str,
+        install: impl FnOnce(&Path),
+    ) -> Option<Sandbox> {
+        Self::start_full(name, webhook_conf, receiver_url, install, &[], |_| {})
+    }
+
+    /// [`Sandbox::start`] with environment variables for Asterisk, and `prepare(dir)` run on
+    /// the instance folder before Asterisk starts (e.g. to mount something under `spool/`).
+    pub fn start_env(
+        name: &str,
+        webhook_conf: &str,
+        receiver_url: &str,
+        env: &[(&str, &str)],
+        prepare: impl FnOnce(&Path),
+    ) -> Option<Sandbox> {
+        Self::start_full(
+            name,
+            webhook_conf,
+            receiver_url,
+            install_this_build,
+            env,
+            prepare,
+        )
+    }
+
+    fn start_full(
+        name: &str,
+        webhook_conf: &str,
+        receiver_url: &str,
+        install: impl FnOnce(&Path),
         env: &[(&str, &str)],
         prepare: impl FnOnce(&Path),
     ) -> Option<Sandbox> {
@@ -147,10 +199,7 @@ impl Sandbox {
             return None;
         }
         let lock = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
-        let module = module().to_path_buf();
-        run(Command::new(sandbox_sh())
-            .arg("install-module")
-            .arg(&module));
+        install(&sandbox_root());
         let dir = repo().join("target/live").join(name);
         // A tmpfs a crashed earlier run left mounted under the instance.
         let _ = Command::new("umount")

@@ -1,6 +1,8 @@
 //! The configuration model (`webhook.conf`): sections parsed from what the host's config loader
 //! read. A bad section is reported (file, line, section, key, why) and skipped; the rest load.
 
+pub mod describe;
+pub mod filter;
 pub mod general;
 pub mod lookup;
 pub mod originate;
@@ -54,6 +56,10 @@ pub enum SectionKind {
 pub struct Section {
     pub name: String,
     pub kind: SectionKind,
+    /// `enabled = no` keeps a section configured (and checked) but switched off: a webhook
+    /// section renders nothing new (what it already queued still goes out), a lookup answers
+    /// NOTFOUND without asking, a click-to-call endpoint is not served.
+    pub enabled: bool,
 }
 
 /// The whole configuration in force.
@@ -227,19 +233,24 @@ impl Config {
         })
     }
 
-    /// The lookup section called `name`.
+    /// Whether a section called `name` exists and is switched off (`enabled = no`).
+    pub fn disabled(&self, name: &str) -> bool {
+        self.sections.iter().any(|s| s.name == name && !s.enabled)
+    }
+
+    /// The lookup section called `name`, when enabled.
     pub fn lookup(&self, name: &str) -> Option<&Lookup> {
         self.sections.iter().find_map(|s| match &s.kind {
-            SectionKind::Lookup(l) if s.name == name => Some(l),
+            SectionKind::Lookup(l) if s.name == name && s.enabled => Some(l),
             _ => None,
         })
     }
 
-    /// The originate section serving `/webhook/<path>`.
+    /// The enabled originate section serving `/webhook/<path>`.
     pub fn originate_at(&self, path: &str) -> Option<(&str, &Originate)> {
         let path = path.trim_matches('/');
         self.sections.iter().find_map(|s| match &s.kind {
-            SectionKind::Originate(o) if o.path == path => Some((s.name.as_str(), o)),
+            SectionKind::Originate(o) if o.path == path && s.enabled => Some((s.name.as_str(), o)),
             _ => None,
         })
     }
@@ -332,8 +343,22 @@ fn parse_section(
         p.apply(&mut spec, &mut target);
     }
 
+    let mut enabled = true;
     for e in &s.entries {
         if e.key == "type" || e.key == "preset" {
+            continue;
+        }
+        if e.key == "enabled" {
+            match values::boolean(&e.value) {
+                Ok(b) => enabled = b,
+                Err(reason) => errors.push(ConfigError {
+                    file: e.file.clone(),
+                    section: s.name.clone(),
+                    key: Some(e.key.clone()),
+                    line: e.line,
+                    reason,
+                }),
+            }
             continue;
         }
         let result = match preset.and_then(|p| p.apply_key(&e.key, &e.value, &mut spec)) {
@@ -383,6 +408,7 @@ fn parse_section(
         Ok(Section {
             name: s.name.clone(),
             kind: target,
+            enabled,
         })
     } else {
         for e in errors.iter_mut() {
@@ -435,6 +461,69 @@ path = crm-api
 token = s3cret-token
 context = from-internal
 ";
+
+    #[test]
+    fn switches_and_filters_are_checked_and_kept() {
+        let (c, errors) = parse(
+            "
+[sales-crm]
+type = webhook
+url = http://crm/a
+enabled = no
+called = 74951234567|74951234568
+ext = 10[0-9]
+
+[lookup-off]
+type = lookup
+url = http://crm/l
+enabled = no
+
+[click-off]
+type = originate
+path = off
+token = t0ken-long-enough
+context = from-internal
+enabled = false
+
+[bad]
+type = webhook
+url = http://crm/b
+enabled = maybe
+caller = 7916(
+",
+        );
+        assert_eq!(errors.len(), 2, "{errors:?}");
+        assert!(
+            errors[0].to_string().contains("[bad] enabled:"),
+            "{}",
+            errors[0]
+        );
+        assert!(
+            errors[1]
+                .to_string()
+                .contains("[bad] caller: bad regular expression"),
+            "{}",
+            errors[1]
+        );
+        let sales = c.sections.iter().find(|s| s.name == "sales-crm").unwrap();
+        assert!(!sales.enabled);
+        let w = c.webhook("sales-crm").unwrap();
+        let fields: Vec<(&str, &str)> = w
+            .filters
+            .iter()
+            .map(|f| (f.field, f.pattern.as_str()))
+            .collect();
+        assert_eq!(
+            fields,
+            [("called", "74951234567|74951234568"), ("ext", "10[0-9]")]
+        );
+        assert!(c.disabled("lookup-off") && c.lookup("lookup-off").is_none());
+        assert!(
+            c.originate_at("off").is_none(),
+            "a switched-off endpoint is not served"
+        );
+        assert!(!c.disabled("nosuch"));
+    }
 
     #[test]
     fn a_good_file_loads_every_section() {

@@ -166,7 +166,7 @@ impl RequestSpec {
         Ok(())
     }
 
-    fn params_for(&self, src: &dyn FieldSource) -> Vec<Param> {
+    fn params_for(&self, src: &dyn FieldSource) -> Vec<&Param> {
         let event = match src.field("event") {
             Some(Value::Str(e)) => EventKind::parse(&e),
             _ => None,
@@ -178,7 +178,7 @@ impl RequestSpec {
                 (Some(evs), Some(e)) => evs.contains(&e),
                 (Some(_), None) => true,
             })
-            .map(|p| p.param.clone())
+            .map(|p| &p.param)
             .collect()
     }
 
@@ -191,16 +191,20 @@ impl RequestSpec {
         let format = self.format();
         let body = match format {
             Format::Query => {
-                let q = urlencode(&flat_pairs(&params, src, &self.ctx));
+                let q = urlencode(&flat_pairs(params.iter().copied(), src, &self.ctx));
                 if !q.is_empty() {
                     url.push(if url.contains('?') { '&' } else { '?' });
                     url.push_str(&q);
                 }
                 Vec::new()
             }
-            Format::Form => urlencode(&flat_pairs(&params, src, &self.ctx)).into_bytes(),
-            Format::Json => serde_json::to_vec(&json_object(&params, src, &self.ctx))
-                .map_err(|e| RenderError(e.to_string()))?,
+            Format::Form => {
+                urlencode(&flat_pairs(params.iter().copied(), src, &self.ctx)).into_bytes()
+            }
+            Format::Json => {
+                serde_json::to_vec(&json_object(params.iter().copied(), src, &self.ctx))
+                    .map_err(|e| RenderError(e.to_string()))?
+            }
             Format::JsonRpc => {
                 let id = match (src.field("call_id"), src.field("event")) {
                     (Some(Value::Str(c)), Some(Value::Str(e))) => format!("{c}-{e}"),
@@ -210,7 +214,7 @@ impl RequestSpec {
                 let call = serde_json::json!({
                     "jsonrpc": "2.0",
                     "method": self.jsonrpc_method.clone().unwrap_or_else(|| "call.event".into()),
-                    "params": json_object(&params, src, &self.ctx),
+                    "params": json_object(params.iter().copied(), src, &self.ctx),
                     "id": id,
                 });
                 serde_json::to_vec(&call).map_err(|e| RenderError(e.to_string()))?

@@ -22,6 +22,25 @@ pub fn duration(s: &str, bare_unit: Duration) -> Result<Duration, String> {
     Ok(d)
 }
 
+/// A duration the way `webhook.conf` writes it, in the largest unit that is exact.
+pub fn duration_text(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms == 0 {
+        return "0s".into();
+    }
+    for (unit, size) in [
+        ("d", 86_400_000),
+        ("h", 3_600_000),
+        ("m", 60_000),
+        ("s", 1000),
+    ] {
+        if ms.is_multiple_of(size) {
+            return format!("{}{unit}", ms / size);
+        }
+    }
+    format!("{ms}ms")
+}
+
 /// A comma-separated list, trimmed, empty items dropped.
 pub fn list(s: &str) -> Vec<String> {
     s.split(',')

@@ -3,9 +3,11 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use super::filter::{self, Filter};
 use super::request_spec::{RenderError, RequestSpec};
 use super::values;
 use crate::core::call::{Direction, EventKind};
+use crate::core::delivery::rate_limit::RateLimit;
 use crate::core::request::HttpRequest;
 use crate::core::value::FieldSource;
 
@@ -23,6 +25,10 @@ pub struct Webhook {
     pub tls_ca: Option<PathBuf>,
     /// How many calls' deliveries may be in flight at once (connections to the endpoint).
     pub concurrency: usize,
+    /// `called` / `caller` / `ext` filters: all must match for an event to be sent.
+    pub filters: Vec<Filter>,
+    /// `rate_limit` (with `rate_burst`): the most requests per time sent to the endpoint.
+    pub rate_limit: Option<RateLimit>,
 }
 
 /// Default `concurrency`: enough to keep a CRM 100 ms away at 40 events/s, gentle on it.
@@ -43,6 +49,8 @@ impl Webhook {
             secret: None,
             tls_ca: None,
             concurrency: DEFAULT_CONCURRENCY,
+            filters: Vec::new(),
+            rate_limit: None,
         }
     }
 
@@ -80,6 +88,18 @@ impl Webhook {
                     _ => return Err(format!("`{v}` is not a number from 1 to {MAX_CONCURRENCY}")),
                 }
             }
+            "called" | "caller" | "ext" => filter::set(&mut self.filters, key, v)?,
+            "rate_limit" => self.rate_limit = Some(RateLimit::parse(v)?),
+            "rate_burst" => {
+                let n = match v.parse::<u32>() {
+                    Ok(n) if (1..=10_000).contains(&n) => n,
+                    _ => return Err(format!("`{v}` is not a number from 1 to 10000")),
+                };
+                match &mut self.rate_limit {
+                    Some(r) => r.burst = n,
+                    None => return Err("rate_burst needs a rate_limit line before it".into()),
+                }
+            }
             _ => return Err("unknown key".into()),
         }
         Ok(())
@@ -88,6 +108,11 @@ impl Webhook {
     /// Whether this endpoint wants this event of a call in this direction.
     pub fn wants(&self, kind: EventKind, dir: Direction) -> bool {
         self.events.contains(&kind) && self.directions.contains(&dir)
+    }
+
+    /// Whether the event passes the section's `called` / `caller` / `ext` filters.
+    pub fn passes(&self, ev: &dyn FieldSource) -> bool {
+        self.filters.iter().all(|f| f.accepts(ev))
     }
 
     /// The request for one event.

@@ -8,6 +8,7 @@
 //! through bridges and Local channel pairs ([`topology`]), not from dial results alone.
 
 mod outcome;
+pub mod summary;
 mod topology;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -143,6 +144,28 @@ impl Correlator {
     /// Calls in progress.
     pub fn active_calls(&self) -> usize {
         self.calls.len()
+    }
+
+    /// What `webhook show calls` lists: every call in progress, as of `now`.
+    pub fn in_progress(&self, now: SystemTime) -> Vec<summary::CallSummary> {
+        self.calls
+            .values()
+            .map(|c| summary::CallSummary {
+                call_id: c.record.call_id.clone(),
+                direction: c.record.direction,
+                caller: c.record.caller.clone(),
+                called: c.record.called.clone(),
+                ext: c.record.ext.clone(),
+                state: if c.answered {
+                    "answered"
+                } else if c.queue_since.is_some() {
+                    "queued"
+                } else {
+                    "ringing"
+                },
+                age: since(c.record.time_start.into(), now),
+            })
+            .collect()
     }
 
     /// The call a channel belongs to now.

@@ -6,9 +6,10 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use ureq::tls::{parse_pem, PemItem, RootCerts, TlsConfig};
-use ureq::unversioned::transport::DefaultConnector;
+use ureq::unversioned::transport::{Connector, DefaultConnector};
 use ureq::Agent;
 
+use super::coalesce::CoalescingConnector;
 use super::resolver::CachingResolver;
 
 use super::retry::{parse_retry_after, Attempt};
@@ -82,7 +83,7 @@ pub fn agent(
         .build();
     Ok(Agent::with_parts(
         config,
-        DefaultConnector::default(),
+        DefaultConnector::default().chain(CoalescingConnector),
         CachingResolver::default(),
     ))
 }

@@ -3,6 +3,8 @@
 //! [`signing`], [`spool`], [`worker`], [`stats`].
 
 pub mod client;
+pub mod coalesce;
+pub mod rate_limit;
 pub mod resolver;
 pub mod retry;
 pub mod signing;
@@ -20,6 +22,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::core::latency::Histogram;
 use crate::core::request::{HttpRequest, Method};
 use spool::Spool;
 use stats::ErrorLog;
@@ -54,6 +57,8 @@ pub struct EndpointPolicy {
     pub tls_ca: Option<PathBuf>,
     /// Calls sent at once (each call's own events stay in order).
     pub concurrency: usize,
+    /// `rate_limit`: requests per time this endpoint is sent at most.
+    pub rate_limit: Option<rate_limit::RateLimit>,
 }
 
 /// Most lanes a section can have (`concurrency`'s upper bound).
@@ -62,6 +67,30 @@ pub const MAX_LANES: usize = 64;
 struct Section {
     shared: Arc<SectionShared>,
     thread: Option<JoinHandle<()>>,
+}
+
+/// One section's delivery counters at one moment.
+#[derive(Debug, Clone)]
+pub struct SectionStatus {
+    pub name: String,
+    /// In the memory queue.
+    pub queued: usize,
+    pub in_flight: usize,
+    /// Since load: delivered, attempts made, attempts retried, dead-lettered, dropped.
+    pub delivered: u64,
+    pub attempts: u64,
+    pub retries: u64,
+    pub dead_total: u64,
+    pub dropped: u64,
+    /// Panics contained in the section's lanes.
+    pub panics: u64,
+    /// Now: spooled for a retry, dead letters kept, everything in the spool.
+    pub retrying: usize,
+    pub dead: usize,
+    pub spooled: usize,
+    pub latency_ms_p50: Option<f64>,
+    pub latency_ms_p99: Option<f64>,
+    pub last_error: Option<(chrono::DateTime<chrono::Utc>, String)>,
 }
 
 /// Owns the spool and one worker per section.
@@ -281,6 +310,59 @@ impl Dispatcher {
         out
     }
 
+    /// Every section's counters now, by name (`webhook show status`, AMI, metrics).
+    pub fn status_rows(&self) -> Vec<SectionStatus> {
+        // The spool is read after the section table's lock is let go (it is disk I/O).
+        let mut rows: Vec<SectionStatus> = self
+            .shared()
+            .iter()
+            .map(|s| {
+                let name = &s.name;
+                let (spooled, dead) = self.spool.counts(name).unwrap_or((0, 0));
+                let st = &s.stats;
+                SectionStatus {
+                    name: name.clone(),
+                    queued: s.queued(),
+                    in_flight: st.in_flight.load(Ordering::Relaxed),
+                    delivered: st.delivered.load(Ordering::Relaxed),
+                    attempts: st.attempts.load(Ordering::Relaxed),
+                    retries: st.retries.load(Ordering::Relaxed),
+                    dead_total: st.dead.load(Ordering::Relaxed),
+                    dropped: st.dropped.load(Ordering::Relaxed),
+                    panics: st.panics.load(Ordering::Relaxed),
+                    retrying: if s.spooling.load(Ordering::Relaxed) {
+                        spooled
+                    } else {
+                        0
+                    },
+                    dead,
+                    spooled,
+                    latency_ms_p50: st.latency_us.quantile(0.5).map(|us| us as f64 / 1000.0),
+                    latency_ms_p99: st.latency_us.quantile(0.99).map(|us| us as f64 / 1000.0),
+                    last_error: st.last_error(),
+                }
+            })
+            .collect();
+        rows.sort_by(|a, b| a.name.cmp(&b.name));
+        rows
+    }
+
+    /// What `f` makes of each section's delivery latency histogram (µs), by name.
+    pub fn latencies<T>(&self, f: impl Fn(&Histogram) -> T) -> Vec<(String, T)> {
+        let mut out: Vec<(String, T)> = self
+            .shared()
+            .into_iter()
+            .map(|s| (s.name.clone(), f(&s.stats.latency_us)))
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+
+    /// Who hears about failed attempts and dead letters (throttled; see [`stats::Notice`]).
+    pub fn set_notifier(&self, n: stats::Notifier) {
+        self.errors.set_notifier(n);
+    }
+
     /// The text of `webhook show status`. Takes no lock the correlation thread needs while it
     /// counts the spool.
     pub fn status_text(&self) -> String {
@@ -298,54 +380,39 @@ impl Dispatcher {
             "p50 ms",
             "p99 ms",
         );
-        for s in self.shared() {
-            let name = &s.name;
-            let (spooled, dead) = self.spool.counts(name).unwrap_or((0, 0));
-            let retrying = if s.spooling.load(Ordering::Relaxed) {
-                spooled
-            } else {
-                0
-            };
-            let ms = |q| {
-                s.stats
-                    .latency_us
-                    .quantile(q)
-                    .map(|us| format!("{:.1}", us as f64 / 1000.0))
-                    .unwrap_or_else(|| "-".into())
-            };
-            let last = s
-                .stats
-                .last_error()
+        for r in self.status_rows() {
+            let ms = |v: Option<f64>| v.map(|v| format!("{v:.1}")).unwrap_or_else(|| "-".into());
+            let last = r
+                .last_error
+                .as_ref()
                 .map(|(t, e)| format!("{} {e}", t.format("%H:%M:%S")))
                 .unwrap_or_else(|| "-".into());
             let _ = writeln!(
                 out,
                 "{:<20} {:>7} {:>6} {:>9} {:>8} {:>6} {:>7} {:>9} {:>9}  {}",
-                name,
-                s.queued(),
-                s.stats.in_flight.load(Ordering::Relaxed),
-                s.stats.delivered.load(Ordering::Relaxed),
-                retrying,
-                dead,
-                spooled,
-                ms(0.5),
-                ms(0.99),
+                r.name,
+                r.queued,
+                r.in_flight,
+                r.delivered,
+                r.retrying,
+                r.dead,
+                r.spooled,
+                ms(r.latency_ms_p50),
+                ms(r.latency_ms_p99),
                 last
             );
-            let dropped = s.stats.dropped.load(Ordering::Relaxed);
-            if dropped > 0 {
+            if r.dropped > 0 {
                 let _ = writeln!(
                     out,
-                    "{:<20} DROPPED {dropped} (no room in spool or memory)",
-                    ""
+                    "{:<20} DROPPED {} (no room in spool or memory)",
+                    "", r.dropped
                 );
             }
-            let panics = s.stats.panics.load(Ordering::Relaxed);
-            if panics > 0 {
+            if r.panics > 0 {
                 let _ = writeln!(
                     out,
-                    "{:<20} worker panics: {panics} (contained, restarted; see the log)",
-                    ""
+                    "{:<20} worker panics: {} (contained, restarted; see the log)",
+                    "", r.panics
                 );
             }
         }
@@ -548,6 +615,7 @@ mod tests {
             secret: None,
             tls_ca: None,
             concurrency: 4,
+            rate_limit: None,
         }
     }
 
@@ -576,6 +644,37 @@ mod tests {
             },
             created_ms: 0,
         }
+    }
+
+    #[test]
+    fn a_rate_limit_spaces_requests_and_keeps_each_calls_order() {
+        let dir = temp_dir("rate");
+        let srv = Server::start(0, 200);
+        let d = Dispatcher::open(&dir);
+        let mut p = policy("crm", &[1000]);
+        p.rate_limit = Some(rate_limit::RateLimit::parse("10/s").unwrap()); // burst 10
+        p.rate_limit.as_mut().unwrap().burst = 2;
+        d.configure(vec![p]);
+        let started = std::time::Instant::now();
+        for call in ["a", "b", "c"] {
+            for event in ["start", "answer", "end"] {
+                d.submit(delivery("crm", &srv.url, call, event));
+            }
+        }
+        let got = srv.wait(9);
+        let took = started.elapsed();
+        assert_eq!(got.len(), 9, "every delivery, none lost");
+        // 2 at once, then one per 100 ms: 9 requests take at least 700 ms (the limit is a
+        // floor; a slow machine only makes it longer).
+        assert!(took >= Duration::from_millis(700), "9 requests in {took:?}");
+        for call in ["a", "b", "c"] {
+            let events: Vec<&str> = got
+                .iter()
+                .filter_map(|(_, b)| b.strip_prefix(&format!("{call}:")))
+                .collect();
+            assert_eq!(events, ["start", "answer", "end"], "call {call} in order");
+        }
+        d.shutdown();
     }
 
     #[test]
@@ -733,6 +832,7 @@ mod tests {
         let d = Dispatcher::open(&dir);
         d.configure(vec![EndpointPolicy {
             concurrency: 3,
+            rate_limit: None,
             ..policy("crm", &[50])
         }]);
         for i in 0..12 {

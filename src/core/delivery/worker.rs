@@ -34,6 +34,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
 
 use super::client::{self, Outcome};
+use super::rate_limit::Pacer;
 use super::retry::{classify, next_delay, Attempt, Verdict};
 use super::signing;
 use super::spool::{Spool, Spooled};
@@ -79,6 +80,8 @@ pub struct SectionShared {
     pub name: String,
     pub policy: RwLock<EndpointPolicy>,
     pub agent: RwLock<Option<ureq::Agent>>,
+    /// Paces attempts when the section has a `rate_limit`.
+    pub pacer: RwLock<Option<Arc<Pacer>>>,
     /// The memory queue; each delivery carries the sequence number it got at submit, which
     /// is also its key if it ever goes to the spool, so order survives any spill.
     pub tx: Sender<(u64, Delivery)>,
@@ -194,6 +197,7 @@ struct Drain {
 
 impl SectionShared {
     pub fn new(policy: EndpointPolicy) -> SectionShared {
+        let pacer = policy.rate_limit.map(|r| Arc::new(Pacer::new(r)));
         let (tx, rx) = bounded(MEMORY_QUEUE);
         let agent = client::agent(policy.timeout, policy.tls_ca.as_deref(), policy.concurrency)
             .map_err(|e| {
@@ -207,6 +211,7 @@ impl SectionShared {
             name: policy.name.clone(),
             policy: RwLock::new(policy),
             agent: RwLock::new(agent),
+            pacer: RwLock::new(pacer),
             tx,
             rx,
             spooling: AtomicBool::new(false),
@@ -230,6 +235,13 @@ impl SectionShared {
     }
 
     pub fn set_policy(&self, policy: EndpointPolicy) {
+        {
+            let mut pacer = self.pacer.write().unwrap_or_else(|p| p.into_inner());
+            // The same limit keeps its pacing state across a reload.
+            if pacer.as_ref().map(|p| p.limit()) != policy.rate_limit {
+                *pacer = policy.rate_limit.map(|r| Arc::new(Pacer::new(r)));
+            }
+        }
         let agent = client::agent(policy.timeout, policy.tls_ca.as_deref(), policy.concurrency)
             .map_err(|e| log::error!("[{}] {e}", policy.name))
             .ok();
@@ -542,10 +554,9 @@ fn send_call(s: &Arc<SectionShared>, env: &WorkerEnv, call: String) {
             &item.spooled.delivery.id,
             &item.spooled.delivery.request.body,
         );
-        let started = Instant::now();
         let verdict = attempt(s, env, &mut item.spooled);
         let item = hold.item.take().expect("held");
-        if started.elapsed() >= LANES_AFTER {
+        if s.slow.load(Ordering::Relaxed) {
             // A slow endpoint: the calls waiting behind this one get lanes of their own.
             let waiting = s.sched().ready.len();
             if waiting > 0 {
@@ -904,6 +915,13 @@ fn feed_from_spool(s: &Arc<SectionShared>, env: &WorkerEnv, drain: &mut Drain) -
 /// schedule is exhausted. A panic inside (a bug in a client library, signing) is contained:
 /// it counts as a failed attempt to be retried.
 fn attempt(s: &SectionShared, env: &WorkerEnv, item: &mut Spooled) -> Verdict {
+    let pacer = s.pacer.read().unwrap_or_else(|p| p.into_inner()).clone();
+    if let Some(pacer) = pacer {
+        if !pacer.pace(&s.stop) {
+            // Stopping while waiting for a slot: not attempted, kept (spooled) as it is.
+            return Verdict::Retry { after: None };
+        }
+    }
     s.stats.in_flight.fetch_add(1, Ordering::Relaxed);
     let started = Instant::now();
     let verdict = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -1047,6 +1065,11 @@ fn record(s: &SectionShared, env: &WorkerEnv, item: &mut Spooled, outcome: Outco
         event: d.event.clone(),
         error: item.last_error.clone(),
         attempt: item.attempts,
+        status: match &outcome.attempt {
+            Attempt::Status { code, .. } => Some(*code),
+            Attempt::Error(_) => None,
+        },
+        dead: matches!(verdict, Verdict::Fail),
     });
     verdict
 }
