@@ -386,6 +386,7 @@ impl Engine {
             webhooks,
             errors.len()
         );
+        self.lookups.configure(&config);
         *rt.config.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(config);
         rt.generation.fetch_add(1, Ordering::SeqCst);
     }
@@ -915,6 +916,35 @@ mod tests {
             "{status}"
         );
         e.shutdown();
+    }
+
+    #[test]
+    fn a_hook_with_no_correlation_thread_counts_drops_as_such_not_as_a_full_queue() {
+        let (tx, rx) = bounded(4);
+        drop(rx); // the correlation thread is gone
+        let shared = Arc::new(HookShared {
+            closed: AtomicBool::new(false),
+            dropped: AtomicU64::new(0),
+            dropped_disconnected: AtomicU64::new(0),
+            cost_ns: Histogram::default(),
+            wanted_vars: RwLock::new(Arc::new(HashSet::new())),
+            webhooks: AtomicBool::new(false),
+            buffers: bounded(1),
+        });
+        let hook = Hook {
+            tx,
+            shared: shared.clone(),
+        };
+        assert!(!hook.send(channel(ChannelChange::New, "a", "1")));
+        assert_eq!(
+            shared.dropped.load(Ordering::Relaxed),
+            0,
+            "not a full queue"
+        );
+        assert_eq!(shared.dropped_disconnected.load(Ordering::Relaxed), 1);
+        let mut reported = 0;
+        report_drops(&shared, &mut reported);
+        assert_eq!(reported, 0, "no \"event queue full\" report for it");
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! section's cache time, a hard deadline, a size cap, strict or lenient JSON, and values made
 //! safe for the dialplan before they reach it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io::Read;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -19,6 +19,11 @@ pub const MISS_CACHE: Duration = Duration::from_secs(10);
 
 /// Keep-alive connections kept open to one CRM: lookups come from many channels at once.
 const LOOKUP_CONNECTIONS: usize = 8;
+
+/// Most numbers remembered, over all lookup sections.
+pub const CACHE_ENTRIES: usize = 10_000;
+/// Most bytes of remembered answers (keys and values), over all lookup sections.
+pub const CACHE_BYTES: usize = 16 << 20;
 
 /// What `WEBHOOK_LOOKUP_STATUS` says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,16 +52,126 @@ impl LookupStatus {
     }
 }
 
+type Key = (String, String);
+
 struct Cached {
-    at: Instant,
+    /// Until when it is reused: the section's `cache` (a found contact) or [`MISS_CACHE`].
+    expires: Instant,
     /// `None`: the CRM said it does not know the number.
     fields: Option<HashMap<String, String>>,
+    id: u64,
+    bytes: usize,
+}
+
+/// The answers remembered, per (section, number), each until its own section's time runs out;
+/// bounded by entries and bytes, the oldest going first. Every operation is O(1) amortised, so
+/// the one mutex around it is held only for moments.
+pub struct AnswerCache {
+    map: HashMap<Key, Cached>,
+    /// Insertion order, for eviction; an entry whose id no longer matches the map's is stale.
+    order: VecDeque<(Key, u64)>,
+    next_id: u64,
+    bytes: usize,
+    max_entries: usize,
+    max_bytes: usize,
+}
+
+impl AnswerCache {
+    pub fn new(max_entries: usize, max_bytes: usize) -> AnswerCache {
+        AnswerCache {
+            map: HashMap::new(),
+            order: VecDeque::new(),
+            next_id: 0,
+            bytes: 0,
+            max_entries: max_entries.max(1),
+            max_bytes,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// The remembered answer, while it is fresh (`Some(None)`: remembered as not found).
+    pub fn get(&mut self, key: &Key, now: Instant) -> Option<Option<HashMap<String, String>>> {
+        let c = self.map.get(key)?;
+        if c.expires > now {
+            return Some(c.fields.clone());
+        }
+        self.remove(key);
+        None
+    }
+
+    /// Remembers an answer for `ttl`.
+    pub fn insert(
+        &mut self,
+        key: Key,
+        fields: Option<HashMap<String, String>>,
+        ttl: Duration,
+        now: Instant,
+    ) {
+        if ttl.is_zero() {
+            return;
+        }
+        self.remove(&key);
+        let bytes = key.0.len()
+            + key.1.len()
+            + fields
+                .as_ref()
+                .map(|f| f.iter().map(|(k, v)| k.len() + v.len() + 16).sum())
+                .unwrap_or(0)
+            + 64;
+        self.next_id += 1;
+        let id = self.next_id;
+        self.order.push_back((key.clone(), id));
+        self.bytes += bytes;
+        self.map.insert(
+            key,
+            Cached {
+                expires: now + ttl,
+                fields,
+                id,
+                bytes,
+            },
+        );
+        while self.map.len() > self.max_entries || self.bytes > self.max_bytes {
+            let Some((old, old_id)) = self.order.pop_front() else {
+                break;
+            };
+            if self.map.get(&old).is_some_and(|c| c.id == old_id) {
+                self.remove(&old);
+            }
+        }
+        // Entries replaced or expired leave stale ids behind: keep the order list bounded.
+        if self.order.len() > 2 * self.map.len() + 64 {
+            let map = &self.map;
+            self.order
+                .retain(|(k, id)| map.get(k).is_some_and(|c| c.id == *id));
+        }
+    }
+
+    fn remove(&mut self, key: &Key) {
+        if let Some(c) = self.map.remove(key) {
+            self.bytes -= c.bytes;
+        }
+    }
 }
 
 /// The lookup service; shared by every channel thread that calls `WEBHOOK_LOOKUP`.
 pub struct LookupService {
     config: Arc<RwLock<Arc<Config>>>,
-    cache: Mutex<HashMap<(String, String), Cached>>,
+    cache: Mutex<AnswerCache>,
+    /// One HTTP agent per lookup section (keep-alive connections, DNS cache, TLS set up once),
+    /// built when the configuration is applied, not on a channel thread.
+    agents: Mutex<HashMap<String, (Duration, ureq::Agent)>>,
     /// Latency of requests that reached the CRM, µs (for the CLI and benchmarks).
     pub latency_us: super::latency::Histogram,
     /// Lookups answered, by status (in [`LookupStatus::ALL`]'s order), for metrics.
@@ -128,10 +243,51 @@ impl LookupService {
     pub fn new(config: Arc<RwLock<Arc<Config>>>) -> LookupService {
         LookupService {
             config,
-            cache: Mutex::new(HashMap::new()),
+            cache: Mutex::new(AnswerCache::new(CACHE_ENTRIES, CACHE_BYTES)),
+            agents: Mutex::new(HashMap::new()),
             latency_us: Default::default(),
             answered: Default::default(),
         }
+    }
+
+    /// Builds the agents of the configuration's lookup sections (a changed timeout gets a new
+    /// one) and forgets those of removed sections. Called when a configuration is applied.
+    pub fn configure(&self, config: &Config) {
+        let wanted: Vec<(String, Duration)> = config
+            .sections
+            .iter()
+            .filter_map(|s| match &s.kind {
+                super::config::SectionKind::Lookup(l) => Some((s.name.clone(), l.timeout)),
+                _ => None,
+            })
+            .collect();
+        let mut agents = self.agents.lock().unwrap_or_else(|p| p.into_inner());
+        agents.retain(|name, (timeout, _)| wanted.contains(&(name.clone(), *timeout)));
+        for (name, timeout) in wanted {
+            if agents.contains_key(&name) {
+                continue;
+            }
+            match client::agent(timeout, None, LOOKUP_CONNECTIONS) {
+                Ok(a) => {
+                    agents.insert(name, (timeout, a));
+                }
+                Err(e) => log::error!("[{name}] lookup: {e}"),
+            }
+        }
+    }
+
+    /// The section's agent (built here only if the configuration was not applied through
+    /// [`LookupService::configure`]).
+    fn agent(&self, section: &str, timeout: Duration) -> Result<ureq::Agent, String> {
+        let mut agents = self.agents.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((t, a)) = agents.get(section) {
+            if *t == timeout {
+                return Ok(a.clone());
+            }
+        }
+        let a = client::agent(timeout, None, LOOKUP_CONNECTIONS)?;
+        agents.insert(section.to_string(), (timeout, a.clone()));
+        Ok(a)
     }
 
     /// Answers `WEBHOOK_LOOKUP(section,number,field)`: the sanitized value and the status.
@@ -165,18 +321,22 @@ impl LookupService {
             field.trim()
         };
         let key = (section.to_string(), number.to_string());
-        if let Some(fields) = self.cached(&key, l) {
+        if let Some(fields) = self.cached(&key) {
             return pick(fields.as_ref(), field);
         }
         match self.ask(section, l, number) {
             Ok(fields) => {
                 let answer = pick(fields.as_ref(), field);
+                let ttl = if fields.is_some() {
+                    l.cache
+                } else {
+                    MISS_CACHE.min(l.cache)
+                };
                 self.cache.lock().unwrap_or_else(|p| p.into_inner()).insert(
                     key,
-                    Cached {
-                        at: Instant::now(),
-                        fields,
-                    },
+                    fields,
+                    ttl,
+                    Instant::now(),
                 );
                 answer
             }
@@ -184,22 +344,11 @@ impl LookupService {
         }
     }
 
-    fn cached(
-        &self,
-        key: &(String, String),
-        l: &Lookup,
-    ) -> Option<Option<HashMap<String, String>>> {
-        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-        if cache.len() > 10_000 {
-            cache.retain(|_, c| c.at.elapsed() < l.cache.max(MISS_CACHE));
-        }
-        let c = cache.get(key)?;
-        let ttl = if c.fields.is_some() {
-            l.cache
-        } else {
-            MISS_CACHE.min(l.cache)
-        };
-        (c.at.elapsed() < ttl).then(|| c.fields.clone())
+    fn cached(&self, key: &Key) -> Option<Option<HashMap<String, String>>> {
+        self.cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(key, Instant::now())
     }
 
     fn ask(
@@ -212,7 +361,7 @@ impl LookupService {
             log::error!("[{section}] lookup {number}: cannot render the request: {e}");
             LookupStatus::Error
         })?;
-        let agent = client::agent(l.timeout, None, LOOKUP_CONNECTIONS).map_err(|e| {
+        let agent = self.agent(section, l.timeout).map_err(|e| {
             log::error!("[{section}] lookup: {e}");
             LookupStatus::Error
         })?;
@@ -278,6 +427,94 @@ fn pick(fields: Option<&HashMap<String, String>>, field: &str) -> (String, Looku
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn service(conf: &str) -> LookupService {
+        use crate::core::config::raw::RawConfig;
+        let (c, errors) = Config::from_raw(&RawConfig::parse_text("webhook.conf", conf));
+        assert!(errors.is_empty(), "{errors:?}");
+        let svc = LookupService::new(Arc::new(RwLock::new(Arc::new(c.clone()))));
+        svc.configure(&c);
+        svc
+    }
+
+    #[test]
+    fn lookups_share_one_keep_alive_connection() {
+        // A CRM that answers every number and notes the client port of each request.
+        let server = Arc::new(tiny_http::Server::http("127.0.0.1:0").unwrap());
+        let port = server.server_addr().to_ip().unwrap().port();
+        let peers = Arc::new(Mutex::new(Vec::new()));
+        let (srv, p) = (server.clone(), peers.clone());
+        std::thread::spawn(move || {
+            for mut req in srv.incoming_requests() {
+                let mut body = String::new();
+                let _ = req.as_reader().read_to_string(&mut body);
+                p.lock().unwrap().push(req.remote_addr().map(|a| a.port()));
+                let _ = req.respond(tiny_http::Response::from_string(
+                    r#"{"contact_name":"Ivan"}"#,
+                ));
+            }
+        });
+        let svc = service(&format!(
+            "[crm]\ntype = lookup\nurl = http://127.0.0.1:{port}/crm\nformat = form\nparam = phone => ${{number}}\n"
+        ));
+        for i in 0..5 {
+            let (v, st) = svc.lookup("crm", &format!("7916000000{i}"), "");
+            assert_eq!((v.as_str(), st), ("Ivan", LookupStatus::Found));
+        }
+        let peers = peers.lock().unwrap().clone();
+        assert_eq!(peers.len(), 5, "one request per number");
+        let ports: std::collections::HashSet<_> = peers.iter().collect();
+        assert_eq!(
+            ports.len(),
+            1,
+            "5 lookups opened {} connections: {peers:?}",
+            ports.len()
+        );
+        server.unblock();
+    }
+
+    fn fields(v: &str) -> Option<HashMap<String, String>> {
+        Some(HashMap::from([("contact_name".to_string(), v.to_string())]))
+    }
+
+    #[test]
+    fn the_cache_keeps_each_sections_time_and_stays_bounded() {
+        let t0 = Instant::now();
+        let mut c = AnswerCache::new(100, 1 << 20);
+        let key = |s: &str, n: usize| (s.to_string(), n.to_string());
+        // Two sections, two times: `fast` remembers 1 s, `slow` 300 s.
+        c.insert(key("fast", 1), fields("a"), Duration::from_secs(1), t0);
+        c.insert(key("slow", 1), fields("b"), Duration::from_secs(300), t0);
+        let later = t0 + Duration::from_secs(2);
+        assert_eq!(c.get(&key("fast", 1), later), None, "fast's answer expired");
+        assert_eq!(c.get(&key("slow", 1), later), Some(fields("b")));
+        // Past the bound, the oldest go first; the newest stay.
+        for n in 0..1000 {
+            c.insert(
+                key("slow", n + 10),
+                fields("x"),
+                Duration::from_secs(300),
+                t0,
+            );
+            assert!(c.len() <= 100);
+        }
+        assert_eq!(c.len(), 100);
+        assert_eq!(c.get(&key("slow", 1009), later), Some(fields("x")));
+        assert_eq!(c.get(&key("slow", 10), later), None, "evicted");
+        assert!(c.order.len() <= 2 * c.len() + 64);
+        // A byte bound too: big answers push the others out.
+        let mut c = AnswerCache::new(1000, 10_000);
+        for n in 0..100 {
+            c.insert(
+                key("s", n),
+                fields(&"z".repeat(1000)),
+                Duration::from_secs(60),
+                t0,
+            );
+            assert!(c.bytes() <= 10_000, "{} bytes", c.bytes());
+        }
+        assert!(c.len() < 10);
+    }
 
     #[test]
     fn hostile_values_cannot_change_a_dial_string() {

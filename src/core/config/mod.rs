@@ -388,6 +388,9 @@ fn parse_section(
             });
         }
     }
+    if let Some(p) = preset {
+        p.finish(&mut spec);
+    }
     let validation = match &mut target {
         SectionKind::Webhook(w) => {
             let v = spec.validate();

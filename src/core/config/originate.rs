@@ -14,10 +14,10 @@ pub struct Originate {
     pub token: String,
     /// Where `from` is rung and `to` dialed.
     pub context: String,
-    /// Destinations a CRM may make the PBX dial.
-    pub allowed_to: Regex,
-    /// Extensions that may be rung first (`from`).
-    pub allowed_from: Regex,
+    /// Destinations a CRM may make the PBX dial (the whole value must match).
+    pub allowed_to: WholeMatch,
+    /// Extensions that may be rung first (`from`; the whole value must match).
+    pub allowed_from: WholeMatch,
     /// Requests per minute per endpoint.
     pub rate_limit: u32,
     /// How long `from` rings before the attempt is given up.
@@ -42,8 +42,38 @@ impl PartialEq for Originate {
     }
 }
 
-fn anchored(re: &str) -> Result<Regex, String> {
-    Regex::new(re).map_err(|e| format!("bad regular expression: {e}"))
+/// A regular expression that must match a whole value: `[0-9]{3,16}` accepts `1234` and
+/// refuses `1234;evil` (a bare regex search would find `1234` in it). Written with or without
+/// `^…$`, it means the same.
+#[derive(Debug, Clone)]
+pub struct WholeMatch {
+    /// As written, for `webhook show section` and for comparing configurations.
+    pattern: String,
+    re: Regex,
+}
+
+impl WholeMatch {
+    pub fn new(pattern: &str) -> Result<WholeMatch, String> {
+        let re = Regex::new(&format!("^(?:{pattern})$"))
+            .map_err(|e| format!("bad regular expression: {e}"))?;
+        Ok(WholeMatch {
+            pattern: pattern.to_string(),
+            re,
+        })
+    }
+
+    pub fn is_match(&self, value: &str) -> bool {
+        self.re.is_match(value)
+    }
+
+    /// The pattern as written.
+    pub fn as_str(&self) -> &str {
+        &self.pattern
+    }
+}
+
+fn anchored(re: &str) -> Result<WholeMatch, String> {
+    WholeMatch::new(re)
 }
 
 impl Default for Originate {
@@ -113,5 +143,32 @@ impl Originate {
             return Err(("context", "missing".into()));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn allow_lists_match_the_whole_value_with_or_without_anchors() {
+        let mut o = Originate::default();
+        o.apply("allowed_to", "[0-9]{3,16}").unwrap();
+        o.apply("allowed_from", "10[0-9]").unwrap();
+        assert!(o.allowed_to.is_match("84951112233"));
+        for evil in ["84951112233;evil", "x84951112233", "849511&PJSIP/666", "12"] {
+            assert!(!o.allowed_to.is_match(evil), "{evil} passed allowed_to");
+        }
+        assert!(o.allowed_from.is_match("101"));
+        assert!(!o.allowed_from.is_match("3101") && !o.allowed_from.is_match("1010"));
+        // Alternatives are anchored as a whole, not only the first and the last.
+        o.apply("allowed_to", "7495[0-9]{7}|8800[0-9]{7}").unwrap();
+        assert!(o.allowed_to.is_match("88001234567"));
+        assert!(!o.allowed_to.is_match("74951234567-and-more"));
+        assert!(!o.allowed_to.is_match("call-88001234567"));
+        // Anchors written by hand still work, and the pattern reads as written.
+        o.apply("allowed_to", r"^\+?[0-9]{3,16}$").unwrap();
+        assert!(o.allowed_to.is_match("+79161234567"));
+        assert_eq!(o.allowed_to.as_str(), r"^\+?[0-9]{3,16}$");
     }
 }

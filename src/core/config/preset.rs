@@ -150,11 +150,30 @@ impl Preset {
                 let mut x = p("access_code", "").p;
                 x.template = Template::literal(v);
                 spec.set_param(x, None);
-                spec.headers.retain(|(n, _)| n != "X-XVB-AC");
-                spec.headers.push(("X-XVB-AC".into(), Template::literal(v)));
                 Some(Ok(()))
             }
             _ => None,
+        }
+    }
+
+    /// What depends on the section's own keys, once all are read: XVB's `X-XVB-AC` header
+    /// carries whatever the `access_code` parameter carries — set by the `access_code` key or
+    /// by `param = access_code => …` (a literal or a template).
+    pub fn finish(self, spec: &mut RequestSpec) {
+        if self != Preset::Xvb {
+            return;
+        }
+        let code = spec
+            .params
+            .iter()
+            .rev()
+            .find(|p| p.param.flat_name() == "access_code")
+            .map(|p| p.param.template.clone());
+        spec.headers.retain(|(n, _)| n != "X-XVB-AC");
+        if let Some(t) = code {
+            if t != Template::literal("") && Template::parse("").is_ok_and(|e| e != t) {
+                spec.headers.push(("X-XVB-AC".into(), t));
+            }
         }
     }
 
@@ -560,6 +579,37 @@ mod golden {
             !r.url.contains("callStatus=11"),
             "only answered calls are 11xx: {}",
             r.url
+        );
+    }
+
+    #[test]
+    fn xvb_header_follows_the_access_code_param() {
+        for (how, conf) in [
+            ("key", "access_code = 555"),
+            ("param", "param = access_code => 555"),
+            ("template", "param = access_code => ${ACCESS_CODE}"),
+        ] {
+            let conf = format!(
+                "[x]\ntype = webhook\npreset = xvb\nurl = http://localhost/crm-api\n{conf}\n"
+            );
+            let mut ev = call(EventKind::Start);
+            ev.call.vars.insert("ACCESS_CODE".into(), "555".into());
+            let r = render(&conf, "x", &ev).unwrap();
+            let body = String::from_utf8(r.body).unwrap();
+            assert!(body.starts_with("access_code=555&"), "{how}: {body}");
+            assert!(
+                r.headers.contains(&("X-XVB-AC".into(), "555".into())),
+                "{how}: {:?}",
+                r.headers
+            );
+        }
+        // No access code at all: no empty header.
+        let conf = "[x]\ntype = webhook\npreset = xvb\nurl = http://localhost/crm-api\n";
+        let r = render(conf, "x", &call(EventKind::Start)).unwrap();
+        assert!(
+            !r.headers.iter().any(|(n, _)| n == "X-XVB-AC"),
+            "{:?}",
+            r.headers
         );
     }
 

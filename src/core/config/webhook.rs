@@ -21,7 +21,8 @@ pub struct Webhook {
     pub retry: Vec<Duration>,
     /// Standard Webhooks signing secret (`whsec_…` base64, or raw bytes).
     pub secret: Option<String>,
-    /// PEM file of extra CAs to trust (a private CA); public CAs are always trusted.
+    /// PEM file of the CA(s) this endpoint's certificate must chain to (a private CA). It
+    /// replaces the public roots for this section: they are no longer trusted here.
     pub tls_ca: Option<PathBuf>,
     /// How many calls' deliveries may be in flight at once (connections to the endpoint).
     pub concurrency: usize,
