@@ -54,6 +54,8 @@ pub struct WholeMatch {
 
 impl WholeMatch {
     pub fn new(pattern: &str) -> Result<WholeMatch, String> {
+        // Checked as written first, so an error quotes the administrator's own pattern.
+        Regex::new(pattern).map_err(|e| format!("bad regular expression: {e}"))?;
         let re = Regex::new(&format!("^(?:{pattern})$"))
             .map_err(|e| format!("bad regular expression: {e}"))?;
         Ok(WholeMatch {

@@ -2,7 +2,8 @@
 
 use std::time::Duration;
 
-/// `5s`, `30s`, `2m`, `1h`, `1d`, `250ms`, or a bare number of `bare_unit`s.
+/// `5s`, `30s`, `2m`, `1h`, `1d`, `250ms`, or a bare number of `bare_unit`s (whole
+/// milliseconds). A value too large to hold is refused, never wrapped.
 pub fn duration(s: &str, bare_unit: Duration) -> Result<Duration, String> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
@@ -10,16 +11,17 @@ pub fn duration(s: &str, bare_unit: Duration) -> Result<Duration, String> {
     let n: u64 = num
         .parse()
         .map_err(|_| format!("not a duration: `{s}` (e.g. 500ms, 5s, 2m, 1h)"))?;
-    let d = match unit.trim() {
-        "" => bare_unit * n as u32,
-        "ms" => Duration::from_millis(n),
-        "s" => Duration::from_secs(n),
-        "m" | "min" => Duration::from_secs(n * 60),
-        "h" => Duration::from_secs(n * 3600),
-        "d" => Duration::from_secs(n * 86400),
+    let unit_ms: u128 = match unit.trim() {
+        "" => bare_unit.as_millis(),
+        "ms" => 1,
+        "s" => 1000,
+        "m" | "min" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
         other => return Err(format!("unknown time unit `{other}` in `{s}`")),
     };
-    Ok(d)
+    let ms = u64::try_from(n as u128 * unit_ms).map_err(|_| format!("too large: `{s}`"))?;
+    Ok(Duration::from_millis(ms))
 }
 
 /// A duration the way `webhook.conf` writes it, in the largest unit that is exact.
@@ -95,5 +97,12 @@ mod tests {
         assert!(duration("5 parsecs", Duration::from_secs(1)).is_err());
         assert!(duration("", Duration::from_secs(1)).is_err());
         assert_eq!(list(" a, ,b ,"), ["a", "b"]);
+        // Found by tests/fuzz_parsers.rs: these wrapped around (44 s, 1 ms) instead of failing.
+        assert!(duration("307445734561825861m", Duration::from_secs(1)).is_err());
+        assert!(duration("18446744073709551615h", Duration::from_secs(1)).is_err());
+        assert_eq!(
+            duration("4294967297", Duration::from_millis(1)).unwrap(),
+            Duration::from_millis(4_294_967_297)
+        );
     }
 }
