@@ -95,6 +95,7 @@ fn throughput(endpoints: usize, n: usize) {
                 tls_ca: None,
                 concurrency: 4,
                 rate_limit: None,
+                nats: None,
             })
             .collect(),
     );
@@ -191,6 +192,7 @@ fn drain(endpoints: usize, n: usize) {
                 tls_ca: None,
                 concurrency: 4,
                 rate_limit: None,
+                nats: None,
             })
             .collect(),
     );

@@ -47,6 +47,7 @@ fn handoff(c: &mut Criterion) {
     let engine = Engine::start(EngineSettings {
         spool_default: dir,
         on_failure: None,
+        node: "bench".into(),
     })
     .expect("engine");
     let hook = engine.hook();

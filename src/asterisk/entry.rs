@@ -58,7 +58,11 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 #[no_mangle]
-pub extern "C" fn rw_load(host: *const ffi::rw_host, spool_default: *const c_char) -> i32 {
+pub extern "C" fn rw_load(
+    host: *const ffi::rw_host,
+    spool_default: *const c_char,
+    system_name: *const c_char,
+) -> i32 {
     guard("rw_load", -1, || {
         // SAFETY: the shim passes a pointer to a static struct that lives as long as the module.
         let Some(host) = (unsafe { host.as_ref() }) else {
@@ -85,6 +89,7 @@ pub extern "C" fn rw_load(host: *const ffi::rw_host, spool_default: *const c_cha
         let settings = EngineSettings {
             spool_default: std::path::PathBuf::from(owned(spool_default)).join("webhook"),
             on_failure,
+            node: node_name(&owned(system_name)),
         };
         match Engine::start(settings) {
             Ok(engine) => {
@@ -380,6 +385,21 @@ pub extern "C" fn rw_cli(fd: i32, argc: i32, argv: *const *const c_char) -> i32 
             Err(_) => -1,
         }
     })
+}
+
+/// asterisk.conf's `systemname`, else the host name.
+fn node_name(system_name: &str) -> String {
+    if !system_name.trim().is_empty() {
+        return system_name.trim().to_string();
+    }
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most buf.len() bytes into our buffer.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr() as *mut c_char, buf.len()) };
+    if rc != 0 {
+        return String::new();
+    }
+    let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
+    String::from_utf8_lossy(&buf[..end]).into_owned()
 }
 
 /// Hands text to the shim, which frees it with [`rw_free_text`].

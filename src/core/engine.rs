@@ -52,6 +52,8 @@ pub struct EngineSettings {
     pub spool_default: PathBuf,
     /// Told about failed deliveries and dead letters (throttled), on a worker's thread.
     pub on_failure: Option<Notifier>,
+    /// This PBX's name, the `node` field of every call.
+    pub node: String,
 }
 
 /// State shared by the call path and the engine.
@@ -176,6 +178,7 @@ struct Runtime {
     /// `webhook show calls` asks the correlation thread, which owns the call table, for a
     /// list of the calls in progress; it answers on the channel it is handed.
     calls_view: (Sender<CallsReply>, Receiver<CallsReply>),
+    node: String,
 }
 
 impl Runtime {
@@ -223,6 +226,7 @@ impl Engine {
             render_failures: AtomicU64::new(0),
             correlator_panics: AtomicU64::new(0),
             calls_view: bounded(4),
+            node: settings.node.clone(),
         });
         let rt = runtime.clone();
         let thread = std::thread::Builder::new()
@@ -505,6 +509,7 @@ fn endpoint_policies(config: &Config) -> Vec<EndpointPolicy> {
                 tls_ca: w.tls_ca.clone(),
                 concurrency: w.concurrency,
                 rate_limit: w.rate_limit,
+                nats: w.nats.clone(),
             }),
             _ => None,
         })
@@ -665,6 +670,7 @@ const OUTBOX_MAX: usize = 256;
 
 fn dispatch(rt: &Runtime, config: &Config, mut ev: CallEvent, outbox: &mut Vec<Delivery>) {
     rt.call_events.fetch_add(1, Ordering::Relaxed);
+    ev.call.node.clone_from(&rt.node);
     if let Some(t) = &config.general.recording_url {
         if !ev.call.recording.is_empty() {
             ev.call.recording_url = t.render_text(&ev, &config.general.format_context());

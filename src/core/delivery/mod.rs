@@ -4,6 +4,7 @@
 
 pub mod client;
 pub mod coalesce;
+pub mod nats;
 pub mod rate_limit;
 pub mod resolver;
 pub mod retry;
@@ -59,6 +60,8 @@ pub struct EndpointPolicy {
     pub concurrency: usize,
     /// `rate_limit`: requests per time this endpoint is sent at most.
     pub rate_limit: Option<rate_limit::RateLimit>,
+    /// `type = nats`: publish to these servers' JetStream instead of HTTP.
+    pub nats: Option<nats::NatsTarget>,
 }
 
 struct Section {
@@ -566,6 +569,7 @@ mod tests {
             tls_ca: None,
             concurrency: 4,
             rate_limit: None,
+            nats: None,
         }
     }
 
@@ -783,6 +787,7 @@ mod tests {
         d.configure(vec![EndpointPolicy {
             concurrency: 3,
             rate_limit: None,
+            nats: None,
             ..policy("crm", &[50])
         }]);
         for i in 0..12 {
