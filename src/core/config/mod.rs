@@ -48,7 +48,8 @@ impl fmt::Display for ConfigError {
 /// What a section is.
 #[derive(Debug, Clone, PartialEq)]
 pub enum SectionKind {
-    Webhook(Webhook),
+    /// Boxed: the largest kind by far (the request, filters, NATS target).
+    Webhook(Box<Webhook>),
     Lookup(Lookup),
     Originate(Originate),
 }
@@ -231,7 +232,7 @@ impl Config {
     /// The webhook section called `name`.
     pub fn webhook(&self, name: &str) -> Option<&Webhook> {
         self.sections.iter().find_map(|s| match &s.kind {
-            SectionKind::Webhook(w) if s.name == name => Some(w),
+            SectionKind::Webhook(w) if s.name == name => Some(w.as_ref()),
             _ => None,
         })
     }
@@ -323,11 +324,11 @@ fn parse_section(
 
     let mut spec = RequestSpec::new(general.format_context());
     let mut target = match kind.as_str() {
-        "webhook" => SectionKind::Webhook(Webhook::new(
+        "webhook" => SectionKind::Webhook(Box::new(Webhook::new(
             spec.clone(),
             general.timeout,
             general.retry.clone(),
-        )),
+        ))),
         "lookup" => SectionKind::Lookup(Lookup::new(
             spec.clone(),
             general.timeout.min(std::time::Duration::from_millis(1500)),
@@ -337,7 +338,7 @@ fn parse_section(
             spec.subject = true;
             let mut w = Webhook::new(spec.clone(), general.timeout, general.retry.clone());
             w.nats = Some(NatsTarget::default());
-            SectionKind::Webhook(w)
+            SectionKind::Webhook(Box::new(w))
         }
         other => {
             return Err(vec![section_error(
