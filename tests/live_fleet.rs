@@ -128,7 +128,7 @@ fn a_nats_outage_and_a_node_killed_mid_spool_lose_nothing_and_duplicate_nothing(
         "webhook show errors fleet",
         "a failed publish",
         Duration::from_secs(20),
-        |t| t.contains("NATS") || t.contains("nats"),
+        |t| t.contains("JetStream") || t.contains("NATS"),
     );
     nats.restart();
     // While the spool drains, the node is killed with -9 and started again: whatever it had
@@ -175,4 +175,57 @@ fn a_bad_credential_is_a_clear_error_and_loses_nothing_once_fixed() {
     assert!(!out.contains("rror"), "{out}");
     let msgs = nats.wait_messages(3, Duration::from_secs(30));
     assert_complete(&by_call(&msgs), 1);
+}
+
+#[test]
+fn a_re_sent_delivery_is_dropped_by_the_servers_duplicate_window() {
+    if !common::live_prerequisites() {
+        return;
+    }
+    use res_webhook::core::delivery::nats::{NatsSink, NatsTarget};
+    use res_webhook::core::delivery::retry::Attempt;
+    let nats = NatsServer::start("dedup", None);
+    let sink = NatsSink::start(
+        "dedup",
+        NatsTarget {
+            servers: vec![nats.url()],
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let body = br#"{"call_id":"1700000000.1","event":"end"}"#;
+    let send = || {
+        sink.publish(
+            "pbx.in.end",
+            &[],
+            body,
+            "msg_same-id",
+            Duration::from_secs(5),
+        )
+    };
+    let first = send();
+    assert!(
+        matches!(first.attempt, Attempt::Status { code: 200, .. }),
+        "{first:?}"
+    );
+    assert!(!first.excerpt.contains("duplicate"), "{}", first.excerpt);
+    // The same delivery again (a retry whose ack was lost, a crash before the spool knew).
+    let again = send();
+    assert!(matches!(again.attempt, Attempt::Status { code: 200, .. }));
+    assert!(again.excerpt.contains("duplicate"), "{}", again.excerpt);
+    let other = sink.publish(
+        "pbx.in.end",
+        &[],
+        body,
+        "msg_other-id",
+        Duration::from_secs(5),
+    );
+    assert!(!other.excerpt.contains("duplicate"));
+    let msgs = nats.messages();
+    let ids: Vec<&str> = msgs.iter().map(|m| m.msg_id.as_str()).collect();
+    assert_eq!(
+        ids,
+        ["msg_same-id", "msg_other-id"],
+        "the re-send is not in the stream"
+    );
 }
