@@ -10,6 +10,9 @@
 #         webhook  res_webhook, the realistic configuration: a CRM endpoint (POST JSON, signed,
 #                  ~30 fields, start/answer/end) plus an end-only analytics endpoint (GET)
 #         webhook3 res_webhook, the end event to three GET endpoints (like the curl mode)
+#         nats     the webhook mode with the CRM section as type = nats: published to a local
+#                  nats-server's JetStream (stream PBX) instead of POSTed; the analytics GET
+#                  stays HTTP (it gives the end latency)
 #         curl     a hangup handler calling CURL() for each of three endpoints
 #         ami      AMI enabled and asterisk/ami_connector.py (panoramisk) posting one end per
 #                  call from Newchannel / DialEnd / Hangup events
@@ -37,14 +40,14 @@ asterisk/sandbox.sh deps >/dev/null
 asterisk/sandbox.sh ensure
 ASTERISK_INCLUDE_DIR="$(asterisk/sandbox.sh include-dir)"
 export ASTERISK_INCLUDE_DIR
-cargo build --release --lib --example load_receiver >/dev/null 2>&1 || cargo build --release --lib --example load_receiver
+cargo build --release --lib --example load_receiver --example nats_stream >/dev/null 2>&1 || cargo build --release --lib --example load_receiver --example nats_stream
 case " ${BENCH_MODES:-none idle webhook curl ami} " in
     *" ami "*) python3 -c 'import panoramisk' 2>/dev/null || python3 -m pip install --quiet panoramisk ;;
 esac
 asterisk/sandbox.sh install-module target/release/libres_webhook.so
 
 B="$REPO/target/bench"
-SIP=25160; UAS=25161; HTTP=25188; RECV=25199; AMI=25038
+SIP=25160; UAS=25161; HTTP=25188; RECV=25199; AMI=25038; NATS=25222
 RESULTS="$B/results.txt"
 ROUNDS="$B/rounds.txt"
 mkdir -p "$B"
@@ -100,7 +103,7 @@ eventfilter = Event: DialEnd
 eventfilter = Event: Hangup
 CONF
             ;;
-        webhook)
+        webhook|nats)
             cat >"$B/pbx/etc/webhook.conf" <<CONF
 [general]
 date_format = unix_ms
@@ -158,6 +161,14 @@ param = status => \${status}
 param = duration => \${duration}
 param = t => \${time_end}
 CONF
+            if [ "$mode" = nats ]; then # the CRM section publishes to JetStream instead
+                sed -i "s|^type = webhook\$|&|; /^\[crm\]/,/^\[analytics\]/ { s|^type = webhook|type = nats|; s|^url = http://127.0.0.1:$RECV/crm|url = nats://127.0.0.1:$NATS\nsubject = pbx.\${direction}.\${event}|; /^method = /d; /^secret = /d }" "$B/pbx/etc/webhook.conf"
+                pkill -f "nats-server.*-p $NATS" 2>/dev/null || true
+                rm -rf "$B/nats" && mkdir -p "$B/nats"
+                nats-server -js -a 127.0.0.1 -p "$NATS" -sd "$B/nats" >/dev/null 2>&1 &
+                pids+=($!)
+                for _ in $(seq 1 50); do target/release/examples/nats_stream create "nats://127.0.0.1:$NATS" >/dev/null 2>&1 && break; sleep 0.2; done
+            fi
             ;;
         webhook3)
             for i in 1 2 3; do
@@ -245,9 +256,11 @@ run_mode() { # mode rate seconds round
         cs=$(awk -F, -v n="$ok" '$3 == "context-switches" && n > 0 { printf "%.1f", $1 / n }' "$B/perfstat.txt")
     fi
     local hook=""
-    if [ "$mode" = webhook ] || [ "$mode" = webhook3 ] || [ "$mode" = idle ] || [ "$mode" = before ]; then
+    if [ "$mode" = webhook ] || [ "$mode" = webhook3 ] || [ "$mode" = idle ] || [ "$mode" = before ] || [ "$mode" = nats ]; then
         sleep 2
-        { asterisk/sandbox.sh cli "$B/pbx" "webhook show status"; asterisk/sandbox.sh cli "$B/pbx" "webhook show errors"; } >"$B/status-$mode-$rate-$round.txt"
+        { asterisk/sandbox.sh cli "$B/pbx" "webhook show status"; asterisk/sandbox.sh cli "$B/pbx" "webhook show errors"
+          [ "$mode" = nats ] && echo "JetStream messages in PBX: $(target/release/examples/nats_stream count "nats://127.0.0.1:$NATS" 2>&1) (3 per call expected)"
+        } >"$B/status-$mode-$rate-$round.txt"
         hook=$(grep "Hook cost" "$B/status-$mode-$rate-$round.txt" | sed 's/.*): //')
     fi
     if [ -n "${BENCH_THREADS:-}" ]; then # CPU ticks per Asterisk thread, to see where time goes

@@ -748,7 +748,7 @@ static int unload_module(void)
 
 static int load_module(void)
 {
-	if (rw_load(&host, ast_config_AST_SPOOL_DIR)) {
+	if (rw_load(&host, ast_config_AST_SPOOL_DIR, ast_config_AST_SYSTEM_NAME)) {
 		return AST_MODULE_LOAD_DECLINE;
 	}
 	type_snapshot = ast_channel_snapshot_type();

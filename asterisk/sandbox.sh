@@ -51,6 +51,7 @@ cmd_deps() {
     /usr/bin/python3 -c 'import panoramisk' 2>/dev/null || missing+=(python3-panoramisk)
     /usr/bin/python3 -c 'import prometheus_client.parser' 2>/dev/null || missing+=(python3-prometheus-client)
     command -v dpkg-deb >/dev/null || missing+=(dpkg)
+    command -v nats-server >/dev/null || missing+=(nats-server)   # the fleet tests' JetStream
     if [ ${#missing[@]} -gt 0 ]; then
         echo "sandbox.sh: installing ${missing[*]}"
         apt-get update -qq
@@ -130,10 +131,12 @@ cmd_start() {
     inst=$(cd "$inst" && pwd)
     [ -f "$inst/etc/asterisk.conf" ] || die "$inst/etc/asterisk.conf missing"
     [ -f "$ROOT/.complete" ] || die "no sandbox: run sandbox.sh ensure"
-    # A stale Asterisk from a crashed run (of any instance) in this sandbox holds the ports.
+    # A stale Asterisk of this instance (from a crashed run) holds its ports and spool. Other
+    # instances keep running: a fleet test runs two nodes side by side in one sandbox.
     local p
     for p in $(pgrep -x asterisk || true); do
-        [ "$(readlink "/proc/$p/root" 2>/dev/null)" = "$ROOT" ] && kill -9 "$p" 2>/dev/null || true
+        [ "$(readlink "/proc/$p/root" 2>/dev/null)" = "$ROOT" ] || continue
+        tr '\0' '\n' <"/proc/$p/environ" 2>/dev/null | grep -qxF "RW_INSTANCE=$inst" && kill -9 "$p" 2>/dev/null || true
     done
     mkdir -p "$inst/spool" "$inst/log" "$inst/run" "$inst/lib"
     [ -e "$inst/lib/.seeded" ] || { cp -a "$ROOT/var/lib/asterisk/." "$inst/lib/" && touch "$inst/lib/.seeded"; }
@@ -146,7 +149,7 @@ cmd_start() {
         targets+=("$ROOT$resolved")
     done
     # Mounts live in a private namespace: they disappear with the process, whatever happens.
-    setsid unshare --mount --propagation private -- /bin/bash -c '
+    RW_INSTANCE="$inst" setsid unshare --mount --propagation private -- /bin/bash -c '
         set -e
         inst="$1"; root="$2"
         mount --bind "$inst/etc" "$3"

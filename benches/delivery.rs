@@ -2,6 +2,9 @@
 //! N deliveries through the dispatcher to one endpoint, and spread over three, each a local
 //! keep-alive HTTP server. Also the lookup latency: a cache miss to a local CRM, and a hit.
 //!
+//! Also publishes per second into a local JetStream (`type = nats`), when nats-server is
+//! installed.
+//!
 //! `cargo bench --bench delivery` (needs ASTERISK_INCLUDE_DIR like every build).
 
 use std::io::{Read, Write};
@@ -95,6 +98,7 @@ fn throughput(endpoints: usize, n: usize) {
                 tls_ca: None,
                 concurrency: 4,
                 rate_limit: None,
+                nats: None,
             })
             .collect(),
     );
@@ -191,6 +195,7 @@ fn drain(endpoints: usize, n: usize) {
                 tls_ca: None,
                 concurrency: 4,
                 rate_limit: None,
+                nats: None,
             })
             .collect(),
     );
@@ -243,6 +248,104 @@ fn lookup_latency() {
     );
 }
 
+/// Publishes per second from one node's dispatcher (a `type = nats` section, `concurrency`
+/// 4) into a local nats-server's JetStream, acked; skipped when nats-server is not installed.
+fn nats_throughput(n: usize) {
+    use res_webhook::core::delivery::nats::NatsTarget;
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let store = std::env::temp_dir().join(format!("rw-bench-nats-{}", std::process::id()));
+    let Ok(mut server) = std::process::Command::new("nats-server")
+        .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
+        .arg(&store)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+    else {
+        println!("nats throughput: skipped (no nats-server)");
+        return;
+    };
+    let url = format!("nats://127.0.0.1:{port}");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let count = |rt: &tokio::runtime::Runtime| -> u64 {
+        rt.block_on(async {
+            let Ok(c) = async_nats::connect(url.as_str()).await else {
+                return 0;
+            };
+            let js = async_nats::jetstream::new(c);
+            let Ok(mut s) = js
+                .get_or_create_stream(async_nats::jetstream::stream::Config {
+                    name: "PBX".into(),
+                    subjects: vec!["pbx.>".into()],
+                    storage: async_nats::jetstream::stream::StorageType::File,
+                    ..Default::default()
+                })
+                .await
+            else {
+                return 0;
+            };
+            s.info().await.map(|i| i.state.messages).unwrap_or(0)
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    count(&rt); // creates the stream
+    let dir = std::env::temp_dir().join(format!("rw-bench-nats-spool-{}", std::process::id()));
+    let d = Dispatcher::open(&dir);
+    d.configure(vec![EndpointPolicy {
+        name: "fleet".into(),
+        timeout: Duration::from_secs(5),
+        retry: vec![Duration::from_secs(1)],
+        secret: None,
+        tls_ca: None,
+        concurrency: 4,
+        rate_limit: None,
+        nats: Some(NatsTarget {
+            servers: vec![url.clone()],
+            ..Default::default()
+        }),
+    }]);
+    let body = br#"{"call_id":"1700000000.1","event":"end","caller":"79161234567","status":"ANSWER","duration":42}"#.to_vec();
+    let started = Instant::now();
+    for i in 0..n {
+        d.submit(Delivery {
+            id: Delivery::new_id(),
+            section: "fleet".into(),
+            call_id: format!("1700000000.{i}"),
+            event: "end".into(),
+            request: HttpRequest {
+                method: Method::Post,
+                url: "pbx.in.end".into(),
+                headers: vec![],
+                body: body.clone(),
+            },
+            created_ms: 0,
+        });
+    }
+    while (count(&rt) as usize) < n && started.elapsed() < Duration::from_secs(300) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let done = count(&rt);
+    println!(
+        "nats throughput, 1 section: {done} acked JetStream publishes in {secs:.2} s = {:.0} publishes/s",
+        done as f64 / secs
+    );
+    d.shutdown();
+    let _ = server.kill();
+    let _ = server.wait();
+    let _ = std::fs::remove_dir_all(dir);
+    let _ = std::fs::remove_dir_all(store);
+}
+
 fn main() {
     // `cargo bench` passes --bench; `cargo test --benches` passes nothing: run small then.
     let full = std::env::args().any(|a| a == "--bench");
@@ -260,5 +363,8 @@ fn main() {
     }
     if run("lookup") {
         lookup_latency();
+    }
+    if run("nats") {
+        nats_throughput(n.min(20_000));
     }
 }

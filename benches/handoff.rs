@@ -44,7 +44,9 @@ fn send_snapshot(hook: &Hook, i: u64, change: ChannelChange) {
 
 fn handoff(c: &mut Criterion) {
     let dir = std::env::temp_dir().join(format!("rw-bench-{}", std::process::id()));
-    let engine = Engine::start(EngineSettings::new(dir)).expect("engine");
+    let mut settings = EngineSettings::new(dir);
+    settings.node = "bench".into();
+    let engine = Engine::start(settings).expect("engine");
     let hook = engine.hook();
     let mut i = 0u64;
     c.bench_function("copy + try_send one channel snapshot", |b| {

@@ -92,8 +92,9 @@ char *rw_ami_status(void);
 char *rw_metrics(void);
 
 /* Module lifecycle. rw_load returns 0 on success; on failure the module declines to load.
- * spool_default is Asterisk's spool directory (e.g. /var/spool/asterisk). */
-int rw_load(const struct rw_host *host, const char *spool_default);
+ * spool_default is Asterisk's spool directory (e.g. /var/spool/asterisk); system_name is
+ * asterisk.conf's systemname (empty: the host name is used), the calls' `node` field. */
+int rw_load(const struct rw_host *host, const char *spool_default, const char *system_name);
 /* Stops and joins every Rust thread. Safe to call once after rw_load. */
 void rw_unload(void);
 

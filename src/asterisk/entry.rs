@@ -87,7 +87,11 @@ fn engine() -> Option<Arc<Engine>> {
 }
 
 #[no_mangle]
-pub extern "C" fn rw_load(host: *const ffi::rw_host, spool_default: *const c_char) -> i32 {
+pub extern "C" fn rw_load(
+    host: *const ffi::rw_host,
+    spool_default: *const c_char,
+    system_name: *const c_char,
+) -> i32 {
     guard("rw_load", -1, || {
         // SAFETY: the shim passes a pointer to a static struct that lives as long as the module.
         let Some(host) = (unsafe { host.as_ref() }) else {
@@ -116,6 +120,8 @@ pub extern "C" fn rw_load(host: *const ffi::rw_host, spool_default: *const c_cha
         let mut settings =
             EngineSettings::new(std::path::PathBuf::from(spool_default).join("webhook"));
         settings.on_failure = on_failure;
+        // SAFETY: system_name is a NUL-terminated string (or NULL) valid for this call.
+        settings.node = node_name(&unsafe { owned(system_name) });
         match Engine::start(settings) {
             Ok(engine) => {
                 let _ = HOOK.set(engine.hook());
@@ -441,6 +447,21 @@ pub extern "C" fn rw_cli(fd: i32, argc: i32, argv: *const *const c_char) -> i32 
             Err(_) => -1,
         }
     })
+}
+
+/// asterisk.conf's `systemname`, else the host name.
+fn node_name(system_name: &str) -> String {
+    if !system_name.trim().is_empty() {
+        return system_name.trim().to_string();
+    }
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most buf.len() bytes into our buffer.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr() as *mut c_char, buf.len()) };
+    if rc != 0 {
+        return String::new();
+    }
+    let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
+    String::from_utf8_lossy(&buf[..end]).into_owned()
 }
 
 /// Hands text to the shim, which frees it with [`rw_free_text`].

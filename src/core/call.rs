@@ -127,6 +127,9 @@ pub struct CallRecord {
     pub channel: String,
     pub uniqueid: String,
     pub accountcode: String,
+    /// The PBX that saw the call (Asterisk's `systemname`, else the host name): tells a
+    /// fleet's nodes apart in one stream. Filled by the engine.
+    pub node: String,
     /// `Set(WEBHOOK(NAME)=…)` values; they win over channel variables of the same name.
     pub data: BTreeMap<String, String>,
     /// Channel variables of the first channel, as last set.
@@ -222,6 +225,7 @@ impl FieldSource for CallEvent {
             "channel" => Value::non_empty(&c.channel),
             "uniqueid" => Value::non_empty(&c.uniqueid),
             "accountcode" => Value::non_empty(&c.accountcode),
+            "node" => Value::non_empty(&c.node),
             "answered_by" => Value::non_empty(&c.answered_by),
             "agents" => Value::List(c.agents.iter().map(|a| Value::Str(a.clone())).collect()),
             "targets" => Value::List(

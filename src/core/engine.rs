@@ -63,6 +63,8 @@ pub struct EngineSettings {
     pub on_failure: Option<Notifier>,
     /// How often calls that never ended are swept ([`SWEEP_EVERY`]; shorter in tests).
     pub sweep_every: Duration,
+    /// This PBX's name, the `node` field of every call.
+    pub node: String,
 }
 
 impl EngineSettings {
@@ -71,6 +73,7 @@ impl EngineSettings {
             spool_default,
             on_failure: None,
             sweep_every: SWEEP_EVERY,
+            node: String::new(),
         }
     }
 }
@@ -212,6 +215,7 @@ struct Runtime {
     /// `webhook show calls` asks the correlation thread, which owns the call table, for a
     /// list of the calls in progress; it answers on the channel it is handed.
     calls_view: (Sender<CallsReply>, Receiver<CallsReply>),
+    node: String,
 }
 
 impl Runtime {
@@ -269,6 +273,7 @@ impl Engine {
             sweep_every: settings.sweep_every,
             sweeps: AtomicU64::new(0),
             calls_view: bounded(4),
+            node: settings.node.clone(),
         });
         let rt = runtime.clone();
         let thread = std::thread::Builder::new()
@@ -548,6 +553,7 @@ fn endpoint_policies(config: &Config) -> Vec<EndpointPolicy> {
                 tls_ca: w.tls_ca.clone(),
                 concurrency: w.concurrency,
                 rate_limit: w.rate_limit,
+                nats: w.nats.clone(),
             }),
             _ => None,
         })
@@ -770,6 +776,7 @@ const OUTBOX_MAX: usize = 256;
 
 fn dispatch(rt: &Runtime, config: &Config, mut ev: CallEvent, outbox: &mut Vec<Delivery>) {
     rt.call_events.fetch_add(1, Ordering::Relaxed);
+    ev.call.node.clone_from(&rt.node);
     fault::point(fault::Place::Calls, "calls", ev.call.caller.as_bytes());
     if let Some(t) = &config.general.recording_url {
         if !ev.call.recording.is_empty() {

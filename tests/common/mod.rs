@@ -4,6 +4,8 @@
 //! Tests in one binary run one at a time (a global lock): one Asterisk at a time.
 #![allow(dead_code)]
 
+pub mod nats;
+
 use std::collections::{BTreeSet, HashMap};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream, UdpSocket};
@@ -140,7 +142,8 @@ pub struct Sandbox {
     uas: Vec<Child>,
     /// Environment Asterisk is started with (e.g. the module's test-only fault switch).
     env: Vec<(String, String)>,
-    _lock: MutexGuard<'static, ()>,
+    /// Held by one sandbox at a time (the first node of a fleet).
+    _lock: Option<MutexGuard<'static, ()>>,
 }
 
 impl Sandbox {
@@ -200,6 +203,64 @@ impl Sandbox {
         }
         let lock = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
         install(&sandbox_root());
+        Some(Sandbox::boot_instance(
+            name,
+            webhook_conf,
+            receiver_url,
+            Some(lock),
+            None,
+            0,
+            env,
+            prepare,
+        ))
+    }
+
+    /// Several Asterisk nodes at once, one per name, each with `systemname` = its name (the
+    /// `node` field) and its own ports, folders and spool; this build's module in all.
+    pub fn start_fleet(
+        names: &[&str],
+        webhook_conf: &str,
+        receiver_url: &str,
+    ) -> Option<Vec<Sandbox>> {
+        if !live_prerequisites() {
+            return None;
+        }
+        let lock = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+        run(Command::new(sandbox_sh())
+            .arg("install-module")
+            .arg(module()));
+        let mut lock = Some(lock);
+        Some(
+            names
+                .iter()
+                .enumerate()
+                .map(|(i, name)| {
+                    Sandbox::boot_instance(
+                        name,
+                        webhook_conf,
+                        receiver_url,
+                        lock.take(),
+                        Some(name),
+                        i,
+                        &[],
+                        |_| {},
+                    )
+                })
+                .collect(),
+        )
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn boot_instance(
+        name: &str,
+        webhook_conf: &str,
+        receiver_url: &str,
+        lock: Option<MutexGuard<'static, ()>>,
+        system_name: Option<&str>,
+        index: usize,
+        env: &[(&str, &str)],
+        prepare: impl FnOnce(&Path),
+    ) -> Sandbox {
         let dir = repo().join("target/live").join(name);
         // A tmpfs a crashed earlier run left mounted under the instance.
         let _ = Command::new("umount")
@@ -217,7 +278,7 @@ impl Sandbox {
             uas_ring: free_udp_port(),
             uas_refer: free_udp_port(),
             ami: free_tcp_port(),
-            rtp: 20000 + (std::process::id() % 200) as u16 * 200,
+            rtp: 20000 + ((std::process::id() as usize + 37 * index) % 200) as u16 * 200,
         };
         let mut sandbox = Sandbox {
             dir,
@@ -238,13 +299,19 @@ impl Sandbox {
             )
             .unwrap();
         }
+        if let Some(system_name) = system_name {
+            // asterisk.conf ends with [options].
+            let conf = sandbox.dir.join("etc/asterisk.conf");
+            let text = std::fs::read_to_string(&conf).unwrap();
+            std::fs::write(&conf, format!("{text}\nsystemname = {system_name}\n")).unwrap();
+        }
         sandbox.write_webhook_conf(webhook_conf, receiver_url);
         write_silence_wav(&sandbox.dir.join("silence.wav"));
         std::fs::create_dir_all(sandbox.dir.join("spool")).unwrap();
         prepare(&sandbox.dir);
         sandbox.start_uas();
         sandbox.boot();
-        Some(sandbox)
+        sandbox
     }
 
     fn substitute(&self, text: &str, receiver_url: &str) -> String {

@@ -15,6 +15,8 @@ pub mod webhook;
 use std::collections::HashSet;
 use std::fmt;
 
+use crate::core::delivery::nats::NatsTarget;
+
 pub use general::General;
 pub use lookup::Lookup;
 pub use originate::Originate;
@@ -46,7 +48,8 @@ impl fmt::Display for ConfigError {
 /// What a section is.
 #[derive(Debug, Clone, PartialEq)]
 pub enum SectionKind {
-    Webhook(Webhook),
+    /// Boxed: the largest kind by far (the request, filters, NATS target).
+    Webhook(Box<Webhook>),
     Lookup(Lookup),
     Originate(Originate),
 }
@@ -72,6 +75,7 @@ pub struct Config {
 /// Names templates may use that are not call data.
 const BUILTIN_FIELDS: &[&str] = &[
     "call_id",
+    "node",
     "event",
     "direction",
     "caller",
@@ -228,7 +232,7 @@ impl Config {
     /// The webhook section called `name`.
     pub fn webhook(&self, name: &str) -> Option<&Webhook> {
         self.sections.iter().find_map(|s| match &s.kind {
-            SectionKind::Webhook(w) if s.name == name => Some(w),
+            SectionKind::Webhook(w) if s.name == name => Some(w.as_ref()),
             _ => None,
         })
     }
@@ -320,22 +324,28 @@ fn parse_section(
 
     let mut spec = RequestSpec::new(general.format_context());
     let mut target = match kind.as_str() {
-        "webhook" => SectionKind::Webhook(Webhook::new(
+        "webhook" => SectionKind::Webhook(Box::new(Webhook::new(
             spec.clone(),
             general.timeout,
             general.retry.clone(),
-        )),
+        ))),
         "lookup" => SectionKind::Lookup(Lookup::new(
             spec.clone(),
             general.timeout.min(std::time::Duration::from_millis(1500)),
         )),
         "originate" => SectionKind::Originate(Originate::default()),
+        "nats" => {
+            spec.subject = true;
+            let mut w = Webhook::new(spec.clone(), general.timeout, general.retry.clone());
+            w.nats = Some(NatsTarget::default());
+            SectionKind::Webhook(Box::new(w))
+        }
         other => {
             return Err(vec![section_error(
                 raw,
                 s,
                 Some("type"),
-                format!("unknown type `{other}` (webhook, lookup or originate)"),
+                format!("unknown type `{other}` (webhook, nats, lookup or originate)"),
             )])
         }
     };
@@ -364,8 +374,11 @@ fn parse_section(
         let result = match preset.and_then(|p| p.apply_key(&e.key, &e.value, &mut spec)) {
             Some(r) => r,
             None => match &mut target {
-                SectionKind::Webhook(w) => spec
-                    .apply(&e.key, &e.value)
+                SectionKind::Webhook(w) => w
+                    .nats
+                    .as_mut()
+                    .and_then(|n| n.apply(&e.key, &e.value))
+                    .or_else(|| spec.apply(&e.key, &e.value))
                     .unwrap_or_else(|| w.apply(&e.key, &e.value)),
                 SectionKind::Lookup(l) => spec
                     .apply(&e.key, &e.value)
@@ -393,7 +406,9 @@ fn parse_section(
     }
     let validation = match &mut target {
         SectionKind::Webhook(w) => {
-            let v = spec.validate();
+            let v = spec
+                .validate()
+                .and_then(|()| w.nats.as_ref().map_or(Ok(()), NatsTarget::validate));
             w.request = spec;
             v
         }

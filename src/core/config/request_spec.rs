@@ -50,6 +50,8 @@ pub struct RequestSpec {
     pub content_type: Option<String>,
     pub jsonrpc_method: Option<String>,
     pub ctx: FormatContext,
+    /// `type = nats`: `url` holds the `subject` template (a NATS subject, not a URL).
+    pub subject: bool,
 }
 
 impl RequestSpec {
@@ -65,6 +67,7 @@ impl RequestSpec {
             content_type: None,
             jsonrpc_method: None,
             ctx,
+            subject: false,
         }
     }
 
@@ -81,6 +84,8 @@ impl RequestSpec {
     pub fn apply(&mut self, key: &str, value: &str) -> Option<Result<(), String>> {
         let v = value.trim();
         let r = match key {
+            "url" if self.subject => return None,
+            "subject" if self.subject => parse_subject(v).map(|t| self.url = t),
             "url" => parse_url(v).map(|t| self.url = t),
             "method" => Method::parse(v)
                 .map(|m| self.method = m)
@@ -147,6 +152,12 @@ impl RequestSpec {
 
     /// Checks what only makes sense once every key is read.
     pub fn validate(&self) -> Result<(), (&'static str, String)> {
+        if self.url == Template::default() && self.subject {
+            return Err((
+                "subject",
+                "missing (e.g. subject = pbx.${direction}.${event})".into(),
+            ));
+        }
         if self.url == Template::default() {
             return Err(("url", "missing (every request section needs a url)".into()));
         }
@@ -185,9 +196,24 @@ impl RequestSpec {
     /// Renders the request for one event (or one lookup).
     pub fn render(&self, src: &dyn FieldSource) -> Result<HttpRequest, RenderError> {
         let params = self.params_for(src);
-        let mut url = self.url.render_with(src, &self.ctx, &|v| {
-            utf8_percent_encode(v, URL_VALUE).to_string()
-        });
+        let mut url = if self.subject {
+            // A value is one subject token: no separators, wildcards or spaces in it.
+            self.url.render_with(src, &self.ctx, &|v| {
+                v.chars()
+                    .map(|c| {
+                        if c == '.' || c == '*' || c == '>' || c.is_whitespace() {
+                            '_'
+                        } else {
+                            c
+                        }
+                    })
+                    .collect()
+            })
+        } else {
+            self.url.render_with(src, &self.ctx, &|v| {
+                utf8_percent_encode(v, URL_VALUE).to_string()
+            })
+        };
         let format = self.format();
         let body = match format {
             Format::Query => {
@@ -225,7 +251,13 @@ impl RequestSpec {
                 .map(|b| b.render_text(src, &self.ctx).into_bytes())
                 .unwrap_or_default(),
         };
-        if !(url.starts_with("http://") || url.starts_with("https://")) {
+        if self.subject {
+            if url.is_empty() || url.split('.').any(str::is_empty) {
+                return Err(RenderError(format!(
+                    "rendered subject has an empty token: `{url}`"
+                )));
+            }
+        } else if !(url.starts_with("http://") || url.starts_with("https://")) {
             return Err(RenderError(format!("rendered url is not http(s): {url}")));
         }
         let mut headers: Vec<(String, String)> = Vec::new();
@@ -279,6 +311,15 @@ fn parse_url(v: &str) -> Result<Template, String> {
     }
     if v.len() <= "https://".len() || v.contains(char::is_whitespace) {
         return Err(format!("not a valid URL: {v}"));
+    }
+    Template::parse(v).map_err(|e| e.to_string())
+}
+
+fn parse_subject(v: &str) -> Result<Template, String> {
+    if v.is_empty() || v.contains(char::is_whitespace) || v.starts_with('.') || v.ends_with('.') {
+        return Err(format!(
+            "not a NATS subject: `{v}` (e.g. pbx.${{direction}}.${{event}})"
+        ));
     }
     Template::parse(v).map_err(|e| e.to_string())
 }

@@ -7,6 +7,7 @@ use super::filter::{self, Filter};
 use super::request_spec::{RenderError, RequestSpec};
 use super::values;
 use crate::core::call::{Direction, EventKind};
+use crate::core::delivery::nats::NatsTarget;
 use crate::core::delivery::rate_limit::RateLimit;
 use crate::core::request::HttpRequest;
 use crate::core::value::FieldSource;
@@ -30,6 +31,8 @@ pub struct Webhook {
     pub filters: Vec<Filter>,
     /// `rate_limit` (with `rate_burst`): the most requests per time sent to the endpoint.
     pub rate_limit: Option<RateLimit>,
+    /// `type = nats`: where to publish (the request's `url` is then the subject).
+    pub nats: Option<NatsTarget>,
 }
 
 /// Default `concurrency`: enough to keep a CRM 100 ms away at 40 events/s, gentle on it.
@@ -52,6 +55,7 @@ impl Webhook {
             concurrency: DEFAULT_CONCURRENCY,
             filters: Vec::new(),
             rate_limit: None,
+            nats: None,
         }
     }
 

@@ -4,6 +4,7 @@
 
 pub mod client;
 pub mod coalesce;
+pub mod nats;
 pub mod rate_limit;
 pub mod resolver;
 pub mod retry;
@@ -59,6 +60,8 @@ pub struct EndpointPolicy {
     pub concurrency: usize,
     /// `rate_limit`: requests per time this endpoint is sent at most.
     pub rate_limit: Option<rate_limit::RateLimit>,
+    /// `type = nats`: publish to these servers' JetStream instead of HTTP.
+    pub nats: Option<nats::NatsTarget>,
 }
 
 /// Most lanes a section can have (`concurrency`'s upper bound).
@@ -616,6 +619,7 @@ mod tests {
             tls_ca: None,
             concurrency: 4,
             rate_limit: None,
+            nats: None,
         }
     }
 
@@ -833,6 +837,7 @@ mod tests {
         d.configure(vec![EndpointPolicy {
             concurrency: 3,
             rate_limit: None,
+            nats: None,
             ..policy("crm", &[50])
         }]);
         for i in 0..12 {

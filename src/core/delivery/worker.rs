@@ -34,6 +34,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
 
 use super::client::{self, Outcome};
+use super::nats::{NatsSink, NatsTarget};
 use super::rate_limit::Pacer;
 use super::retry::{classify, next_delay, Attempt, Verdict};
 use super::signing;
@@ -82,6 +83,8 @@ pub struct SectionShared {
     pub agent: RwLock<Option<ureq::Agent>>,
     /// Paces attempts when the section has a `rate_limit`.
     pub pacer: RwLock<Option<Arc<Pacer>>>,
+    /// `type = nats`: the JetStream publisher used instead of the HTTP agent.
+    pub nats: RwLock<Option<Arc<NatsSink>>>,
     /// The memory queue; each delivery carries the sequence number it got at submit, which
     /// is also its key if it ever goes to the spool, so order survives any spill.
     pub tx: Sender<(u64, Delivery)>,
@@ -198,6 +201,7 @@ struct Drain {
 impl SectionShared {
     pub fn new(policy: EndpointPolicy) -> SectionShared {
         let pacer = policy.rate_limit.map(|r| Arc::new(Pacer::new(r)));
+        let (policy_name, policy_nats) = (policy.name.clone(), policy.nats.clone());
         let (tx, rx) = bounded(MEMORY_QUEUE);
         let agent = client::agent(policy.timeout, policy.tls_ca.as_deref(), policy.concurrency)
             .map_err(|e| {
@@ -212,6 +216,7 @@ impl SectionShared {
             policy: RwLock::new(policy),
             agent: RwLock::new(agent),
             pacer: RwLock::new(pacer),
+            nats: RwLock::new(nats_sink(&policy_name, policy_nats.as_ref())),
             tx,
             rx,
             spooling: AtomicBool::new(false),
@@ -246,6 +251,15 @@ impl SectionShared {
             .map_err(|e| log::error!("[{}] {e}", policy.name))
             .ok();
         *self.agent.write().unwrap_or_else(|p| p.into_inner()) = agent;
+        let same_nats = self.policy.read().unwrap_or_else(|p| p.into_inner()).nats == policy.nats;
+        if !same_nats {
+            // Dropped outside the lock: dropping a sink joins its thread.
+            let old = std::mem::replace(
+                &mut *self.nats.write().unwrap_or_else(|p| p.into_inner()),
+                nats_sink(&policy.name, policy.nats.as_ref()),
+            );
+            drop(old);
+        }
         *self.policy.write().unwrap_or_else(|p| p.into_inner()) = policy;
     }
 
@@ -278,6 +292,15 @@ impl SectionShared {
     pub fn helpers(&self) -> usize {
         self.lanes.running.load(Ordering::Relaxed)
     }
+}
+
+/// The section's JetStream publisher, when it is a `type = nats` section.
+fn nats_sink(section: &str, target: Option<&NatsTarget>) -> Option<Arc<NatsSink>> {
+    let target = target?.clone();
+    NatsSink::start(section, target)
+        .map_err(|e| log::error!("[{section}] {e}; deliveries wait in the spool"))
+        .ok()
+        .map(Arc::new)
 }
 
 /// Everything a worker needs besides its section.
@@ -959,9 +982,23 @@ fn attempt(s: &SectionShared, env: &WorkerEnv, item: &mut Spooled) -> Verdict {
 fn attempt_and_record(s: &SectionShared, env: &WorkerEnv, item: &mut Spooled) -> Verdict {
     let policy = s.policy.read().unwrap_or_else(|p| p.into_inner()).clone();
     let agent = s.agent.read().unwrap_or_else(|p| p.into_inner()).clone();
+    let nats = s.nats.read().unwrap_or_else(|p| p.into_inner()).clone();
     let d = &item.delivery;
-    let outcome = match agent {
-        Some(agent) => {
+    let outcome = match (nats, agent) {
+        (Some(nats), _) => {
+            // The subject is the rendered `url`; `Nats-Msg-Id` (= webhook-id) lets the
+            // server drop a re-send.
+            let mut headers = d.request.headers.clone();
+            headers.push(("webhook-id".into(), d.id.clone()));
+            nats.publish(
+                &d.request.url,
+                &headers,
+                &d.request.body,
+                &d.id,
+                policy.timeout,
+            )
+        }
+        (None, Some(agent)) => {
             // webhook-id always (the same on every re-send, so a CRM can drop duplicates);
             // with a secret, the Standard Webhooks timestamp and signature too.
             let extra: Vec<(String, String)> = match &policy.secret {
@@ -976,7 +1013,7 @@ fn attempt_and_record(s: &SectionShared, env: &WorkerEnv, item: &mut Spooled) ->
             };
             client::send(&agent, &d.request, &extra)
         }
-        None => Outcome {
+        (None, None) => Outcome {
             attempt: Attempt::Error("no HTTP client (bad tls_ca?)".into()),
             latency: Duration::ZERO,
             excerpt: String::new(),
