@@ -10,7 +10,6 @@ use std::time::{Duration, Instant, SystemTime};
 use subtle::ConstantTimeEq;
 
 use super::config::Config;
-use super::engine::Hook;
 use super::host_event::HostEvent;
 
 /// An HTTP request as the host's web server handed it over.
@@ -55,19 +54,24 @@ fn error(status: u16, msg: &str) -> Reply {
     reply(status, serde_json::json!({"status": "error", "error": msg}))
 }
 
+/// Hands a host event to the call model; `false` when it could not be queued.
+pub type Notify = Box<dyn Fn(HostEvent) -> bool + Send + Sync>;
+
 /// The click-to-call service, shared by the web server's connection threads.
 pub struct ClickToCall {
     config: Arc<RwLock<Arc<Config>>>,
-    hook: Hook,
+    /// Tells the call model about a call placed here (the engine's hand-off, `Hook::send`).
+    /// A function, not the engine's type: click-to-call depends on the host events only.
+    notify: Notify,
     /// Per section: start of the current one-minute window and requests in it.
     windows: Mutex<HashMap<String, (Instant, u32)>>,
 }
 
 impl ClickToCall {
-    pub fn new(config: Arc<RwLock<Arc<Config>>>, hook: Hook) -> ClickToCall {
+    pub fn new(config: Arc<RwLock<Arc<Config>>>, notify: Notify) -> ClickToCall {
         ClickToCall {
             config,
-            hook,
+            notify,
             windows: Mutex::new(HashMap::new()),
         }
     }
@@ -143,7 +147,7 @@ impl ClickToCall {
             ring_timeout: o.ring_timeout,
         };
         // Tell the correlator first: the call's channel events may arrive before we return.
-        self.hook.send(HostEvent::Originated {
+        (self.notify)(HostEvent::Originated {
             linkedid: order.call_id.clone(),
             from: from.clone(),
             to: to.clone(),

@@ -288,7 +288,10 @@ impl Engine {
             tx: tx.clone(),
             shared: shared.clone(),
         };
-        let click_to_call = Arc::new(ClickToCall::new(runtime.config.clone(), hook));
+        let click_to_call = Arc::new(ClickToCall::new(
+            runtime.config.clone(),
+            Box::new(move |ev| hook.send(ev)),
+        ));
         Ok(Engine {
             tx,
             shared,

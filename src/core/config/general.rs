@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::values;
+use super::KeyError;
 use crate::core::template::{DateFormat, FormatContext, Template};
 
 /// The `[general]` section.
@@ -52,7 +53,7 @@ impl General {
     }
 
     /// Applies one `[general]` key.
-    pub fn apply(&mut self, key: &str, value: &str) -> Result<(), String> {
+    pub fn apply(&mut self, key: &str, value: &str) -> Result<(), KeyError> {
         let v = value.trim();
         match key {
             "internal_contexts" => self.internal_contexts = values::list(v),
@@ -65,7 +66,7 @@ impl General {
             }
             "spool_dir" => {
                 if !v.starts_with('/') {
-                    return Err(format!("must be an absolute path: {v}"));
+                    return Err(format!("must be an absolute path: {v}").into());
                 }
                 self.spool_dir = Some(PathBuf::from(v))
             }
@@ -80,7 +81,7 @@ impl General {
                     .parse()
                     .map_err(|_| format!("unknown time zone `{v}` (e.g. Europe/Moscow, UTC)"))?
             }
-            _ => return Err("unknown key".into()),
+            _ => return Err(KeyError::Unknown),
         }
         Ok(())
     }

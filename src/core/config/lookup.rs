@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use super::request_spec::{RenderError, RequestSpec};
 use super::values;
+use super::KeyError;
 use crate::core::request::HttpRequest;
 use crate::core::value::{FieldSource, Value};
 
@@ -37,14 +38,14 @@ impl Lookup {
         }
     }
 
-    /// Applies one key that is not a request key; `Err("unknown key")` otherwise.
-    pub fn apply(&mut self, key: &str, value: &str) -> Result<(), String> {
+    /// Applies one key that is not a request key; [`KeyError::Unknown`] otherwise.
+    pub fn apply(&mut self, key: &str, value: &str) -> Result<(), KeyError> {
         let v = value.trim();
         match key {
             "timeout" => self.timeout = values::duration(v, Duration::from_millis(1))?,
             "cache" => self.cache = values::duration(v, Duration::from_secs(1))?,
             "default_field" => self.default_field = v.to_string(),
-            _ => return Err("unknown key".into()),
+            _ => return Err(KeyError::Unknown),
         }
         Ok(())
     }

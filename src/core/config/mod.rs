@@ -45,6 +45,36 @@ impl fmt::Display for ConfigError {
     }
 }
 
+/// Why one `key = value` line was not taken.
+#[derive(Debug, Clone, PartialEq)]
+pub enum KeyError {
+    /// This section type has no such key.
+    Unknown,
+    /// The key exists but its value is wrong; why, for the administrator.
+    Invalid(String),
+}
+
+impl From<String> for KeyError {
+    fn from(why: String) -> KeyError {
+        KeyError::Invalid(why)
+    }
+}
+
+impl From<&str> for KeyError {
+    fn from(why: &str) -> KeyError {
+        KeyError::Invalid(why.to_string())
+    }
+}
+
+impl fmt::Display for KeyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            KeyError::Unknown => f.write_str("unknown key"),
+            KeyError::Invalid(why) => f.write_str(why),
+        }
+    }
+}
+
 /// What a section is.
 #[derive(Debug, Clone, PartialEq)]
 pub enum SectionKind {
@@ -119,16 +149,15 @@ impl Config {
         let mut general = General::default();
         for s in raw.sections.iter().filter(|s| s.name == "general") {
             for e in &s.entries {
-                if let Err(reason) = general.apply(&e.key, &e.value) {
+                if let Err(why) = general.apply(&e.key, &e.value) {
                     errors.push(ConfigError {
                         file: e.file.clone(),
                         section: "general".into(),
                         key: Some(e.key.clone()),
                         line: e.line,
-                        reason: if reason == "unknown key" {
-                            format!("unknown key `{}` (ignored)", e.key)
-                        } else {
-                            reason
+                        reason: match why {
+                            KeyError::Unknown => format!("unknown key `{}` (ignored)", e.key),
+                            KeyError::Invalid(reason) => reason,
                         },
                     });
                 }
@@ -371,26 +400,31 @@ fn parse_section(
             }
             continue;
         }
+        // A preset's own keys, then (nats connection keys,) request keys, then the type's.
+        let invalid = |r: Result<(), String>| r.map_err(KeyError::Invalid);
         let result = match preset.and_then(|p| p.apply_key(&e.key, &e.value, &mut spec)) {
-            Some(r) => r,
+            Some(r) => invalid(r),
             None => match &mut target {
-                SectionKind::Webhook(w) => w
+                SectionKind::Webhook(w) => match w
                     .nats
                     .as_mut()
                     .and_then(|n| n.apply(&e.key, &e.value))
                     .or_else(|| spec.apply(&e.key, &e.value))
-                    .unwrap_or_else(|| w.apply(&e.key, &e.value)),
-                SectionKind::Lookup(l) => spec
-                    .apply(&e.key, &e.value)
-                    .unwrap_or_else(|| l.apply(&e.key, &e.value)),
+                {
+                    Some(r) => invalid(r),
+                    None => w.apply(&e.key, &e.value),
+                },
+                SectionKind::Lookup(l) => match spec.apply(&e.key, &e.value) {
+                    Some(r) => invalid(r),
+                    None => l.apply(&e.key, &e.value),
+                },
                 SectionKind::Originate(o) => o.apply(&e.key, &e.value),
             },
         };
-        if let Err(reason) = result {
-            let reason = if reason == "unknown key" {
-                format!("unknown key `{}` for type = {kind}", e.key)
-            } else {
-                reason
+        if let Err(why) = result {
+            let reason = match why {
+                KeyError::Unknown => format!("unknown key `{}` for type = {kind}", e.key),
+                KeyError::Invalid(reason) => reason,
             };
             errors.push(ConfigError {
                 file: e.file.clone(),

@@ -5,6 +5,7 @@ use std::time::Duration;
 use regex::Regex;
 
 use super::values;
+use super::KeyError;
 
 /// A click-to-call endpoint.
 #[derive(Debug, Clone)]
@@ -95,8 +96,8 @@ impl Default for Originate {
 }
 
 impl Originate {
-    /// Applies one key; `Err("unknown key")` for keys this type does not have.
-    pub fn apply(&mut self, key: &str, value: &str) -> Result<(), String> {
+    /// Applies one key; [`KeyError::Unknown`] for keys this type does not have.
+    pub fn apply(&mut self, key: &str, value: &str) -> Result<(), KeyError> {
         let v = value.trim();
         match key {
             "path" => {
@@ -107,7 +108,7 @@ impl Originate {
                         .all(|b| b.is_ascii_alphanumeric() || b"-_./".contains(&b))
                     || p.contains("..")
                 {
-                    return Err(format!("bad path `{v}` (letters, digits, - _ . /)"));
+                    return Err(format!("bad path `{v}` (letters, digits, - _ . /)").into());
                 }
                 self.path = p.to_string();
             }
@@ -126,7 +127,7 @@ impl Originate {
                 self.ring_timeout = values::duration(v, Duration::from_secs(1))?
             }
             "caller_id" => self.caller_id = Some(v.to_string()),
-            _ => return Err("unknown key".into()),
+            _ => return Err(KeyError::Unknown),
         }
         Ok(())
     }

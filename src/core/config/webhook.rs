@@ -6,6 +6,7 @@ use std::time::Duration;
 use super::filter::{self, Filter};
 use super::request_spec::{RenderError, RequestSpec};
 use super::values;
+use super::KeyError;
 use crate::core::call::{Direction, EventKind};
 use crate::core::delivery::nats::NatsTarget;
 use crate::core::delivery::rate_limit::RateLimit;
@@ -59,8 +60,8 @@ impl Webhook {
         }
     }
 
-    /// Applies one key that is not a request key; `Err("unknown key")` otherwise.
-    pub fn apply(&mut self, key: &str, value: &str) -> Result<(), String> {
+    /// Applies one key that is not a request key; [`KeyError::Unknown`] otherwise.
+    pub fn apply(&mut self, key: &str, value: &str) -> Result<(), KeyError> {
         let v = value.trim();
         match key {
             "events" => {
@@ -90,7 +91,11 @@ impl Webhook {
             "concurrency" => {
                 self.concurrency = match v.parse::<usize>() {
                     Ok(n) if (1..=MAX_CONCURRENCY).contains(&n) => n,
-                    _ => return Err(format!("`{v}` is not a number from 1 to {MAX_CONCURRENCY}")),
+                    _ => {
+                        return Err(
+                            format!("`{v}` is not a number from 1 to {MAX_CONCURRENCY}").into()
+                        )
+                    }
                 }
             }
             "called" | "caller" | "ext" => filter::set(&mut self.filters, key, v)?,
@@ -98,14 +103,14 @@ impl Webhook {
             "rate_burst" => {
                 let n = match v.parse::<u32>() {
                     Ok(n) if (1..=10_000).contains(&n) => n,
-                    _ => return Err(format!("`{v}` is not a number from 1 to 10000")),
+                    _ => return Err(format!("`{v}` is not a number from 1 to 10000").into()),
                 };
                 match &mut self.rate_limit {
                     Some(r) => r.burst = n,
                     None => return Err("rate_burst needs a rate_limit line before it".into()),
                 }
             }
-            _ => return Err("unknown key".into()),
+            _ => return Err(KeyError::Unknown),
         }
         Ok(())
     }
