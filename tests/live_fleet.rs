@@ -115,7 +115,9 @@ fn a_nats_outage_and_a_node_killed_mid_spool_lose_nothing_and_duplicate_nothing(
     }
     let mut nats = NatsServer::start("outage", None);
     let rx = Receiver::start();
-    let Some(pbx) = Sandbox::start("fleet-outage", &conf(&nats.url(), ""), &rx.url()) else {
+    // Paced at 2/s (burst 2), so the spool is still draining when the node is killed.
+    let paced = conf(&nats.url(), "rate_limit = 2/s\n");
+    let Some(pbx) = Sandbox::start("fleet-outage", &paced, &rx.url()) else {
         return;
     };
     assert!(pbx.call("79161271000", "74951234567", 300));
@@ -133,8 +135,12 @@ fn a_nats_outage_and_a_node_killed_mid_spool_lose_nothing_and_duplicate_nothing(
     nats.restart();
     // While the spool drains, the node is killed with -9 and started again: whatever it had
     // published but not yet marked delivered it publishes again, and the server drops it.
-    nats.wait_messages(4, Duration::from_secs(30));
+    let before_kill = nats.wait_messages(5, Duration::from_secs(30)).len();
     pbx.kill9_and_start();
+    assert!(
+        before_kill < 12,
+        "killed while its spool was still draining ({before_kill} of 12)"
+    );
     assert!(pbx.call("79161271004", "74951234567", 300));
     let msgs = nats.wait_messages(15, Duration::from_secs(40));
     std::thread::sleep(Duration::from_secs(2)); // a late duplicate would show up now
