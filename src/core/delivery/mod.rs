@@ -1,17 +1,17 @@
 //! The delivery engine: per-section queues and workers, retries, the durable spool, signing.
-//! One file per stage: [`client`] (one HTTP attempt), [`resolver`], [`retry`] (the classifier),
-//! [`signing`], [`spool`], [`worker`], [`stats`].
+//! One file per stage: [`retry`] (the classifier), [`signing`], [`spool`], [`worker`],
+//! [`stats`], [`rate_limit`], [`nats`]; one HTTP attempt is [`crate::core::http::client`].
 
-pub mod client;
-pub mod coalesce;
 pub mod nats;
 pub mod rate_limit;
-pub mod resolver;
 pub mod retry;
 pub mod signing;
 pub mod spool;
 pub mod stats;
 pub mod worker;
+
+// Where the HTTP client lived before the regrouping.
+pub use crate::core::http::{client, coalesce, resolver};
 
 use std::collections::HashMap;
 use std::fmt::Write as _;

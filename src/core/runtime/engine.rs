@@ -15,22 +15,22 @@ use std::time::{Duration, Instant, SystemTime};
 use crossbeam_channel::{bounded, Receiver, Sender, TryRecvError, TrySendError};
 use once_cell::sync::OnceCell;
 
-use super::call::{CallEvent, EventKind};
-use super::caller_history::CallerHistory;
-use super::click_to_call::ClickToCall;
-use super::config::raw::RawConfig;
-use super::config::{describe, Config, SectionKind};
-use super::correlator::summary::{self, CallSummary};
-use super::correlator::{Correlator, DIALSTATUS_VARIABLE, RECORDING_VARIABLE};
-use super::delivery::stats::Notifier;
-use super::delivery::{Delivery, Dispatcher, EndpointPolicy, SectionStatus};
-use super::fault;
-use super::host_event::HostEvent;
-use super::latency::Histogram;
-use super::lookup::LookupService;
-use super::metrics;
-use super::packed_event::{PackedEvent, PackedStrings};
-use super::synthetic;
+use crate::core::call::{CallEvent, EventKind};
+use crate::core::caller_history::CallerHistory;
+use crate::core::click_to_call::ClickToCall;
+use crate::core::config::raw::RawConfig;
+use crate::core::config::{describe, Config, SectionKind};
+use crate::core::correlator::summary::{self, CallSummary};
+use crate::core::correlator::{Correlator, DIALSTATUS_VARIABLE, RECORDING_VARIABLE};
+use crate::core::delivery::stats::Notifier;
+use crate::core::delivery::{Delivery, Dispatcher, EndpointPolicy, SectionStatus};
+use crate::core::fault;
+use crate::core::host_event::HostEvent;
+use crate::core::latency::Histogram;
+use crate::core::lookup::LookupService;
+use crate::core::metrics;
+use crate::core::packed_event::{PackedEvent, PackedStrings};
+use crate::core::synthetic;
 
 /// How many host events may wait for the correlator before the hook starts dropping them.
 pub const HOOK_QUEUE_CAPACITY: usize = 100_000;
@@ -635,7 +635,7 @@ fn correlate(
                 let n = rt.thread_panics.fetch_add(1, Ordering::Relaxed) + 1;
                 log::error!(
                     "correlation thread panicked ({}); restarted with its queue and calls intact ({n} so far, webhook show status)",
-                    super::delivery::worker::panic_text(&p)
+                    crate::core::delivery::worker::panic_text(&p)
                 );
                 // A bug that panics at once again must not spin.
                 std::thread::sleep(Duration::from_millis(50));

@@ -16,8 +16,8 @@ use std::time::{Duration, SystemTime};
 
 use chrono::{DateTime, Utc};
 
-use super::call::{CallEvent, CallRecord, Direction, EventKind, Target};
-use super::host_event::{ChannelChange, ChannelInfo, HostEvent};
+use crate::core::call::{CallEvent, CallRecord, Direction, EventKind, Target};
+use crate::core::host_event::{ChannelChange, ChannelInfo, HostEvent};
 use outcome::{final_dial_status, Hangups};
 use topology::{local_pair, Chan, Role, Topology};
 

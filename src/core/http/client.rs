@@ -12,7 +12,7 @@ use ureq::Agent;
 use super::coalesce::CoalescingConnector;
 use super::resolver::CachingResolver;
 
-use super::retry::{parse_retry_after, Attempt};
+use crate::core::delivery::retry::{parse_retry_after, Attempt};
 use crate::core::request::{HttpRequest, Method};
 
 /// How much of an endpoint's answer is kept (for the error log); the rest is never read.

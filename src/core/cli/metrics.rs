@@ -3,9 +3,9 @@
 
 use std::fmt::Write as _;
 
-use super::delivery::SectionStatus;
-use super::latency::Histogram;
-use super::lookup::LookupStatus;
+use crate::core::delivery::SectionStatus;
+use crate::core::latency::Histogram;
+use crate::core::lookup::LookupStatus;
 
 /// Histogram bounds, seconds, for delivery and lookup latency.
 const BOUNDS_S: [f64; 12] = [

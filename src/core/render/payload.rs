@@ -6,8 +6,8 @@
 
 use serde_json::{Map, Number, Value as Json};
 
-use super::template::{value_text, FormatContext, Template};
-use super::value::{FieldSource, Value};
+use crate::core::template::{value_text, FormatContext, Template};
+use crate::core::value::{FieldSource, Value};
 
 /// How a request carries its params.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,0 +1,3 @@
+//! What operators read besides the CLI text: the Prometheus exposition.
+
+pub mod metrics;

@@ -1,0 +1,4 @@
+//! Templates (`${…}`, hashes, dates) and payload formats (query, form, json, jsonrpc, raw): a call event becomes a request.
+
+pub mod payload;
+pub mod template;
