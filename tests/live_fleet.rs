@@ -8,7 +8,7 @@ mod common;
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
-use common::nats::{NatsServer, StreamMessage};
+use common::nats::{Auth, NatsServer, StreamMessage};
 use common::{Receiver, Sandbox};
 
 fn conf(nats_url: &str, extra: &str) -> String {
@@ -67,7 +67,7 @@ fn two_nodes_publish_every_event_once_in_order_into_one_stream() {
     if !common::live_prerequisites() {
         return;
     }
-    let nats = NatsServer::start("fleet", None);
+    let nats = NatsServer::start("fleet", Auth::None);
     let rx = Receiver::start();
     let Some(nodes) =
         Sandbox::start_fleet(&["node-a", "node-b"], &conf(&nats.url(), ""), &rx.url())
@@ -113,7 +113,7 @@ fn a_nats_outage_and_a_node_killed_mid_spool_lose_nothing_and_duplicate_nothing(
     if !common::live_prerequisites() {
         return;
     }
-    let mut nats = NatsServer::start("outage", None);
+    let mut nats = NatsServer::start("outage", Auth::None);
     let rx = Receiver::start();
     // Paced at 2/s (burst 2), so the spool is still draining when the node is killed.
     let paced = conf(&nats.url(), "rate_limit = 2/s\n");
@@ -158,7 +158,7 @@ fn a_bad_credential_is_a_clear_error_and_loses_nothing_once_fixed() {
     if !common::live_prerequisites() {
         return;
     }
-    let nats = NatsServer::start("auth", Some(("pbx", "right-password")));
+    let nats = NatsServer::start("auth", Auth::User("pbx".into(), "right-password".into()));
     let rx = Receiver::start();
     let bad = conf(&nats.url(), "user = pbx\npassword = wrong-password\n");
     let Some(pbx) = Sandbox::start("fleet-auth", &bad, &rx.url()) else {
@@ -190,7 +190,7 @@ fn a_re_sent_delivery_is_dropped_by_the_servers_duplicate_window() {
     }
     use res_webhook::core::delivery::nats::{NatsSink, NatsTarget};
     use res_webhook::core::delivery::retry::Attempt;
-    let nats = NatsServer::start("dedup", None);
+    let nats = NatsServer::start("dedup", Auth::None);
     let sink = NatsSink::start(
         "dedup",
         NatsTarget {
@@ -233,5 +233,30 @@ fn a_re_sent_delivery_is_dropped_by_the_servers_duplicate_window() {
         ids,
         ["msg_same-id", "msg_other-id"],
         "the re-send is not in the stream"
+    );
+}
+
+#[test]
+fn a_token_protected_server_takes_the_sections_token() {
+    if !common::live_prerequisites() {
+        return;
+    }
+    let nats = NatsServer::start("token", Auth::Token("s3cret-nats-token".into()));
+    let rx = Receiver::start();
+    let conf = conf(&nats.url(), "token = s3cret-nats-token\n");
+    let Some(pbx) = Sandbox::start("fleet-token", &conf, &rx.url()) else {
+        return;
+    };
+    assert!(pbx.call("79161273000", "74951234567", 300));
+    let msgs = nats.wait_messages(3, Duration::from_secs(30));
+    assert_complete(&by_call(&msgs), 1);
+    let section = pbx.cli("webhook show section fleet");
+    assert!(
+        section.contains("type         = webhook") || section.contains("[fleet]"),
+        "{section}"
+    );
+    assert!(
+        !section.contains("s3cret-nats-token"),
+        "the token is not shown: {section}"
     );
 }

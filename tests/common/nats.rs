@@ -11,11 +11,19 @@ use async_nats::jetstream;
 /// The stream every test section publishes into.
 pub const STREAM: &str = "PBX";
 
+/// What the server requires of clients.
+#[derive(Debug, Clone)]
+pub enum Auth {
+    None,
+    User(String, String),
+    Token(String),
+}
+
 /// One nats-server process; killed when dropped.
 pub struct NatsServer {
     pub port: u16,
     store: PathBuf,
-    auth: Option<(String, String)>,
+    auth: Auth,
     child: Option<Child>,
 }
 
@@ -36,9 +44,9 @@ fn runtime() -> tokio::runtime::Runtime {
 }
 
 impl NatsServer {
-    /// Starts a server (with `user`/`password` required when `auth` is set) and creates the
-    /// stream `PBX` on `pbx.>` (file storage, 2-minute duplicate window).
-    pub fn start(name: &str, auth: Option<(&str, &str)>) -> NatsServer {
+    /// Starts a server requiring `auth` and creates the stream `PBX` on `pbx.>` (file
+    /// storage, 2-minute duplicate window).
+    pub fn start(name: &str, auth: Auth) -> NatsServer {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -50,7 +58,7 @@ impl NatsServer {
         let mut s = NatsServer {
             port,
             store,
-            auth: auth.map(|(u, p)| (u.to_string(), p.to_string())),
+            auth,
             child: None,
         };
         s.launch();
@@ -85,8 +93,14 @@ impl NatsServer {
             "-sd",
         ])
         .arg(&self.store);
-        if let Some((u, p)) = &self.auth {
-            cmd.args(["--user", u, "--pass", p]);
+        match &self.auth {
+            Auth::None => {}
+            Auth::User(u, p) => {
+                cmd.args(["--user", u, "--pass", p]);
+            }
+            Auth::Token(t) => {
+                cmd.args(["--auth", t]);
+            }
         }
         let child = cmd
             .stdout(Stdio::null())
@@ -163,14 +177,15 @@ impl NatsServer {
 }
 
 /// A client, retrying while the server starts (one runtime per use: the client lives in it).
-async fn connect(url: String, auth: Option<(String, String)>) -> async_nats::Client {
+async fn connect(url: String, auth: Auth) -> async_nats::Client {
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         let opts = match &auth {
-            Some((u, p)) => {
+            Auth::User(u, p) => {
                 async_nats::ConnectOptions::with_user_and_password(u.clone(), p.clone())
             }
-            None => async_nats::ConnectOptions::new(),
+            Auth::Token(t) => async_nats::ConnectOptions::with_token(t.clone()),
+            Auth::None => async_nats::ConnectOptions::new(),
         };
         match opts.connect(url.as_str()).await {
             Ok(c) => return c,

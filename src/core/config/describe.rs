@@ -12,6 +12,7 @@ use crate::core::payload::ForcedType;
 pub fn section_text(s: &Section) -> String {
     let mut out = String::new();
     let kind = match &s.kind {
+        SectionKind::Webhook(w) if w.nats.is_some() => "nats",
         SectionKind::Webhook(_) => "webhook",
         SectionKind::Lookup(_) => "lookup",
         SectionKind::Originate(_) => "originate",
@@ -21,6 +22,25 @@ pub fn section_text(s: &Section) -> String {
     line(&mut out, "enabled", if s.enabled { "yes" } else { "no" });
     match &s.kind {
         SectionKind::Webhook(w) => {
+            if let Some(n) = &w.nats {
+                line(&mut out, "url", &n.servers.join(", "));
+                if let Some(u) = &n.user {
+                    line(&mut out, "user", u);
+                    line(&mut out, "password", "(set)");
+                }
+                if n.token.is_some() {
+                    line(&mut out, "token", "(set)");
+                }
+                if let Some(c) = &n.creds {
+                    line(&mut out, "creds", &c.display().to_string());
+                }
+                if let Some(ca) = &n.tls_ca {
+                    line(&mut out, "tls_ca", &ca.display().to_string());
+                }
+                if n.tls {
+                    line(&mut out, "tls", "yes");
+                }
+            }
             request(&mut out, &w.request);
             let events: Vec<&str> = w.events.iter().map(|e| e.as_str()).collect();
             line(&mut out, "events", &events.join(", "));
@@ -91,8 +111,12 @@ fn line(out: &mut String, key: &str, value: &str) {
 }
 
 fn request(out: &mut String, r: &RequestSpec) {
-    line(out, "url", &r.url.to_string());
-    line(out, "method", r.method.as_str());
+    if r.subject {
+        line(out, "subject", &r.url.to_string());
+    } else {
+        line(out, "url", &r.url.to_string());
+        line(out, "method", r.method.as_str());
+    }
     let format = format!("{:?}", r.format()).to_lowercase();
     line(out, "format", &format);
     if let Some(ct) = &r.content_type {
