@@ -534,9 +534,14 @@ impl Spool {
         }
     }
 
-    /// Lets a spool in trouble try the disk again (rate-limited); cheap when all is well.
+    /// Lets a spool in trouble try the disk again (rate-limited); cheap when all is well, and
+    /// never waits for another thread's write (it tries again on its next call).
     pub fn maintain(&self) {
-        let mut st = self.lock_state();
+        let mut st = match self.state.try_lock() {
+            Ok(st) => st,
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return,
+        };
         self.retry_disk(&mut st);
     }
 
