@@ -287,6 +287,7 @@ fn a_full_disk_is_loud_and_webhooks_still_arrive() {
     });
     let Some(pbx) = pbx else { return };
     let tiny = tiny.unwrap();
+    let _unmount = Unmount(tiny.clone());
     assert!(
         tiny.join("spool.redb").exists(),
         "the spool was opened on the tmpfs"
@@ -320,8 +321,16 @@ fn a_full_disk_is_loud_and_webhooks_still_arrive() {
         |s| s.contains("Spool: ok"),
     );
     assert!(pbx.log().contains("writable again"));
-    drop(pbx);
-    let _ = Command::new("umount").arg(&tiny).status();
+}
+
+/// Unmounts the test's tmpfs when the test ends, also when it fails (lazily: Asterisk may
+/// still hold files there for a moment).
+struct Unmount(std::path::PathBuf);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
 }
 
 #[test]
