@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use res_webhook::core::config::raw::RawConfig;
 use res_webhook::core::config::Config;
+use res_webhook::core::delivery::nats::NatsTarget;
 use res_webhook::core::delivery::spool::{Spool, Spooled};
 use res_webhook::core::delivery::{Delivery, Dispatcher, EndpointPolicy};
 use res_webhook::core::lookup::LookupService;
@@ -81,6 +82,40 @@ fn serve(mut conn: TcpStream, count: &AtomicUsize) {
     }
 }
 
+/// The signing secret of the HTTP endpoints.
+const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+/// The body every benchmark delivery carries.
+const BODY: &[u8] = br#"{"call_id":"1700000000.1","event":"end","caller":"79161234567","status":"ANSWER","duration":42}"#;
+
+/// A section's policy: 5 s timeout, one retry, 4 lanes; HTTP unless `nats`.
+fn policy(name: String, secret: Option<&str>, nats: Option<NatsTarget>) -> EndpointPolicy {
+    EndpointPolicy {
+        name,
+        timeout: Duration::from_secs(5),
+        retry: vec![Duration::from_secs(1)],
+        secret: secret.map(String::from),
+        tls_ca: None,
+        concurrency: 4,
+        rate_limit: None,
+        nats,
+    }
+}
+
+/// Polls `done` every `every` until it reaches `n` (or `limit` passes since `started`); what
+/// it reached and the seconds since `started`.
+fn wait_for(
+    n: usize,
+    started: Instant,
+    (every, limit): (Duration, Duration),
+    done: impl Fn() -> usize,
+) -> (usize, f64) {
+    while done() < n && started.elapsed() < limit {
+        std::thread::sleep(every);
+    }
+    (done(), started.elapsed().as_secs_f64())
+}
+
 fn throughput(endpoints: usize, n: usize) {
     let dir = std::env::temp_dir().join(format!(
         "rw-bench-delivery-{}-{endpoints}",
@@ -90,19 +125,10 @@ fn throughput(endpoints: usize, n: usize) {
     let recv: Vec<(String, Arc<AtomicUsize>)> = (0..endpoints).map(|_| receiver()).collect();
     d.configure(
         (0..endpoints)
-            .map(|i| EndpointPolicy {
-                name: format!("ep{i}"),
-                timeout: Duration::from_secs(5),
-                retry: vec![Duration::from_secs(1)],
-                secret: Some("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into()),
-                tls_ca: None,
-                concurrency: 4,
-                rate_limit: None,
-                nats: None,
-            })
+            .map(|i| policy(format!("ep{i}"), Some(SECRET), None))
             .collect(),
     );
-    let body = br#"{"call_id":"1700000000.1","event":"end","caller":"79161234567","status":"ANSWER","duration":42}"#.to_vec();
+    let body = BODY.to_vec();
     let started = Instant::now();
     for i in 0..n {
         let ep = i % endpoints;
@@ -120,19 +146,12 @@ fn throughput(endpoints: usize, n: usize) {
             created_ms: 0,
         });
     }
-    while recv
-        .iter()
-        .map(|r| r.1.load(Ordering::Relaxed))
-        .sum::<usize>()
-        < n
-    {
-        std::thread::sleep(Duration::from_millis(1));
-        if started.elapsed() > Duration::from_secs(120) {
-            break;
-        }
-    }
-    let secs = started.elapsed().as_secs_f64();
-    let done: usize = recv.iter().map(|r| r.1.load(Ordering::Relaxed)).sum();
+    let (done, secs) = wait_for(
+        n,
+        started,
+        (Duration::from_millis(1), Duration::from_secs(120)),
+        || recv.iter().map(|r| r.1.load(Ordering::Relaxed)).sum(),
+    );
     println!(
         "delivery throughput, {endpoints} endpoint(s): {done} signed JSON requests in {secs:.2} s = {:.0} requests/s",
         done as f64 / secs
@@ -148,7 +167,7 @@ fn drain(endpoints: usize, n: usize) {
         std::env::temp_dir().join(format!("rw-bench-drain-{}-{endpoints}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let recv: Vec<(String, Arc<AtomicUsize>)> = (0..endpoints).map(|_| receiver()).collect();
-    let body = br#"{"call_id":"1700000000.1","event":"end","caller":"79161234567","status":"ANSWER","duration":42}"#.to_vec();
+    let body = BODY.to_vec();
     {
         let spool = Spool::open(&dir);
         let items: Vec<(u64, Spooled)> = (0..n)
@@ -187,31 +206,15 @@ fn drain(endpoints: usize, n: usize) {
     let started = Instant::now();
     d.configure(
         (0..endpoints)
-            .map(|i| EndpointPolicy {
-                name: format!("ep{i}"),
-                timeout: Duration::from_secs(5),
-                retry: vec![Duration::from_secs(1)],
-                secret: Some("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into()),
-                tls_ca: None,
-                concurrency: 4,
-                rate_limit: None,
-                nats: None,
-            })
+            .map(|i| policy(format!("ep{i}"), Some(SECRET), None))
             .collect(),
     );
-    while recv
-        .iter()
-        .map(|r| r.1.load(Ordering::Relaxed))
-        .sum::<usize>()
-        < n
-    {
-        std::thread::sleep(Duration::from_millis(1));
-        if started.elapsed() > Duration::from_secs(120) {
-            break;
-        }
-    }
-    let secs = started.elapsed().as_secs_f64();
-    let done: usize = recv.iter().map(|r| r.1.load(Ordering::Relaxed)).sum();
+    let (done, secs) = wait_for(
+        n,
+        started,
+        (Duration::from_millis(1), Duration::from_secs(120)),
+        || recv.iter().map(|r| r.1.load(Ordering::Relaxed)).sum(),
+    );
     println!(
         "spool drain, {endpoints} endpoint(s): {done} spooled signed JSON requests in {secs:.2} s = {:.0} requests/s",
         done as f64 / secs
@@ -251,7 +254,6 @@ fn lookup_latency() {
 /// Publishes per second from one node's dispatcher (a `type = nats` section, `concurrency`
 /// 4) into a local nats-server's JetStream, acked; skipped when nats-server is not installed.
 fn nats_throughput(n: usize) {
-    use res_webhook::core::delivery::nats::NatsTarget;
     let port = TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -300,20 +302,15 @@ fn nats_throughput(n: usize) {
     count(&rt); // creates the stream
     let dir = std::env::temp_dir().join(format!("rw-bench-nats-spool-{}", std::process::id()));
     let d = Dispatcher::open(&dir);
-    d.configure(vec![EndpointPolicy {
-        name: "fleet".into(),
-        timeout: Duration::from_secs(5),
-        retry: vec![Duration::from_secs(1)],
-        secret: None,
-        tls_ca: None,
-        concurrency: 4,
-        rate_limit: None,
-        nats: Some(NatsTarget {
+    d.configure(vec![policy(
+        "fleet".into(),
+        None,
+        Some(NatsTarget {
             servers: vec![url.clone()],
             ..Default::default()
         }),
-    }]);
-    let body = br#"{"call_id":"1700000000.1","event":"end","caller":"79161234567","status":"ANSWER","duration":42}"#.to_vec();
+    )]);
+    let body = BODY.to_vec();
     let started = Instant::now();
     for i in 0..n {
         d.submit(Delivery {
@@ -330,11 +327,12 @@ fn nats_throughput(n: usize) {
             created_ms: 0,
         });
     }
-    while (count(&rt) as usize) < n && started.elapsed() < Duration::from_secs(300) {
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let secs = started.elapsed().as_secs_f64();
-    let done = count(&rt);
+    let (done, secs) = wait_for(
+        n,
+        started,
+        (Duration::from_millis(100), Duration::from_secs(300)),
+        || count(&rt) as usize,
+    );
     println!(
         "nats throughput, 1 section: {done} acked JetStream publishes in {secs:.2} s = {:.0} publishes/s",
         done as f64 / secs

@@ -986,17 +986,6 @@ mod tests {
         }
     }
 
-    /// Column `col` (0 = the name) of section `name`'s row in the status text.
-    fn section_column(status: &str, name: &str, col: usize) -> Option<u32> {
-        status
-            .lines()
-            .find(|l| l.split_whitespace().next() == Some(name))?
-            .split_whitespace()
-            .nth(col)?
-            .parse()
-            .ok()
-    }
-
     /// Runs `f` while another thread calls [`Dispatcher::tick`] every 40 ms, as the
     /// correlation thread does on its polls.
     fn ticking<T>(d: &Dispatcher, f: impl FnOnce() -> T) -> T {
@@ -1042,7 +1031,11 @@ mod tests {
             // calls wait at the spool's head for their retry.
             let deadline = std::time::Instant::now() + Duration::from_secs(20);
             while srv.seen(|b| b.ends_with(":start")) < 86
-                || section_column(&d.status_text(), "crm", 4) != Some(900)
+                || d.status_rows()
+                    .iter()
+                    .find(|r| r.name == "crm")
+                    .map(|r| r.retrying)
+                    != Some(900)
             {
                 assert!(std::time::Instant::now() < deadline, "{}", d.status_text());
                 std::thread::sleep(Duration::from_millis(10));

@@ -602,17 +602,28 @@ impl Spool {
     /// Appends deliveries (one transaction, one fsync); in memory when the disk refuses.
     /// `Err` only when they had to be dropped (counted and logged here).
     pub fn push(&self, items: &[(u64, Spooled)]) -> Result<(), SpoolError> {
-        if items.is_empty() {
+        self.put_pending(items, true, false)
+    }
+
+    /// Writes pending rows in one transaction (fsynced when `fsync`); in memory when the disk
+    /// refuses. `replaces`: the rows may already be on disk (an update, not an append).
+    fn put_pending(
+        &self,
+        rows: &[(u64, Spooled)],
+        fsync: bool,
+        replaces: bool,
+    ) -> Result<(), SpoolError> {
+        if rows.is_empty() {
             return Ok(());
         }
-        let mut encoded = Vec::with_capacity(items.len());
-        for (seq, s) in items {
+        let mut encoded = Vec::with_capacity(rows.len());
+        for (seq, s) in rows {
             encoded.push((*seq, s, encode(s)?));
         }
         let size = encoded.iter().map(|(_, _, b)| b.len()).sum();
         let mut st = self.lock_state();
         self.retry_disk(&mut st);
-        let written = self.disk_write(&mut st, size, true, |w| {
+        let written = self.disk_write(&mut st, size, fsync, |w| {
             let mut t = w.open_table(PENDING)?;
             for (seq, s, bytes) in &encoded {
                 t.insert((s.delivery.section.as_str(), *seq), bytes.as_slice())?;
@@ -622,7 +633,8 @@ impl Spool {
         if written {
             return Ok(());
         }
-        self.to_memory(&mut st, items.iter().map(|(q, s)| (*q, s)), false, false)
+        let on_disk = replaces && self.disk_may_hold();
+        self.to_memory(&mut st, rows.iter().map(|(q, s)| (*q, s)), false, on_disk)
     }
 
     /// Visits a section's pending rows after `after` in order (file and memory merged) until
@@ -744,28 +756,7 @@ impl Spool {
 
     /// Replaces pending entries in one transaction; not fsynced.
     pub fn update_many(&self, rows: &[(u64, Spooled)]) -> Result<(), SpoolError> {
-        if rows.is_empty() {
-            return Ok(());
-        }
-        let mut encoded = Vec::with_capacity(rows.len());
-        for (seq, s) in rows {
-            encoded.push((*seq, s, encode(s)?));
-        }
-        let size = encoded.iter().map(|(_, _, b)| b.len()).sum();
-        let mut st = self.lock_state();
-        self.retry_disk(&mut st);
-        let written = self.disk_write(&mut st, size, false, |w| {
-            let mut t = w.open_table(PENDING)?;
-            for (seq, s, bytes) in &encoded {
-                t.insert((s.delivery.section.as_str(), *seq), bytes.as_slice())?;
-            }
-            Ok(())
-        });
-        if written {
-            return Ok(());
-        }
-        let on_disk = self.disk_may_hold();
-        self.to_memory(&mut st, rows.iter().map(|(q, s)| (*q, s)), false, on_disk)
+        self.put_pending(rows, false, true)
     }
 
     /// Removes delivered entries in one transaction (not fsynced: after a crash some may be

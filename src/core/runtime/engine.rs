@@ -93,6 +93,21 @@ struct HookShared {
     buffers: (Sender<Vec<u8>>, Receiver<Vec<u8>>),
 }
 
+impl HookShared {
+    /// Open, nothing counted, no variable wanted, `pool` packing buffers at most.
+    fn new(pool: usize) -> HookShared {
+        HookShared {
+            closed: AtomicBool::new(false),
+            dropped: AtomicU64::new(0),
+            dropped_disconnected: AtomicU64::new(0),
+            cost_ns: Histogram::default(),
+            wanted_vars: RwLock::new(Arc::new(HashSet::new())),
+            webhooks: AtomicBool::new(false),
+            buffers: bounded(pool),
+        }
+    }
+}
+
 /// What crosses the hook's queue.
 enum Queued {
     Event(Box<HostEvent>),
@@ -249,15 +264,7 @@ impl Engine {
     pub fn start(settings: EngineSettings) -> Result<Engine, String> {
         let (tx, rx) = bounded(HOOK_QUEUE_CAPACITY);
         let (stop, stop_rx) = bounded(1);
-        let shared = Arc::new(HookShared {
-            closed: AtomicBool::new(false),
-            dropped: AtomicU64::new(0),
-            dropped_disconnected: AtomicU64::new(0),
-            cost_ns: Histogram::default(),
-            wanted_vars: RwLock::new(Arc::new(HashSet::new())),
-            webhooks: AtomicBool::new(false),
-            buffers: bounded(BUFFER_POOL),
-        });
+        let shared = Arc::new(HookShared::new(BUFFER_POOL));
         let buffers = shared.buffers.0.clone();
         let runtime = Arc::new(Runtime {
             config: Arc::new(RwLock::new(Arc::new(Config::default()))),
@@ -932,15 +939,7 @@ mod tests {
     fn a_hook_with_no_correlation_thread_counts_drops_as_such_not_as_a_full_queue() {
         let (tx, rx) = bounded(4);
         drop(rx); // the correlation thread is gone
-        let shared = Arc::new(HookShared {
-            closed: AtomicBool::new(false),
-            dropped: AtomicU64::new(0),
-            dropped_disconnected: AtomicU64::new(0),
-            cost_ns: Histogram::default(),
-            wanted_vars: RwLock::new(Arc::new(HashSet::new())),
-            webhooks: AtomicBool::new(false),
-            buffers: bounded(1),
-        });
+        let shared = Arc::new(HookShared::new(1));
         let hook = Hook {
             tx,
             shared: shared.clone(),
