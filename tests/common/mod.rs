@@ -459,11 +459,24 @@ impl Sandbox {
         self.sipp_uac("uac_cancel.xml", caller, did, ring_ms)
     }
 
+    /// Runs a SIPp phone to its end. On failure SIPp's own words are printed (the test's output
+    /// shows them only when it fails), so a flake says why.
     fn sipp_uac(&self, scenario: &str, caller: &str, did: &str, ms: u64) -> bool {
-        self.sipp_command(scenario, caller, did, ms)
-            .status()
-            .expect("sipp")
-            .success()
+        let out = self
+            .sipp_command(scenario, caller, did, ms)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .output()
+            .expect("sipp");
+        if !out.status.success() {
+            eprintln!(
+                "SIPp {scenario} {caller} -> {did} exited with {}:\n{}\n{}",
+                out.status,
+                tail_lines(&String::from_utf8_lossy(&out.stdout), 40),
+                tail_lines(&String::from_utf8_lossy(&out.stderr), 40)
+            );
+        }
+        out.status.success()
     }
 
     /// A SIPp phone (`scenario` in tests/sipp) calling `did` as `caller`, run in the instance's
@@ -1167,3 +1180,9 @@ param = is_new => ${is_new}
 param = UTM_SOURCE => ${UTM_SOURCE}
 param = CRM_NOTE => ${CRM_NOTE}
 ";
+
+/// The last `n` lines of `text`.
+fn tail_lines(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
