@@ -5,6 +5,7 @@
 pub mod nats;
 pub mod rate_limit;
 pub mod retry;
+pub mod signal;
 pub mod signing;
 pub mod spool;
 pub mod stats;

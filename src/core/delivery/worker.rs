@@ -33,6 +33,8 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
 
+use super::signal::Signal;
+
 use super::client::{self, Outcome};
 use super::nats::{NatsSink, NatsTarget};
 use super::rate_limit::Pacer;
@@ -98,7 +100,7 @@ pub struct SectionShared {
     /// Set when the section starts with deliveries spooled by an earlier run: the first one is
     /// tried at once instead of waiting out a retry delay computed before the restart.
     pub fresh_start: AtomicBool,
-    pub wake: (Sender<()>, Receiver<()>),
+    pub wake: Signal,
     /// Whether the latest attempt reached the endpoint. When it does again after an outage, the
     /// deliveries waiting only because it could not be reached go at once.
     pub reachable: AtomicBool,
@@ -118,7 +120,7 @@ pub struct SectionShared {
 struct Lanes {
     running: AtomicUsize,
     parked: AtomicUsize,
-    help: (Sender<()>, Receiver<()>),
+    help: Signal,
     threads: Mutex<Vec<JoinHandle<()>>>,
 }
 
@@ -223,7 +225,7 @@ impl SectionShared {
             gate: Mutex::new(()),
             stop: AtomicBool::new(false),
             fresh_start: AtomicBool::new(false),
-            wake: bounded(1),
+            wake: Signal::new(1),
             reachable: AtomicBool::new(false),
             slow: AtomicBool::new(false),
             stats: SectionStats::default(),
@@ -231,7 +233,7 @@ impl SectionShared {
             lanes: Lanes {
                 running: AtomicUsize::new(0),
                 parked: AtomicUsize::new(0),
-                help: bounded(super::MAX_LANES),
+                help: Signal::new(super::MAX_LANES),
                 threads: Mutex::new(Vec::new()),
             },
             drain: Mutex::new(Drain::default()),
@@ -264,7 +266,7 @@ impl SectionShared {
     }
 
     pub fn wake(&self) {
-        let _ = self.wake.0.try_send(());
+        self.wake.post();
     }
 
     fn sched(&self) -> MutexGuard<'_, Sched> {
@@ -403,7 +405,7 @@ pub fn run(s: Arc<SectionShared>, env: WorkerEnv) {
     supervised(&s, Lane::Worker, || lane(&s, &env, Lane::Worker));
     // Shutdown: helpers first (they finish the attempt they are in), then what is left.
     for _ in 0..super::MAX_LANES {
-        let _ = s.lanes.help.0.try_send(());
+        s.lanes.help.post();
     }
     let threads = std::mem::take(&mut *s.lanes.threads.lock().unwrap_or_else(|p| p.into_inner()));
     for t in threads {
@@ -486,13 +488,13 @@ fn lane(s: &Arc<SectionShared>, env: &WorkerEnv, which: Lane) {
         }
         match which {
             Lane::Worker => {
-                let _ = s.wake.1.recv_timeout(hint);
+                s.wake.wait(hint);
             }
             Lane::Helper => {
                 s.lanes.parked.fetch_add(1, Ordering::SeqCst);
-                let woken = s.lanes.help.1.recv_timeout(HELPER_IDLE);
+                let woken = s.lanes.help.wait(HELPER_IDLE);
                 s.lanes.parked.fetch_sub(1, Ordering::SeqCst);
-                if woken.is_err() && !take_ready_exists(s) {
+                if !woken && !take_ready_exists(s) {
                     return;
                 }
             }
@@ -715,7 +717,7 @@ pub fn help(s: &Arc<SectionShared>, env: &WorkerEnv, n: usize) {
         if s.stop.load(Ordering::SeqCst) {
             return;
         }
-        if s.lanes.parked.load(Ordering::SeqCst) > 0 && s.lanes.help.0.try_send(()).is_ok() {
+        if s.lanes.parked.load(Ordering::SeqCst) > 0 && s.lanes.help.post() {
             continue;
         }
         let running = s.lanes.running.load(Ordering::SeqCst);

@@ -6,6 +6,13 @@
 //! of a delivery worker's CPU was in those two sends. This transport keeps what ureq hands it
 //! until ureq waits for the answer, then sends it in one piece — for TLS, above the TLS layer,
 //! so it is one record too.
+//!
+//! It also probes a kept-alive connection once per reuse instead of twice. ureq asks a
+//! transport `is_open` when it puts a connection back in its pool, right after the answer, and
+//! again when it takes it out for the next request; for TCP each probe is three syscalls
+//! (non-blocking on, a read, non-blocking off). The probe taken before the next request sees
+//! everything the first one would have (stray bytes after the answer, a close), and later, so
+//! the one right after the answer is skipped.
 
 use std::fmt;
 
@@ -27,6 +34,7 @@ impl<In: Transport> Connector<In> for CoalescingConnector {
         Ok(chained.map(|inner| Coalescing {
             inner,
             pending: Vec::new(),
+            answered: false,
         }))
     }
 }
@@ -36,6 +44,8 @@ pub struct Coalescing<T> {
     inner: T,
     /// Output handed over by ureq and not sent yet.
     pending: Vec<u8>,
+    /// Input was awaited since the last `is_open`: the next one is ureq's return-to-pool probe.
+    answered: bool,
 }
 
 impl<T> fmt::Debug for Coalescing<T> {
@@ -84,15 +94,21 @@ impl<T: Transport> Transport for Coalescing<T> {
 
     fn maybe_await_input(&mut self, timeout: NextTimeout) -> Result<bool, Error> {
         self.flush(timeout)?;
+        self.answered = true;
         self.inner.maybe_await_input(timeout)
     }
 
     fn await_input(&mut self, timeout: NextTimeout) -> Result<bool, Error> {
         self.flush(timeout)?;
+        self.answered = true;
         self.inner.await_input(timeout)
     }
 
     fn is_open(&mut self) -> bool {
+        // Right after an answer: the probe before the next request will tell.
+        if std::mem::take(&mut self.answered) {
+            return true;
+        }
         self.inner.is_open()
     }
 
@@ -112,6 +128,7 @@ mod tests {
     struct Recording {
         buffers: LazyBuffers,
         sent: Vec<Vec<u8>>,
+        probes: usize,
     }
 
     impl Transport for Recording {
@@ -126,6 +143,7 @@ mod tests {
             Ok(true)
         }
         fn is_open(&mut self) -> bool {
+            self.probes += 1;
             true
         }
     }
@@ -153,8 +171,10 @@ mod tests {
             inner: Recording {
                 buffers: LazyBuffers::new(1024, 4096),
                 sent: Vec::new(),
+                probes: 0,
             },
             pending: Vec::new(),
+            answered: false,
         };
         hand_over(&mut t, b"POST /hook HTTP/1.1\r\nContent-Length: 2\r\n\r\n");
         hand_over(&mut t, b"{}");
@@ -174,8 +194,10 @@ mod tests {
             inner: Recording {
                 buffers: LazyBuffers::new(1024, 16 * 1024),
                 sent: Vec::new(),
+                probes: 0,
             },
             pending: Vec::new(),
+            answered: false,
         };
         let body: Vec<u8> = (0..200_000u32).map(|i| i as u8).collect();
         hand_over(&mut t, &body);
@@ -183,5 +205,25 @@ mod tests {
         assert!(t.inner.sent.iter().all(|s| s.len() <= 16 * 1024));
         assert_eq!(t.inner.sent.concat(), body, "every byte, in order");
         assert!(t.pending.is_empty());
+    }
+
+    #[test]
+    fn a_connection_is_probed_before_its_next_request_not_also_right_after_the_answer() {
+        let mut t = Coalescing {
+            inner: Recording {
+                buffers: LazyBuffers::new(1024, 4096),
+                sent: Vec::new(),
+                probes: 0,
+            },
+            pending: Vec::new(),
+            answered: false,
+        };
+        for request in 1..=3 {
+            assert!(t.is_open(), "taken from the pool");
+            hand_over(&mut t, b"GET / HTTP/1.1\r\n\r\n");
+            t.await_input(timeout()).unwrap();
+            assert!(t.is_open(), "put back into the pool");
+            assert_eq!(t.inner.probes, request, "one probe per reuse");
+        }
     }
 }
