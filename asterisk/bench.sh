@@ -29,7 +29,8 @@
 #       time, nothing lost, and the time to drain once the endpoint is back.
 #   asterisk/bench.sh smoke                    a few seconds of each mode
 #   asterisk/bench.sh summary [LINE]           the table of medians again, from rounds.txt line N
-# BENCH_THREADS=1 also writes each mode's CPU per Asterisk thread to target/bench/threads-*.txt.
+# BENCH_THREADS=1 also writes each mode's CPU and context switches per call and Asterisk thread
+# (while the calls ran) to target/bench/threads-<mode>-<rate>.txt.
 # BENCH_PERF=1 records each mode with `perf record -g` into target/bench/perf-<mode>-<rate>.data
 # (read it with `perf report -i target/bench/perf-webhook-100.data --no-children --sort dso,sym`)
 # instead of counting context switches (BENCH_PERF=flat: without call graphs, far less overhead).
@@ -198,6 +199,14 @@ start_uas() {
     pids+=($!)
 }
 
+# Each thread of $1: tid, CPU ns (schedstat), voluntary and involuntary context switches, name.
+thread_times() {
+    local t
+    for t in /proc/"$1"/task/*; do
+        echo "${t##*/} $(cut -d' ' -f1 "$t/schedstat" 2>/dev/null) $(awk '/^voluntary_ctxt/ {v = $2} /^nonvoluntary_ctxt/ {n = $2} END {print v, n}' "$t/status" 2>/dev/null) $(cat "$t/comm" 2>/dev/null)"
+    done
+}
+
 place_calls() { # rate count -> prints "successful failed total-seconds"
     local rate=$1 count=$2
     rm -f "$B"/uac_*screen.log
@@ -235,6 +244,7 @@ run_mode() { # mode rate seconds round
     local pid; pid=$(cat "$B/pbx/asterisk.pid")
     local c0 c1 res ok failed
     c0=$(cpu_ticks)
+    [ -n "${BENCH_THREADS:-}" ] && thread_times "$pid" >"$B/threads-before.txt"
     local perf_pid=""
     if [ -n "${BENCH_PERF:-}" ]; then # sample Asterisk's threads while the calls run
         local g=-g; [ "$BENCH_PERF" = flat ] && g=""   # flat: no call graphs, far less overhead
@@ -246,6 +256,7 @@ run_mode() { # mode rate seconds round
     fi
     res=$(place_calls "$rate" "$count")
     c1=$(cpu_ticks)
+    [ -n "${BENCH_THREADS:-}" ] && thread_times "$pid" >"$B/threads-after.txt"
     kill -INT "$perf_pid"; wait "$perf_pid" 2>/dev/null || true
     local extra_ms=0
     [ -n "$apid" ] && extra_ms=$(proc_cpu_ms "$apid")
@@ -263,12 +274,13 @@ run_mode() { # mode rate seconds round
         } >"$B/status-$mode-$rate-$round.txt"
         hook=$(grep "Hook cost" "$B/status-$mode-$rate-$round.txt" | sed 's/.*): //')
     fi
-    if [ -n "${BENCH_THREADS:-}" ]; then # CPU ticks per Asterisk thread, to see where time goes
-        local t
-        { echo "cpu-ticks voluntary-cs involuntary-cs thread (since Asterisk started; threads that ended are missing)"
-          for t in /proc/"$pid"/task/*; do
-              echo "$(awk '{print $14 + $15}' "$t/stat") $(awk '/^voluntary_ctxt/ {v = $2} /^nonvoluntary_ctxt/ {n = $2} END {print v, n}' "$t/status") $(cat "$t/comm")"
-          done | sort -rn | head -n 25; } >"$B/threads-$mode-$rate.txt"
+    if [ -n "${BENCH_THREADS:-}" ]; then # CPU per call of each Asterisk thread while the calls ran
+        { echo "per call, while the calls ran: CPU µs, voluntary and involuntary context switches (threads that started or ended meanwhile are missing)"
+          awk -v n="$res" 'BEGIN { split(n, r, " "); ok = r[1] }
+              NR == FNR { ns[$1] = $2; v[$1] = $3; iv[$1] = $4; next }
+              ($1 in ns) && ok > 0 { d = ($2 - ns[$1]) / 1000 / ok
+                  if (d >= 0.5) printf "%8.1f µs %6.2f %6.2f  %s\n", d, ($3 - v[$1]) / ok, ($4 - iv[$1]) / ok, $5 }' \
+              "$B/threads-before.txt" "$B/threads-after.txt" | sort -rn | head -n 25; } >"$B/threads-$mode-$rate.txt"
     fi
     if [ "$mode" = none ] || [ "$mode" = idle ]; then kill "$rpid" 2>/dev/null || true; fi
     asterisk/sandbox.sh stop "$B/pbx" >/dev/null 2>&1 || true

@@ -1,6 +1,7 @@
 //! Delivery throughput (SPEC §8: ≥ 5,000 requests/s to a local keep-alive receiver on 2 cores):
 //! N deliveries through the dispatcher to one endpoint, and spread over three, each a local
-//! keep-alive HTTP server. Also the lookup latency: a cache miss to a local CRM, and a hit.
+//! keep-alive HTTP server. Also the lookup latency: a cache miss to a local CRM, and a hit; and
+//! the sender CPU of one request through the HTTP client against a bare socket (`RW_BENCH=client`).
 //!
 //! Also publishes per second into a local JetStream (`type = nats`), when nats-server is
 //! installed.
@@ -16,8 +17,10 @@ use std::time::{Duration, Instant};
 use res_webhook::core::config::raw::RawConfig;
 use res_webhook::core::config::Config;
 use res_webhook::core::delivery::nats::NatsTarget;
+use res_webhook::core::delivery::retry::Attempt;
 use res_webhook::core::delivery::spool::{Spool, Spooled};
 use res_webhook::core::delivery::{Delivery, Dispatcher, EndpointPolicy};
+use res_webhook::core::http::client;
 use res_webhook::core::lookup::LookupService;
 use res_webhook::core::request::{HttpRequest, Method};
 
@@ -344,6 +347,72 @@ fn nats_throughput(n: usize) {
     let _ = std::fs::remove_dir_all(store);
 }
 
+/// The CPU one request costs the sending thread: through the module's HTTP client (ureq, one
+/// coalesced write, one probe per reuse) and, as the floor, the same bytes written and the
+/// answer read on a bare keep-alive socket. With requests back to back (warm caches) and 50 ms
+/// apart, as at 20 calls/s (everything cold again).
+fn request_cost(n: usize) {
+    fn thread_cpu() -> Duration {
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: clock_gettime writes the timespec it is given.
+        unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+        Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+    }
+    let (url, _) = receiver();
+    let body = vec![b'x'; 900];
+    let req = HttpRequest {
+        method: Method::Post,
+        url: format!("{url}/crm"),
+        headers: vec![("Content-Type".into(), "application/json".into())],
+        body: body.clone(),
+    };
+    let agent = client::agent(Duration::from_secs(5), None, 1).unwrap();
+    let addr = url.trim_start_matches("http://").to_string();
+    let mut raw = TcpStream::connect(&addr).unwrap();
+    raw.set_nodelay(true).unwrap();
+    let mut bytes = format!(
+        "POST /crm HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    bytes.extend_from_slice(&body);
+    for gap_ms in [0u64, 50] {
+        let n = if gap_ms == 0 {
+            n
+        } else {
+            (n / 50).clamp(20, 400)
+        };
+        let (mut ureq_cpu, mut raw_cpu) = (Duration::ZERO, Duration::ZERO);
+        let mut answer = [0u8; 4096];
+        for _ in 0..n {
+            std::thread::sleep(Duration::from_millis(gap_ms));
+            let t = thread_cpu();
+            let o = client::send(&agent, &req, &[]);
+            ureq_cpu += thread_cpu() - t;
+            assert!(
+                matches!(o.attempt, Attempt::Status { code: 200, .. }),
+                "{o:?}"
+            );
+            std::thread::sleep(Duration::from_millis(gap_ms));
+            let t = thread_cpu();
+            raw.write_all(&bytes).unwrap();
+            let got = raw.read(&mut answer).unwrap();
+            raw_cpu += thread_cpu() - t;
+            assert!(answer[..got].starts_with(b"HTTP/1.1 200"));
+        }
+        let per = |d: Duration| d.as_secs_f64() * 1e6 / n as f64;
+        println!(
+            "request cost, {gap_ms} ms apart ({n} each): client {:.1} µs, bare socket {:.1} µs of sender CPU per request ({:.1}x)",
+            per(ureq_cpu),
+            per(raw_cpu),
+            per(ureq_cpu) / per(raw_cpu)
+        );
+    }
+}
+
 fn main() {
     // `cargo bench` passes --bench; `cargo test --benches` passes nothing: run small then.
     let full = std::env::args().any(|a| a == "--bench");
@@ -364,5 +433,8 @@ fn main() {
     }
     if run("nats") {
         nats_throughput(n.min(20_000));
+    }
+    if run("client") {
+        request_cost(n.min(20_000));
     }
 }
