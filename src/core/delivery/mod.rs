@@ -890,6 +890,71 @@ mod tests {
     }
 
     #[test]
+    fn an_unreadable_spool_row_is_set_aside_once_and_the_rows_behind_it_go() {
+        let dir = temp_dir("unreadable");
+        let (port, url) = refused_endpoint();
+        {
+            let d = Dispatcher::open(&dir);
+            d.configure(vec![policy("crm", &[60_000])]);
+            d.submit(delivery("crm", &url, "c1", "end"));
+            d.submit(delivery("crm", &url, "c2", "end"));
+            std::thread::sleep(Duration::from_millis(300));
+            d.shutdown();
+        }
+        // What a spool written by an incompatible version, or damaged, looks like: c1's row is
+        // not a delivery any more.
+        const PENDING: redb::TableDefinition<(&str, u64), &[u8]> =
+            redb::TableDefinition::new("pending");
+        let first = {
+            let db = redb::Database::open(dir.join("spool.redb")).unwrap();
+            let w = db.begin_write().unwrap();
+            let first = {
+                let mut t = w.open_table(PENDING).unwrap();
+                let first = redb::ReadableTable::first(&t).unwrap().unwrap().0.value().1;
+                t.insert(("crm", first), b"{not a delivery".as_slice())
+                    .unwrap();
+                first
+            };
+            w.commit().unwrap();
+            first
+        };
+        let srv = Server::on_port(port, 0, 200);
+        let d = Dispatcher::open(&dir);
+        d.configure(vec![policy("crm", &[60_000])]);
+        let bodies: Vec<String> = srv.wait(1).into_iter().map(|(_, b)| b).collect();
+        assert_eq!(
+            bodies,
+            ["c2:end"],
+            "the row behind the bad one is delivered"
+        );
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while d.spool.unreadable_len().unwrap() == 0 && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(d.spool.unreadable_len().unwrap(), 1, "kept, not deleted");
+        assert_eq!(d.spool.pending_len().unwrap(), 0);
+        let shared = d.sections().get("crm").unwrap().shared.clone();
+        assert_eq!(
+            shared.stats.unreadable.load(Ordering::Relaxed),
+            1,
+            "counted once"
+        );
+        d.shutdown();
+        drop((shared, d));
+        let db = redb::Database::open(dir.join("spool.redb")).unwrap();
+        let r = db.begin_read().unwrap();
+        let aside = r
+            .open_table(redb::TableDefinition::<(&str, u64), &[u8]>::new(
+                "unreadable",
+            ))
+            .unwrap();
+        let row = aside.get(("crm", first)).unwrap().unwrap();
+        assert_eq!(row.value(), b"{not a delivery", "its bytes as they were");
+        drop((aside, r, db));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
     fn a_4xx_is_dead_lettered_at_once_and_replay_resends_it() {
         let srv = Server::start(1, 404);
         let dir = temp_dir("dead");

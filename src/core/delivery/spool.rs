@@ -29,6 +29,9 @@ use super::Delivery;
 
 const PENDING: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("pending");
 const DEAD: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("dead");
+/// Pending rows that could not be read (written by an incompatible version, or damaged): kept
+/// byte for byte, out of the way of the rows behind them.
+const UNREADABLE: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("unreadable");
 
 /// Most rows (pending and dead) kept in memory while the disk cannot take them; beyond that
 /// new deliveries are dropped, counted and logged.
@@ -344,6 +347,7 @@ impl Spool {
         let w = db.begin_write().map_err(|e| e.to_string())?;
         w.open_table(PENDING).map_err(|e| e.to_string())?;
         w.open_table(DEAD).map_err(|e| e.to_string())?;
+        w.open_table(UNREADABLE).map_err(|e| e.to_string())?;
         w.commit().map_err(|e| e.to_string())?;
         Ok(db)
     }
@@ -817,6 +821,52 @@ impl Spool {
                 .remove(false, (s.delivery.section.clone(), *seq), on_disk);
         }
         self.to_memory(&mut st, rows.iter().map(|(q, s)| (*q, s)), true, false)
+    }
+
+    /// Moves pending rows of `section` that cannot be decoded to the `unreadable` table, their
+    /// bytes untouched (nothing is deleted), so the rows behind them are no longer held up and
+    /// the drain does not stumble on them at every scan. Only file rows can be unreadable.
+    /// Returns how many moved.
+    pub fn set_aside(&self, section: &str, seqs: &[u64]) -> Result<usize, SpoolError> {
+        if seqs.is_empty() {
+            return Ok(0);
+        }
+        let mut st = self.lock_state();
+        self.retry_disk(&mut st);
+        let mut moved = 0;
+        let written = self.disk_write(&mut st, 0, true, |w| {
+            let mut p = w.open_table(PENDING)?;
+            let mut u = w.open_table(UNREADABLE)?;
+            for seq in seqs {
+                let bytes = match p.remove((section, *seq))? {
+                    Some(v) => v.value().to_vec(),
+                    None => continue,
+                };
+                u.insert((section, *seq), bytes.as_slice())?;
+                moved += 1;
+            }
+            Ok(())
+        });
+        if written {
+            Ok(moved)
+        } else {
+            Err(SpoolError::Disk(
+                "the spool file is not writable now; the unreadable rows stay where they are"
+                    .into(),
+            ))
+        }
+    }
+
+    /// How many rows were set aside as unreadable, all sections.
+    pub fn unreadable_len(&self) -> Result<u64, SpoolError> {
+        match self.db_read().as_ref() {
+            Some(db) => {
+                let r = db.begin_read().map_err(SpoolError::disk)?;
+                let t = r.open_table(UNREADABLE).map_err(SpoolError::disk)?;
+                t.len().map_err(SpoolError::disk)
+            }
+            None => Ok(0),
+        }
     }
 
     /// Moves a pending entry to the dead letters.

@@ -22,6 +22,8 @@ pub struct SectionStats {
     pub in_flight: AtomicUsize,
     /// Panics contained in this section's lanes (a bug; logged).
     pub panics: AtomicU64,
+    /// Spool rows that could not be read and were set aside (logged).
+    pub unreadable: AtomicU64,
     /// HTTP round trip of delivered attempts, µs.
     pub latency_us: Histogram,
     /// Event to delivered, ms (includes queueing and retries).

@@ -40,7 +40,7 @@ use super::nats::{NatsSink, NatsTarget};
 use super::rate_limit::Pacer;
 use super::retry::{classify, next_delay, Attempt, Verdict};
 use super::signing;
-use super::spool::{Spool, Spooled};
+use super::spool::{Spool, SpoolError, Spooled};
 use super::stats::{ErrorLog, ErrorRecord, SectionStats};
 use super::{Delivery, EndpointPolicy};
 use crate::core::fault;
@@ -382,7 +382,7 @@ fn spool_locked(s: &SectionShared, env: &WorkerEnv, mut items: Vec<(u64, Spooled
         }
         Err(e) => {
             let dropped = match e {
-                super::spool::SpoolError::Full { dropped } => dropped,
+                SpoolError::Full { dropped } => dropped,
                 _ => n,
             };
             s.stats.dropped.fetch_add(dropped as u64, Ordering::Relaxed);
@@ -764,6 +764,23 @@ pub fn tick(s: &Arc<SectionShared>, env: &WorkerEnv) {
     }
 }
 
+/// Rows the drain cannot read go to the spool's `unreadable` table, kept as they are: the
+/// rows behind them go on, and the error is logged once, not at every scan.
+fn set_aside(s: &SectionShared, env: &WorkerEnv, seqs: &[u64], why: &SpoolError) {
+    match env.spool.set_aside(&s.name, seqs) {
+        Ok(n) => {
+            s.stats.unreadable.fetch_add(n as u64, Ordering::Relaxed);
+            s.stats
+                .set_last_error(&format!("{n} unreadable spool row(s) set aside"));
+            log::error!(
+                "[{}] {n} spool row(s) could not be read ({why}); moved to the spool's unreadable table as they were, not sent",
+                s.name
+            );
+        }
+        Err(e) => log::error!("[{}] spool row unreadable ({why}); {e}", s.name),
+    }
+}
+
 /// Commits the results of spooled rows: delivered ones removed, retried ones rescheduled,
 /// failed ones dead-lettered; then their calls may be fed again.
 fn commit(s: &SectionShared, env: &WorkerEnv, force: bool) {
@@ -847,6 +864,7 @@ fn feed_from_spool(s: &Arc<SectionShared>, env: &WorkerEnv, drain: &mut Drain) -
     let mut seen_rows = !drain.calls.is_empty();
     let mut due: Vec<(u64, Spooled)> = Vec::new();
     let mut failed = None;
+    let mut unreadable: Vec<u64> = Vec::new();
     let scanned = env.spool.scan(&s.name, drain.end, |seq, row| {
         seen_rows = true;
         if busy_seqs.contains(&seq) {
@@ -857,6 +875,7 @@ fn feed_from_spool(s: &Arc<SectionShared>, env: &WorkerEnv, drain: &mut Drain) -
             Ok(p) => p,
             Err(e) => {
                 failed = Some(e);
+                unreadable.push(seq);
                 extending = false;
                 return ControlFlow::Continue(());
             }
@@ -888,7 +907,10 @@ fn feed_from_spool(s: &Arc<SectionShared>, env: &WorkerEnv, drain: &mut Drain) -
         extending = false;
         match row.decode() {
             Ok(item) => due.push((seq, item)),
-            Err(e) => failed = Some(e),
+            Err(e) => {
+                failed = Some(e);
+                unreadable.push(seq);
+            }
         }
         if due.len() >= SPOOL_WINDOW {
             ControlFlow::Break(())
@@ -896,8 +918,11 @@ fn feed_from_spool(s: &Arc<SectionShared>, env: &WorkerEnv, drain: &mut Drain) -
             ControlFlow::Continue(())
         }
     });
-    if let Some(e) = failed.or(scanned.err()) {
+    if let Some(e) = scanned.err() {
         log::error!("[{}] spool read failed: {e}", s.name);
+    }
+    if let Some(e) = failed {
+        set_aside(s, env, &unreadable, &e);
     }
     if !due.is_empty() {
         {
