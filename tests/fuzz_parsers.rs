@@ -13,13 +13,13 @@ use std::time::{Duration, SystemTime};
 
 use proptest::prelude::*;
 use proptest::test_runner::{Config as PropConfig, FileFailurePersistence, RngAlgorithm};
-use res_webhook::core::call::EventKind;
 use res_webhook::core::config::raw::RawConfig;
 use res_webhook::core::config::{describe, values, Config, SectionKind};
 use res_webhook::core::lookup::{parse_answer, sanitize};
-use res_webhook::core::synthetic;
-use res_webhook::core::template::{FormatContext, Template};
-use res_webhook::core::value::{FieldSource, Value};
+use res_webhook::core::model::call::EventKind;
+use res_webhook::core::model::synthetic;
+use res_webhook::core::model::value::{FieldSource, Value};
+use res_webhook::core::render::template::{FormatContext, Template};
 
 fn cases(n: u32) -> PropConfig {
     PropConfig {
@@ -568,8 +568,8 @@ proptest! {
         if let Ok(t) = Template::parse(&s) {
             let _ = t.render_text(&Everything, &FormatContext::default());
         }
-        let _ = res_webhook::core::payload::Param::parse(&s);
-        let _ = res_webhook::core::payload::Param::parse(&format!("x => {s}"));
+        let _ = res_webhook::core::render::payload::Param::parse(&s);
+        let _ = res_webhook::core::render::payload::Param::parse(&format!("x => {s}"));
     }
 }
 

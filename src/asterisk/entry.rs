@@ -20,10 +20,10 @@ use super::host_log;
 use crate::core::click_to_call::ClickToCall;
 use crate::core::config::raw::{RawConfig, RawEntry, RawSection};
 use crate::core::delivery::stats::{Notice, Notifier};
-use crate::core::engine::{Engine, EngineSettings, Hook};
-use crate::core::host_event::{ChannelChange, HostEvent};
+use crate::core::ingest::host_event::{ChannelChange, HostEvent};
+use crate::core::ingest::packed_event::{PackedEvent, PackedKind};
 use crate::core::lookup::LookupService;
-use crate::core::packed_event::{PackedEvent, PackedKind};
+use crate::core::runtime::engine::{Engine, EngineSettings, Hook};
 
 /// The running engine; `None` before load and after unload. The lock is held only to clone
 /// or take the `Arc`, never while the engine works (a CLI command, a reload).

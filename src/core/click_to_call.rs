@@ -10,7 +10,7 @@ use std::time::{Duration, Instant, SystemTime};
 use subtle::ConstantTimeEq;
 
 use super::config::Config;
-use super::host_event::HostEvent;
+use super::ingest::host_event::HostEvent;
 
 /// An HTTP request as the host's web server handed it over.
 #[derive(Debug, Clone)]

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value as Json;
 
 use super::config::{Config, Lookup};
-use super::delivery::client;
+use super::http::client;
 
 /// Largest CRM answer read; a bigger one is an error, and the rest is never read.
 pub const MAX_ANSWER: u64 = 64 * 1024;
@@ -173,7 +173,7 @@ pub struct LookupService {
     /// built when the configuration is applied, not on a channel thread.
     agents: Mutex<HashMap<String, (Duration, ureq::Agent)>>,
     /// Latency of requests that reached the CRM, µs (for the CLI and benchmarks).
-    pub latency_us: super::latency::Histogram,
+    pub latency_us: super::runtime::latency::Histogram,
     /// Lookups answered, by status (in [`LookupStatus::ALL`]'s order), for metrics.
     pub answered: [std::sync::atomic::AtomicU64; 4],
 }

@@ -23,12 +23,3 @@ pub mod lookup;
 pub mod model;
 pub mod render;
 pub mod runtime;
-
-// The paths before the regrouping, so code written against them (other branches, benches)
-// keeps compiling; new code uses the grouped paths.
-pub use calls::{caller_history, correlator};
-pub use cli::metrics;
-pub use ingest::{host_event, packed_event};
-pub use model::{call, request, synthetic, value};
-pub use render::{payload, template};
-pub use runtime::{engine, fault, latency};

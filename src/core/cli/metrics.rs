@@ -4,8 +4,8 @@
 use std::fmt::Write as _;
 
 use crate::core::delivery::SectionStatus;
-use crate::core::latency::Histogram;
 use crate::core::lookup::LookupStatus;
+use crate::core::runtime::latency::Histogram;
 
 /// Histogram bounds, seconds, for delivery and lookup latency.
 const BOUNDS_S: [f64; 12] = [

@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use super::request_spec::RequestSpec;
 use super::values::duration_text;
 use super::{Section, SectionKind};
-use crate::core::payload::ForcedType;
+use crate::core::render::payload::ForcedType;
 
 /// The section, one `key = value` per line, in `webhook.conf`'s own syntax.
 pub fn section_text(s: &Section) -> String {
@@ -149,7 +149,10 @@ fn request(out: &mut String, r: &RequestSpec) {
                 .table
                 .iter()
                 .map(|(from, to)| {
-                    format!("{from}→{}", crate::core::template::value_text(to, &r.ctx))
+                    format!(
+                        "{from}→{}",
+                        crate::core::render::template::value_text(to, &r.ctx)
+                    )
                 })
                 .collect();
             notes.push(words.join(" "));

@@ -10,9 +10,6 @@ pub mod spool;
 pub mod stats;
 pub mod worker;
 
-// Where the HTTP client lived before the regrouping.
-pub use crate::core::http::{client, coalesce, resolver};
-
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -23,8 +20,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::core::latency::Histogram;
-use crate::core::request::{HttpRequest, Method};
+use crate::core::http::client;
+use crate::core::model::request::{HttpRequest, Method};
+use crate::core::runtime::latency::Histogram;
 use spool::Spool;
 use stats::ErrorLog;
 use worker::{SectionShared, WorkerEnv};
@@ -1132,7 +1130,10 @@ mod tests {
 
     #[test]
     fn a_panicking_lane_restarts_and_its_delivery_still_arrives() {
-        crate::core::fault::arm(crate::core::fault::Place::Worker, "PANIC-IN-LANE");
+        crate::core::runtime::fault::arm(
+            crate::core::runtime::fault::Place::Worker,
+            "PANIC-IN-LANE",
+        );
         let srv = Server::start(0, 200);
         let dir = temp_dir("panic");
         let d = Dispatcher::open(&dir);

@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::bounded;
 
-use super::client::Outcome;
 use super::retry::Attempt;
+use crate::core::http::client::Outcome;
 
 /// How a section reaches its NATS servers (`url`, credentials, TLS).
 #[derive(Debug, Clone, PartialEq, Default)]

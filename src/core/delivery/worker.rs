@@ -33,7 +33,6 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
 
-use super::client::{self, Outcome};
 use super::nats::{NatsSink, NatsTarget};
 use super::rate_limit::Pacer;
 use super::retry::{classify, next_delay, Attempt, Verdict};
@@ -41,7 +40,8 @@ use super::signing;
 use super::spool::{Spool, Spooled};
 use super::stats::{ErrorLog, ErrorRecord, SectionStats};
 use super::{Delivery, EndpointPolicy};
-use crate::core::fault;
+use crate::core::http::client::{self, Outcome};
+use crate::core::runtime::fault;
 
 /// Deliveries one section keeps in memory before it spools.
 pub const MEMORY_QUEUE: usize = 4096;

@@ -15,22 +15,22 @@ use std::time::{Duration, Instant, SystemTime};
 use crossbeam_channel::{bounded, Receiver, Sender, TryRecvError, TrySendError};
 use once_cell::sync::OnceCell;
 
-use crate::core::call::{CallEvent, EventKind};
-use crate::core::caller_history::CallerHistory;
+use crate::core::calls::caller_history::CallerHistory;
+use crate::core::calls::correlator::summary::{self, CallSummary};
+use crate::core::calls::correlator::{Correlator, DIALSTATUS_VARIABLE, RECORDING_VARIABLE};
+use crate::core::cli::metrics;
 use crate::core::click_to_call::ClickToCall;
 use crate::core::config::raw::RawConfig;
 use crate::core::config::{describe, Config, SectionKind};
-use crate::core::correlator::summary::{self, CallSummary};
-use crate::core::correlator::{Correlator, DIALSTATUS_VARIABLE, RECORDING_VARIABLE};
 use crate::core::delivery::stats::Notifier;
 use crate::core::delivery::{Delivery, Dispatcher, EndpointPolicy, SectionStatus};
-use crate::core::fault;
-use crate::core::host_event::HostEvent;
-use crate::core::latency::Histogram;
+use crate::core::ingest::host_event::HostEvent;
+use crate::core::ingest::packed_event::{PackedEvent, PackedStrings};
 use crate::core::lookup::LookupService;
-use crate::core::metrics;
-use crate::core::packed_event::{PackedEvent, PackedStrings};
-use crate::core::synthetic;
+use crate::core::model::call::{CallEvent, EventKind};
+use crate::core::model::synthetic;
+use crate::core::runtime::fault;
+use crate::core::runtime::latency::Histogram;
 
 /// How many host events may wait for the correlator before the hook starts dropping them.
 pub const HOOK_QUEUE_CAPACITY: usize = 100_000;
@@ -828,7 +828,7 @@ fn dispatch(rt: &Runtime, config: &Config, mut ev: CallEvent, outbox: &mut Vec<D
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::host_event::{ChannelChange, ChannelInfo};
+    use crate::core::ingest::host_event::{ChannelChange, ChannelInfo};
     use std::sync::Mutex;
 
     fn temp_dir(name: &str) -> PathBuf {
