@@ -13,8 +13,9 @@ use std::time::{Duration, SystemTime};
 
 use proptest::prelude::*;
 use proptest::test_runner::{Config as PropConfig, FileFailurePersistence, RngAlgorithm};
+use res_webhook::core::cli::section;
 use res_webhook::core::config::raw::RawConfig;
-use res_webhook::core::config::{describe, values, Config, SectionKind};
+use res_webhook::core::config::{values, Config, SectionKind};
 use res_webhook::core::lookup::{parse_answer, sanitize};
 use res_webhook::core::model::call::EventKind;
 use res_webhook::core::model::synthetic;
@@ -464,7 +465,7 @@ fn check_config(text: &str) -> (Config, Vec<String>) {
     }
     let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
     for s in &config.sections {
-        let _ = describe::section_text(s);
+        let _ = section::text(s);
         match &s.kind {
             SectionKind::Webhook(w) => {
                 for kind in [

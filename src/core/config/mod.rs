@@ -1,7 +1,6 @@
 //! The configuration model (`webhook.conf`): sections parsed from what the host's config loader
 //! read. A bad section is reported (file, line, section, key, why) and skipped; the rest load.
 
-pub mod describe;
 pub mod filter;
 pub mod general;
 pub mod lookup;
