@@ -697,9 +697,9 @@ proptest! {
         flat("", &j, &mut want);
         let want = (!want.is_empty()).then_some(want);
         let s = strict(&j);
-        prop_assert_eq!(parse_answer(s.as_bytes()).map_err(TestCaseError::fail)?, want.clone(), "{}", s);
+        prop_assert_eq!(parse_answer(s.as_bytes()).map_err(|e| TestCaseError::fail(e.to_string()))?, want.clone(), "{}", s);
         let l = lenient(&j);
-        prop_assert_eq!(parse_answer(l.as_bytes()).map_err(TestCaseError::fail)?, want, "{}", l);
+        prop_assert_eq!(parse_answer(l.as_bytes()).map_err(|e| TestCaseError::fail(e.to_string()))?, want, "{}", l);
     }
 
     /// Anything a CRM may send: never a panic, and whatever is found is safe for the dialplan.

@@ -600,9 +600,12 @@ pub extern "C" fn rw_http(
 }
 
 /// Asks Asterisk to place a click-to-call call; `Err` when it refused.
-fn originate(order: &crate::core::click_to_call::Order) -> Result<(), String> {
+fn originate(
+    order: &crate::core::click_to_call::Order,
+) -> Result<(), crate::core::click_to_call::PlaceError> {
+    use crate::core::click_to_call::PlaceError;
     let Some(host) = HOST.get() else {
-        return Err("no host".into());
+        return Err(PlaceError::NoHost);
     };
     let c = |s: &str| std::ffi::CString::new(s.replace('\0', "")).unwrap_or_default();
     let (context, from, to, cid, id) = (
@@ -626,6 +629,6 @@ fn originate(order: &crate::core::click_to_call::Order) -> Result<(), String> {
     if rc == 0 {
         Ok(())
     } else {
-        Err(format!("Asterisk refused the originate ({rc})"))
+        Err(PlaceError::Refused(rc))
     }
 }

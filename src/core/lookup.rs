@@ -196,10 +196,22 @@ pub fn sanitize(value: &str) -> String {
     cleaned.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
+/// A CRM answer that is neither JSON nor its lenient form; says why strict JSON failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotJson(pub String);
+
+impl std::fmt::Display for NotJson {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "not JSON: {}", self.0)
+    }
+}
+
+impl std::error::Error for NotJson {}
+
 /// Parses a CRM answer: strict JSON, else the lenient form (`{ contact_name: 'Вася' }`).
 /// Returns the top-level fields as text (nested objects flattened with dots), or `None`
 /// when the answer is empty / not an object / an empty object.
-pub fn parse_answer(body: &[u8]) -> Result<Option<HashMap<String, String>>, String> {
+pub fn parse_answer(body: &[u8]) -> Result<Option<HashMap<String, String>>, NotJson> {
     let text = String::from_utf8_lossy(body);
     let text = text.trim().trim_start_matches('\u{feff}');
     if text.is_empty() {
@@ -207,7 +219,7 @@ pub fn parse_answer(body: &[u8]) -> Result<Option<HashMap<String, String>>, Stri
     }
     let value: Json = match serde_json::from_str(text) {
         Ok(v) => v,
-        Err(strict) => json5::from_str(text).map_err(|_| format!("not JSON: {strict}"))?,
+        Err(strict) => json5::from_str(text).map_err(|_| NotJson(strict.to_string()))?,
     };
     let Json::Object(obj) = value else {
         return Ok(None);

@@ -261,14 +261,28 @@ fn handle_guarded(correlator: &mut Correlator, ev: HostEvent, rt: &Runtime) -> V
     }
 }
 
+/// A panic caught on the correlation thread: its message (a bug; logged and counted).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Panicked(pub String);
+
+impl std::fmt::Display for Panicked {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Panicked {}
+
 /// Runs `f`, turning a panic into its message.
-fn caught<T>(f: impl FnOnce() -> T) -> Result<T, String> {
+fn caught<T>(f: impl FnOnce() -> T) -> Result<T, Panicked> {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|panic| {
-        panic
-            .downcast_ref::<&str>()
-            .map(|s| s.to_string())
-            .or_else(|| panic.downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "unknown panic".into())
+        Panicked(
+            panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".into()),
+        )
     })
 }
 
@@ -281,12 +295,12 @@ mod tests {
         assert_eq!(caught(|| 7), Ok(7));
         assert_eq!(
             caught(|| -> i32 { panic!("boom") }),
-            Err("boom".to_string())
+            Err(Panicked("boom".to_string()))
         );
         let n = 3;
         assert_eq!(
             caught(|| -> i32 { panic!("call {n} broke") }),
-            Err("call 3 broke".to_string())
+            Err(Panicked("call 3 broke".to_string()))
         );
         assert_eq!(caught(|| 8), Ok(8), "usable after a panic");
     }

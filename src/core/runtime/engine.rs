@@ -75,7 +75,7 @@ pub struct Engine {
 }
 
 impl Engine {
-    pub fn start(settings: EngineSettings) -> Result<Engine, String> {
+    pub fn start(settings: EngineSettings) -> Result<Engine, StartError> {
         let (tx, rx) = bounded(HOOK_QUEUE_CAPACITY);
         let (stop, stop_rx) = bounded(1);
         let shared = Arc::new(HookShared::new(BUFFER_POOL));
@@ -103,7 +103,7 @@ impl Engine {
                 let shared = shared.clone();
                 move || correlate(rx, stop_rx, buffers, rt, shared)
             })
-            .map_err(|e| format!("cannot start the correlation thread: {e}"))?;
+            .map_err(StartError::CorrelationThread)?;
         let lookups = Arc::new(LookupService::new(runtime.config.clone()));
         let hook = Hook {
             tx: tx.clone(),
@@ -211,6 +211,31 @@ impl Engine {
         }
         if let Some(d) = self.runtime.dispatcher.get() {
             d.shutdown();
+        }
+    }
+}
+
+/// Why the engine did not start.
+#[derive(Debug)]
+pub enum StartError {
+    /// The `webhook-calls` thread could not be spawned.
+    CorrelationThread(std::io::Error),
+}
+
+impl std::fmt::Display for StartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StartError::CorrelationThread(e) => {
+                write!(f, "cannot start the correlation thread: {e}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for StartError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            StartError::CorrelationThread(e) => Some(e),
         }
     }
 }
