@@ -9,8 +9,8 @@
 //! - [`http`]: the HTTP client every outgoing request uses (delivery and lookup);
 //! - [`delivery`]: per-section queues, lanes, retries, the spool, signing;
 //! - [`lookup`], [`click_to_call`]: the two-way CRM integration;
-//! - [`runtime`]: the engine (threads and wiring), fault injection for tests, histograms;
-//! - [`cli`]: what operators read besides the CLI's own text (metrics).
+//! - [`runtime`]: the engine, the call path's hook, config apply, the correlation thread;
+//! - [`cli`]: every text operators read (the `webhook …` commands, Prometheus metrics).
 
 pub mod calls;
 pub mod cli;

@@ -1,5 +1,5 @@
 //! Everything operators read, formatted in one place: the `webhook …` CLI ([`commands`] parses
-//! the words; [`status`], [`errors`], [`section`], [`test`] make each command's text) and the
+//! the words; [`status`], [`errors`], [`section`], [`test`](mod@test) make each command's text) and the
 //! Prometheus exposition ([`metrics`]). The engine and the dispatcher hand over typed rows; the
 //! text is made here.
 
