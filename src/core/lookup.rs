@@ -173,7 +173,7 @@ pub struct LookupService {
     /// built when the configuration is applied, not on a channel thread.
     agents: Mutex<HashMap<String, (Duration, ureq::Agent)>>,
     /// Latency of requests that reached the CRM, µs (for the CLI and benchmarks).
-    pub latency_us: super::runtime::latency::Histogram,
+    pub latency_us: super::instrument::latency::Histogram,
     /// Lookups answered, by status (in [`LookupStatus::ALL`]'s order), for metrics.
     pub answered: [std::sync::atomic::AtomicU64; 4],
 }

@@ -10,6 +10,7 @@
 //! - [`delivery`]: per-section queues, lanes, retries, the spool, signing;
 //! - [`lookup`], [`click_to_call`]: the two-way CRM integration;
 //! - [`runtime`]: the engine, the call path's hook, config apply, the correlation thread;
+//! - [`instrument`]: latency histograms and the test-only fault switch, used by every stage;
 //! - [`cli`]: every text operators read (the `webhook …` commands, Prometheus metrics).
 
 pub mod calls;
@@ -19,6 +20,7 @@ pub mod config;
 pub mod delivery;
 pub mod http;
 pub mod ingest;
+pub mod instrument;
 pub mod lookup;
 pub mod model;
 pub mod render;

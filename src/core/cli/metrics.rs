@@ -5,9 +5,9 @@ use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
 
 use crate::core::delivery::SectionStatus;
+use crate::core::instrument::latency::Histogram;
 use crate::core::lookup::LookupStatus;
 use crate::core::runtime::engine::Engine;
-use crate::core::runtime::latency::Histogram;
 
 /// Histogram bounds, seconds, for delivery and lookup latency.
 const BOUNDS_S: [f64; 12] = [

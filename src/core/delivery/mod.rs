@@ -20,8 +20,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::core::http::client::{self, Outcome};
+use crate::core::instrument::latency::Histogram;
 use crate::core::model::request::{HttpRequest, Method};
-use crate::core::runtime::latency::Histogram;
 use spool::{Spool, SpoolError};
 use stats::ErrorLog;
 use worker::{SectionShared, WorkerEnv};
@@ -1050,8 +1050,8 @@ mod tests {
 
     #[test]
     fn a_panicking_lane_restarts_and_its_delivery_still_arrives() {
-        crate::core::runtime::fault::arm(
-            crate::core::runtime::fault::Place::Worker,
+        crate::core::instrument::fault::arm(
+            crate::core::instrument::fault::Place::Worker,
             "PANIC-IN-LANE",
         );
         let srv = Server::start(0, 200);

@@ -41,7 +41,7 @@ use super::spool::{Spool, Spooled};
 use super::stats::{ErrorLog, ErrorRecord, SectionStats};
 use super::{Delivery, EndpointPolicy};
 use crate::core::http::client::{self, Outcome};
-use crate::core::runtime::fault;
+use crate::core::instrument::fault;
 
 /// Deliveries one section keeps in memory before it spools.
 pub const MEMORY_QUEUE: usize = 4096;

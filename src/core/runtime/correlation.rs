@@ -11,13 +11,13 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
 
-use super::fault;
 use super::hook::{HookShared, Queued};
 use super::state::Runtime;
 use crate::core::calls::correlator::Correlator;
 use crate::core::config::{Config, SectionKind};
 use crate::core::delivery::Delivery;
 use crate::core::ingest::host_event::HostEvent;
+use crate::core::instrument::fault;
 use crate::core::model::call::{CallEvent, EventKind};
 
 /// How long the correlation thread sleeps when the hook's queue is empty.

@@ -289,7 +289,7 @@ mod tests {
     use super::*;
     use crate::core::config::raw::RawConfig;
     use crate::core::ingest::host_event::{ChannelChange, ChannelInfo, HostEvent};
-    use crate::core::runtime::fault;
+    use crate::core::instrument::fault;
     use std::sync::Mutex;
     use std::time::{Instant, SystemTime};
 

@@ -10,7 +10,7 @@ use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
 
 use crate::core::ingest::host_event::HostEvent;
 use crate::core::ingest::packed_event::{PackedEvent, PackedStrings};
-use crate::core::runtime::latency::Histogram;
+use crate::core::instrument::latency::Histogram;
 
 /// How many host events may wait for the correlator before the hook starts dropping them.
 pub const HOOK_QUEUE_CAPACITY: usize = 100_000;
