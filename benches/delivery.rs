@@ -22,7 +22,7 @@ use res_webhook::core::delivery::spool::{Spool, Spooled};
 use res_webhook::core::delivery::{Delivery, Dispatcher, EndpointPolicy};
 use res_webhook::core::http::client;
 use res_webhook::core::lookup::LookupService;
-use res_webhook::core::request::{HttpRequest, Method};
+use res_webhook::core::model::request::{HttpRequest, Method};
 
 /// A lean keep-alive receiver (a thread per connection, `httparse` for the request head) that
 /// counts requests, so the benchmark measures the sender rather than the receiver. Lookups get

@@ -7,9 +7,10 @@
 use std::time::SystemTime;
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use res_webhook::core::engine::{Engine, EngineSettings, Hook};
-use res_webhook::core::host_event::ChannelChange;
-use res_webhook::core::packed_event::{PackedEvent, PackedKind};
+use res_webhook::core::ingest::host_event::ChannelChange;
+use res_webhook::core::ingest::packed_event::{PackedEvent, PackedKind};
+use res_webhook::core::runtime::engine::{Engine, EngineSettings};
+use res_webhook::core::runtime::hook::Hook;
 
 /// What rw_on_channel does with the C snapshot: its 11 strings packed into a pooled buffer,
 /// then `try_send`.

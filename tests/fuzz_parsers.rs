@@ -13,13 +13,14 @@ use std::time::{Duration, SystemTime};
 
 use proptest::prelude::*;
 use proptest::test_runner::{Config as PropConfig, FileFailurePersistence, RngAlgorithm};
-use res_webhook::core::call::EventKind;
+use res_webhook::core::cli::section;
 use res_webhook::core::config::raw::RawConfig;
-use res_webhook::core::config::{describe, values, Config, SectionKind};
+use res_webhook::core::config::{values, Config, SectionKind};
 use res_webhook::core::lookup::{parse_answer, sanitize};
-use res_webhook::core::synthetic;
-use res_webhook::core::template::{FormatContext, Template};
-use res_webhook::core::value::{FieldSource, Value};
+use res_webhook::core::model::call::EventKind;
+use res_webhook::core::model::synthetic;
+use res_webhook::core::model::value::{FieldSource, Value};
+use res_webhook::core::render::template::{FormatContext, Template};
 
 fn cases(n: u32) -> PropConfig {
     PropConfig {
@@ -464,7 +465,7 @@ fn check_config(text: &str) -> (Config, Vec<String>) {
     }
     let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
     for s in &config.sections {
-        let _ = describe::section_text(s);
+        let _ = section::text(s);
         match &s.kind {
             SectionKind::Webhook(w) => {
                 for kind in [
@@ -568,8 +569,8 @@ proptest! {
         if let Ok(t) = Template::parse(&s) {
             let _ = t.render_text(&Everything, &FormatContext::default());
         }
-        let _ = res_webhook::core::payload::Param::parse(&s);
-        let _ = res_webhook::core::payload::Param::parse(&format!("x => {s}"));
+        let _ = res_webhook::core::render::payload::Param::parse(&s);
+        let _ = res_webhook::core::render::payload::Param::parse(&format!("x => {s}"));
     }
 }
 
@@ -696,9 +697,9 @@ proptest! {
         flat("", &j, &mut want);
         let want = (!want.is_empty()).then_some(want);
         let s = strict(&j);
-        prop_assert_eq!(parse_answer(s.as_bytes()).map_err(TestCaseError::fail)?, want.clone(), "{}", s);
+        prop_assert_eq!(parse_answer(s.as_bytes()).map_err(|e| TestCaseError::fail(e.to_string()))?, want.clone(), "{}", s);
         let l = lenient(&j);
-        prop_assert_eq!(parse_answer(l.as_bytes()).map_err(TestCaseError::fail)?, want, "{}", l);
+        prop_assert_eq!(parse_answer(l.as_bytes()).map_err(|e| TestCaseError::fail(e.to_string()))?, want, "{}", l);
     }
 
     /// Anything a CRM may send: never a panic, and whatever is found is safe for the dialplan.

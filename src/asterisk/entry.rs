@@ -17,13 +17,15 @@ use super::ami;
 use super::ffi;
 use super::guard::{guard, guard_hook, HOOK_PANICS};
 use super::host_log;
+use crate::core::cli;
 use crate::core::click_to_call::ClickToCall;
 use crate::core::config::raw::{RawConfig, RawEntry, RawSection};
 use crate::core::delivery::stats::{Notice, Notifier};
-use crate::core::engine::{Engine, EngineSettings, Hook};
-use crate::core::host_event::{ChannelChange, HostEvent};
+use crate::core::ingest::host_event::{ChannelChange, HostEvent};
+use crate::core::ingest::packed_event::{PackedEvent, PackedKind};
 use crate::core::lookup::LookupService;
-use crate::core::packed_event::{PackedEvent, PackedKind};
+use crate::core::runtime::engine::{Engine, EngineSettings};
+use crate::core::runtime::hook::Hook;
 
 /// The running engine; `None` before load and after unload. The lock is held only to clone
 /// or take the `Arc`, never while the engine works (a CLI command, a reload).
@@ -423,7 +425,7 @@ pub extern "C" fn rw_cli(fd: i32, argc: i32, argv: *const *const c_char) -> i32 
         // The engine is cloned out of its lock: a command that waits (`webhook test` on a
         // hanging endpoint) holds nothing a channel thread or a reload needs.
         let reply = match engine() {
-            Some(engine) => engine.cli(&args),
+            Some(engine) => cli::commands::run(&engine, &args),
             None => Ok("res_webhook is not running\n".to_string()),
         };
         let reply = reply.map(|mut text| {
@@ -497,7 +499,7 @@ pub extern "C" fn rw_ami_status() -> *mut c_char {
 pub extern "C" fn rw_metrics() -> *mut c_char {
     guard("rw_metrics", std::ptr::null_mut(), || {
         let text = match engine() {
-            Some(engine) => engine.metrics_text(),
+            Some(engine) => cli::metrics::text(&engine),
             None => return std::ptr::null_mut(),
         };
         text_for_c(text)
@@ -598,9 +600,12 @@ pub extern "C" fn rw_http(
 }
 
 /// Asks Asterisk to place a click-to-call call; `Err` when it refused.
-fn originate(order: &crate::core::click_to_call::Order) -> Result<(), String> {
+fn originate(
+    order: &crate::core::click_to_call::Order,
+) -> Result<(), crate::core::click_to_call::PlaceError> {
+    use crate::core::click_to_call::PlaceError;
     let Some(host) = HOST.get() else {
-        return Err("no host".into());
+        return Err(PlaceError::NoHost);
     };
     let c = |s: &str| std::ffi::CString::new(s.replace('\0', "")).unwrap_or_default();
     let (context, from, to, cid, id) = (
@@ -624,6 +629,6 @@ fn originate(order: &crate::core::click_to_call::Order) -> Result<(), String> {
     if rc == 0 {
         Ok(())
     } else {
-        Err(format!("Asterisk refused the originate ({rc})"))
+        Err(PlaceError::Refused(rc))
     }
 }

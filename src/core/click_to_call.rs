@@ -10,7 +10,7 @@ use std::time::{Duration, Instant, SystemTime};
 use subtle::ConstantTimeEq;
 
 use super::config::Config;
-use super::host_event::HostEvent;
+use super::ingest::host_event::HostEvent;
 
 /// An HTTP request as the host's web server handed it over.
 #[derive(Debug, Clone)]
@@ -30,6 +30,26 @@ pub struct Reply {
     pub status: u16,
     pub body: String,
 }
+
+/// Why the host did not place a click-to-call call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PlaceError {
+    /// The module is not attached to a running host.
+    NoHost,
+    /// The host refused to originate, with its return code.
+    Refused(i32),
+}
+
+impl std::fmt::Display for PlaceError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PlaceError::NoHost => f.write_str("no host"),
+            PlaceError::Refused(rc) => write!(f, "the PBX refused the originate ({rc})"),
+        }
+    }
+}
+
+impl std::error::Error for PlaceError {}
 
 /// A call the host must place: ring `from` in `context`; when it answers, dial `to` there.
 #[derive(Debug, Clone, PartialEq)]
@@ -87,7 +107,11 @@ impl ClickToCall {
     }
 
     /// Handles one request; `place` asks the host to originate.
-    pub fn handle(&self, req: &HttpCall, place: &dyn Fn(&Order) -> Result<(), String>) -> Reply {
+    pub fn handle(
+        &self,
+        req: &HttpCall,
+        place: &dyn Fn(&Order) -> Result<(), PlaceError>,
+    ) -> Reply {
         let config = self
             .config
             .read()

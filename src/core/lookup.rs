@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value as Json;
 
 use super::config::{Config, Lookup};
-use super::delivery::client;
+use super::http::client;
 
 /// Largest CRM answer read; a bigger one is an error, and the rest is never read.
 pub const MAX_ANSWER: u64 = 64 * 1024;
@@ -173,7 +173,7 @@ pub struct LookupService {
     /// built when the configuration is applied, not on a channel thread.
     agents: Mutex<HashMap<String, (Duration, ureq::Agent)>>,
     /// Latency of requests that reached the CRM, µs (for the CLI and benchmarks).
-    pub latency_us: super::latency::Histogram,
+    pub latency_us: super::instrument::latency::Histogram,
     /// Lookups answered, by status (in [`LookupStatus::ALL`]'s order), for metrics.
     pub answered: [std::sync::atomic::AtomicU64; 4],
 }
@@ -196,10 +196,22 @@ pub fn sanitize(value: &str) -> String {
     cleaned.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
+/// A CRM answer that is neither JSON nor its lenient form; says why strict JSON failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotJson(pub String);
+
+impl std::fmt::Display for NotJson {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "not JSON: {}", self.0)
+    }
+}
+
+impl std::error::Error for NotJson {}
+
 /// Parses a CRM answer: strict JSON, else the lenient form (`{ contact_name: 'Вася' }`).
 /// Returns the top-level fields as text (nested objects flattened with dots), or `None`
 /// when the answer is empty / not an object / an empty object.
-pub fn parse_answer(body: &[u8]) -> Result<Option<HashMap<String, String>>, String> {
+pub fn parse_answer(body: &[u8]) -> Result<Option<HashMap<String, String>>, NotJson> {
     let text = String::from_utf8_lossy(body);
     let text = text.trim().trim_start_matches('\u{feff}');
     if text.is_empty() {
@@ -207,7 +219,7 @@ pub fn parse_answer(body: &[u8]) -> Result<Option<HashMap<String, String>>, Stri
     }
     let value: Json = match serde_json::from_str(text) {
         Ok(v) => v,
-        Err(strict) => json5::from_str(text).map_err(|_| format!("not JSON: {strict}"))?,
+        Err(strict) => json5::from_str(text).map_err(|_| NotJson(strict.to_string()))?,
     };
     let Json::Object(obj) = value else {
         return Ok(None);

@@ -2,10 +2,12 @@
 //! `res_prometheus`, at its `/metrics`); this file only writes the text.
 
 use std::fmt::Write as _;
+use std::sync::atomic::Ordering;
 
 use crate::core::delivery::SectionStatus;
-use crate::core::latency::Histogram;
+use crate::core::instrument::latency::Histogram;
 use crate::core::lookup::LookupStatus;
+use crate::core::runtime::engine::Engine;
 
 /// Histogram bounds, seconds, for delivery and lookup latency.
 const BOUNDS_S: [f64; 12] = [
@@ -42,6 +44,25 @@ pub struct Snapshot {
     pub hook_dropped: u64,
     pub calls_in_progress: usize,
     pub call_events: u64,
+}
+
+/// The exposition text of everything the engine counts, read now.
+pub fn text(engine: &Engine) -> String {
+    let counters = engine.counters();
+    let lookups = engine.lookups();
+    render(&Snapshot {
+        sections: engine.status_rows(),
+        section_latency: engine
+            .dispatcher()
+            .map(|d| d.latencies(Buckets::of))
+            .unwrap_or_default(),
+        lookup_latency: Buckets::of(&lookups.latency_us),
+        lookups: std::array::from_fn(|i| lookups.answered[i].load(Ordering::Relaxed)),
+        hook_events: counters.hook_events,
+        hook_dropped: counters.hook_dropped_full,
+        calls_in_progress: counters.calls_in_progress,
+        call_events: counters.call_events,
+    })
 }
 
 /// The exposition text.

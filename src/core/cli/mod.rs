@@ -1,3 +1,11 @@
-//! What operators read besides the CLI text: the Prometheus exposition.
+//! Everything operators read, formatted in one place: the `webhook …` CLI ([`commands`]
+//! parses the words; [`status`], [`errors`], [`section`], [`test`](mod@test) make each
+//! command's text) and the Prometheus exposition ([`metrics`]). The engine and the dispatcher
+//! hand over typed rows; the text is made here.
 
+pub mod commands;
+pub mod errors;
 pub mod metrics;
+pub mod section;
+pub mod status;
+pub mod test;

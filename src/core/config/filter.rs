@@ -7,7 +7,7 @@
 
 use regex::Regex;
 
-use crate::core::value::{FieldSource, Value};
+use crate::core::model::value::{FieldSource, Value};
 
 /// The call fields a section may filter on.
 pub const FILTER_FIELDS: [&str; 3] = ["called", "caller", "ext"];

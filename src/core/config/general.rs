@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use super::values;
 use super::KeyError;
-use crate::core::template::{DateFormat, FormatContext, Template};
+use crate::core::render::template::{DateFormat, FormatContext, Template};
 
 /// The `[general]` section.
 #[derive(Debug, Clone, PartialEq)]

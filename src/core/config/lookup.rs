@@ -5,8 +5,8 @@ use std::time::Duration;
 use super::request_spec::{RenderError, RequestSpec};
 use super::values;
 use super::KeyError;
-use crate::core::request::HttpRequest;
-use crate::core::value::{FieldSource, Value};
+use crate::core::model::request::HttpRequest;
+use crate::core::model::value::{FieldSource, Value};
 
 /// A contact-lookup endpoint.
 #[derive(Debug, Clone, PartialEq)]

@@ -1,7 +1,6 @@
 //! The configuration model (`webhook.conf`): sections parsed from what the host's config loader
 //! read. A bad section is reported (file, line, section, key, why) and skipped; the rest load.
 
-pub mod describe;
 pub mod filter;
 pub mod general;
 pub mod lookup;
@@ -473,7 +472,7 @@ fn parse_section(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::call::{Direction, EventKind};
+    use crate::core::model::call::{Direction, EventKind};
 
     fn parse(text: &str) -> (Config, Vec<ConfigError>) {
         Config::from_raw(&RawConfig::parse_text("webhook.conf", text))
@@ -687,7 +686,7 @@ concurrency = 0
         let (new, errors) = Config::reload(&old, &raw);
         assert_eq!(
             new.webhook("a").unwrap().request.url,
-            crate::core::template::Template::parse("http://a2/").unwrap()
+            crate::core::render::template::Template::parse("http://a2/").unwrap()
         );
         assert_eq!(new.webhook("b"), old.webhook("b"));
         assert!(errors
@@ -712,8 +711,8 @@ concurrency = 0
 
         #[test]
         fn no_template_panics(t in "[$ {}()a-z0-9:|_.]{0,60}") {
-            let _ = crate::core::template::Template::parse(&t);
-            let _ = crate::core::payload::Param::parse(&format!("x => {t}"));
+            let _ = crate::core::render::template::Template::parse(&t);
+            let _ = crate::core::render::payload::Param::parse(&format!("x => {t}"));
         }
     }
 }

@@ -12,11 +12,11 @@ use serde_json::json;
 
 use super::request_spec::RequestSpec;
 use super::SectionKind;
-use crate::core::call::{Direction, EventKind};
-use crate::core::payload::{ForcedType, Format, Param};
-use crate::core::request::Method;
-use crate::core::template::{DateFormat, FormatContext, Template};
-use crate::core::value::Value;
+use crate::core::model::call::{Direction, EventKind};
+use crate::core::model::request::Method;
+use crate::core::model::value::Value;
+use crate::core::render::payload::{ForcedType, Format, Param};
+use crate::core::render::template::{DateFormat, FormatContext, Template};
 
 /// A provider whose format a section can speak.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -423,10 +423,10 @@ mod golden {
 
     use chrono::{DateTime, Utc};
 
-    use crate::core::call::{CallEvent, CallRecord, Direction, EventKind};
     use crate::core::config::raw::RawConfig;
     use crate::core::config::Config;
-    use crate::core::request::HttpRequest;
+    use crate::core::model::call::{CallEvent, CallRecord, Direction, EventKind};
+    use crate::core::model::request::HttpRequest;
 
     fn t(s: &str) -> DateTime<Utc> {
         DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)

@@ -6,11 +6,11 @@ use std::fmt;
 
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 
-use crate::core::call::EventKind;
-use crate::core::payload::{flat_pairs, json_object, urlencode, Format, Param};
-use crate::core::request::{HttpRequest, Method};
-use crate::core::template::{DateFormat, FormatContext, Template};
-use crate::core::value::{FieldSource, Value};
+use crate::core::model::call::EventKind;
+use crate::core::model::request::{HttpRequest, Method};
+use crate::core::model::value::{FieldSource, Value};
+use crate::core::render::payload::{flat_pairs, json_object, urlencode, Format, Param};
+use crate::core::render::template::{DateFormat, FormatContext, Template};
 
 /// Characters a value keeps unescaped inside a URL (RFC 3986 unreserved).
 const URL_VALUE: &AsciiSet = &NON_ALPHANUMERIC

@@ -7,11 +7,11 @@ use super::filter::{self, Filter};
 use super::request_spec::{RenderError, RequestSpec};
 use super::values;
 use super::KeyError;
-use crate::core::call::{Direction, EventKind};
 use crate::core::delivery::nats::NatsTarget;
 use crate::core::delivery::rate_limit::RateLimit;
-use crate::core::request::HttpRequest;
-use crate::core::value::FieldSource;
+use crate::core::model::call::{Direction, EventKind};
+use crate::core::model::request::HttpRequest;
+use crate::core::model::value::FieldSource;
 
 /// A webhook endpoint and what it wants to hear.
 #[derive(Debug, Clone, PartialEq)]

@@ -11,11 +11,7 @@ pub mod spool;
 pub mod stats;
 pub mod worker;
 
-// Where the HTTP client lived before the regrouping.
-pub use crate::core::http::{client, coalesce, resolver};
-
 use std::collections::HashMap;
-use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -24,9 +20,10 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::core::latency::Histogram;
-use crate::core::request::{HttpRequest, Method};
-use spool::Spool;
+use crate::core::http::client::{self, Outcome};
+use crate::core::instrument::latency::Histogram;
+use crate::core::model::request::{HttpRequest, Method};
+use spool::{Spool, SpoolError};
 use stats::ErrorLog;
 use worker::{SectionShared, WorkerEnv};
 
@@ -96,6 +93,37 @@ pub struct SectionStatus {
     pub latency_ms_p99: Option<f64>,
     pub last_error: Option<(chrono::DateTime<chrono::Utc>, String)>,
 }
+
+/// The spool's state at one moment.
+#[derive(Debug, Clone)]
+pub struct SpoolState {
+    pub dir: PathBuf,
+    pub health: spool::Health,
+    /// Rows waiting in memory (the disk refused them, or the spool is unavailable).
+    pub in_memory: usize,
+    /// Rows lost because memory was full too.
+    pub dropped: u64,
+}
+
+/// Why [`Dispatcher::send_now`] sent nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SendNowError {
+    /// No webhook section of that name is running.
+    NoSection,
+    /// The section has no HTTP client (it could not be built; the log says why).
+    NoClient,
+}
+
+impl std::fmt::Display for SendNowError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SendNowError::NoSection => f.write_str("no such webhook section"),
+            SendNowError::NoClient => f.write_str("no HTTP client for this section (see the log)"),
+        }
+    }
+}
+
+impl std::error::Error for SendNowError {}
 
 /// Owns the spool and one worker per section.
 ///
@@ -248,16 +276,16 @@ impl Dispatcher {
         }
     }
 
-    /// Sends one request now, outside the queue, and describes what happened (`webhook test`).
+    /// Sends one request now, outside the queue, signed like a delivery (`webhook test`).
     /// Holds no lock while it waits for the endpoint.
-    pub fn send_now(&self, section: &str, request: HttpRequest) -> String {
+    pub fn send_now(&self, section: &str, request: &HttpRequest) -> Result<Outcome, SendNowError> {
         let Some(s) = self.sections().get(section).map(|s| s.shared.clone()) else {
-            return format!("no webhook section [{section}]\n");
+            return Err(SendNowError::NoSection);
         };
         let policy = s.policy.read().unwrap_or_else(|p| p.into_inner()).clone();
         let agent = s.agent.read().unwrap_or_else(|p| p.into_inner()).clone();
         let Some(agent) = agent else {
-            return "no HTTP client for this section (see the log)\n".into();
+            return Err(SendNowError::NoClient);
         };
         let extra = match &policy.secret {
             Some(secret) => signing::headers(
@@ -269,49 +297,32 @@ impl Dispatcher {
             .to_vec(),
             None => Vec::new(),
         };
-        let o = client::send(&agent, &request, &extra);
-        let body = String::from_utf8_lossy(&request.body);
-        let sent = if body.is_empty() {
-            String::new()
-        } else {
-            format!("  body: {body}\n")
-        };
-        match o.attempt {
-            retry::Attempt::Status { code, .. } => format!(
-                "{sent}  answer: HTTP {code} in {} ms  {}\n  verdict: {:?}\n",
-                o.latency.as_millis(),
-                o.excerpt,
-                retry::classify(&o.attempt)
-            ),
-            retry::Attempt::Error(e) => {
-                format!("{sent}  failed after {} ms: {e}\n", o.latency.as_millis())
-            }
+        Ok(client::send(&agent, request, &extra))
+    }
+
+    /// The spool's state now (`webhook show status`'s first line).
+    pub fn spool_state(&self) -> SpoolState {
+        SpoolState {
+            dir: self.spool_dir.clone(),
+            health: self.spool.health(),
+            in_memory: self.spool.in_memory(),
+            dropped: self.spool.dropped(),
         }
     }
 
-    /// The spool's state, as `webhook show status` prints it: one line, loud when it is not
-    /// writable.
-    pub fn spool_text(&self) -> String {
-        let dir = self.spool_dir.display();
-        let memory = self.spool.in_memory();
-        let dropped = self.spool.dropped();
-        let mut out = match self.spool.health() {
-            spool::Health::Ok if memory == 0 => format!("Spool: ok ({dir})"),
-            spool::Health::Ok => format!("Spool: ok ({dir}), {memory} waiting in memory"),
-            spool::Health::Unavailable { since, error } => format!(
-                "Spool: UNAVAILABLE since {} ({error}): {memory} delivery(ies) kept in memory only, still sent",
-                since.format("%Y-%m-%d %H:%M:%S")
-            ),
-            spool::Health::Failing { since, error } => format!(
-                "Spool: NOT WRITABLE since {} ({error}): {memory} delivery(ies) kept in memory, still sent",
-                since.format("%Y-%m-%d %H:%M:%S")
-            ),
-        };
-        if dropped > 0 {
-            let _ = write!(out, "; DROPPED {dropped} (memory full too)");
-        }
-        out.push('\n');
-        out
+    /// The latest failed attempts (all sections, or one), oldest first.
+    pub fn recent_errors(&self, section: Option<&str>) -> Vec<stats::ErrorRecord> {
+        self.errors.recent(section)
+    }
+
+    /// The dead letters kept in the spool (all sections, or one).
+    pub fn dead_letters(&self, section: Option<&str>) -> Result<Vec<spool::Spooled>, SpoolError> {
+        Ok(self
+            .spool
+            .dead(section)?
+            .into_iter()
+            .map(|(_, d)| d)
+            .collect())
     }
 
     /// Every section's counters now, by name (`webhook show status`, AMI, metrics).
@@ -365,108 +376,6 @@ impl Dispatcher {
     /// Who hears about failed attempts and dead letters (throttled; see [`stats::Notice`]).
     pub fn set_notifier(&self, n: stats::Notifier) {
         self.errors.set_notifier(n);
-    }
-
-    /// The text of `webhook show status`. Takes no lock the correlation thread needs while it
-    /// counts the spool.
-    pub fn status_text(&self) -> String {
-        let mut out = self.spool_text();
-        let _ = writeln!(
-            out,
-            "{:<20} {:>7} {:>6} {:>9} {:>8} {:>6} {:>7} {:>9} {:>9}  Last error",
-            "Section",
-            "Queued",
-            "InFl",
-            "Delivered",
-            "Retrying",
-            "Dead",
-            "Spooled",
-            "p50 ms",
-            "p99 ms",
-        );
-        for r in self.status_rows() {
-            let ms = |v: Option<f64>| v.map(|v| format!("{v:.1}")).unwrap_or_else(|| "-".into());
-            let last = r
-                .last_error
-                .as_ref()
-                .map(|(t, e)| format!("{} {e}", t.format("%H:%M:%S")))
-                .unwrap_or_else(|| "-".into());
-            let _ = writeln!(
-                out,
-                "{:<20} {:>7} {:>6} {:>9} {:>8} {:>6} {:>7} {:>9} {:>9}  {}",
-                r.name,
-                r.queued,
-                r.in_flight,
-                r.delivered,
-                r.retrying,
-                r.dead,
-                r.spooled,
-                ms(r.latency_ms_p50),
-                ms(r.latency_ms_p99),
-                last
-            );
-            if r.dropped > 0 {
-                let _ = writeln!(
-                    out,
-                    "{:<20} DROPPED {} (no room in spool or memory)",
-                    "", r.dropped
-                );
-            }
-            if r.panics > 0 {
-                let _ = writeln!(
-                    out,
-                    "{:<20} worker panics: {} (contained, restarted; see the log)",
-                    "", r.panics
-                );
-            }
-        }
-        out
-    }
-
-    /// The text of `webhook show errors [section]`.
-    pub fn errors_text(&self, section: Option<&str>) -> String {
-        let mut out = String::new();
-        let recent = self.errors.recent(section);
-        if recent.is_empty() {
-            out.push_str("No failed attempts");
-            if let Some(s) = section {
-                let _ = write!(out, " for [{s}]");
-            }
-            out.push_str(" since start.\n");
-        }
-        for r in recent.iter().rev().take(50) {
-            let _ = writeln!(
-                out,
-                "{}  [{}]  call {}  {}  attempt {}  {}",
-                r.at.format("%Y-%m-%d %H:%M:%S"),
-                r.section,
-                r.call_id,
-                r.event,
-                r.attempt,
-                r.error
-            );
-        }
-        if let Ok(dead) = self.spool.dead(section) {
-            if !dead.is_empty() {
-                let _ = writeln!(
-                    out,
-                    "\nDead letters ({}), re-send with `webhook replay <section|all>`:",
-                    dead.len()
-                );
-                for (_, d) in dead.iter().rev().take(50) {
-                    let _ = writeln!(
-                        out,
-                        "  [{}]  call {}  {}  {} attempt(s)  {}",
-                        d.delivery.section,
-                        d.delivery.call_id,
-                        d.delivery.event,
-                        d.attempts,
-                        d.last_error
-                    );
-                }
-            }
-        }
-        out
     }
 
     /// Re-queues dead letters (of one section or all); returns how many.
@@ -526,6 +435,16 @@ impl<'de> Deserialize<'de> for Method {
 mod tests {
     //! The dispatcher against a real local HTTP server (tiny_http on 127.0.0.1).
     use super::*;
+
+    /// What `webhook show status` prints of the dispatcher (the CLI makes the text).
+    fn status_text(d: &Dispatcher) -> String {
+        crate::core::cli::status::delivery_text(&d.spool_state(), &d.status_rows())
+    }
+
+    /// What `webhook show errors [section]` prints.
+    fn errors_text(d: &Dispatcher, section: Option<&str>) -> String {
+        crate::core::cli::errors::of(d, section)
+    }
     use std::collections::HashSet;
     use std::sync::atomic::{AtomicBool, AtomicUsize};
 
@@ -691,8 +610,7 @@ mod tests {
         d.submit(delivery("crm", &url, "a", "end"));
         d.submit(delivery("crm", &url, "b", "end"));
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        while d
-            .status_text()
+        while status_text(&d)
             .lines()
             .nth(1)
             .is_none_or(|l| !l.contains("refused"))
@@ -710,7 +628,7 @@ mod tests {
             bodies,
             ["a:end", "b:end", "c:end"].map(String::from).into(),
             "{}",
-            d.status_text()
+            status_text(&d)
         );
         d.shutdown();
     }
@@ -733,8 +651,8 @@ mod tests {
             got[0].0, first_id,
             "the retried delivery kept its webhook-id"
         );
-        assert!(d.status_text().contains("crm"));
-        assert!(d.errors_text(Some("crm")).contains("HTTP 503"));
+        assert!(status_text(&d).contains("crm"));
+        assert!(errors_text(&d, Some("crm")).contains("HTTP 503"));
         d.shutdown();
         std::fs::remove_dir_all(dir).unwrap();
     }
@@ -963,7 +881,7 @@ mod tests {
         d.submit(delivery("crm", &srv.url, "c1", "end"));
         std::thread::sleep(Duration::from_millis(300));
         assert!(srv.got.lock().unwrap().is_empty());
-        assert!(d.errors_text(None).contains("Dead letters (1)"));
+        assert!(errors_text(&d, None).contains("Dead letters (1)"));
         assert_eq!(d.replay(Some("crm")), 1);
         assert_eq!(srv.wait(1).len(), 1);
         assert_eq!(srv.fail_first.load(Ordering::SeqCst), 0);
@@ -1103,7 +1021,7 @@ mod tests {
                     .map(|r| r.retrying)
                     != Some(900)
             {
-                assert!(std::time::Instant::now() < deadline, "{}", d.status_text());
+                assert!(std::time::Instant::now() < deadline, "{}", status_text(&d));
                 std::thread::sleep(Duration::from_millis(10));
             }
             let sent = std::time::Instant::now();
@@ -1198,7 +1116,10 @@ mod tests {
 
     #[test]
     fn a_panicking_lane_restarts_and_its_delivery_still_arrives() {
-        crate::core::fault::arm(crate::core::fault::Place::Worker, "PANIC-IN-LANE");
+        crate::core::instrument::fault::arm(
+            crate::core::instrument::fault::Place::Worker,
+            "PANIC-IN-LANE",
+        );
         let srv = Server::start(0, 200);
         let dir = temp_dir("panic");
         let d = Dispatcher::open(&dir);
@@ -1220,7 +1141,7 @@ mod tests {
             "nothing lost, in order"
         );
         assert!(got.iter().any(|(_, b)| b == "c2:end"));
-        let status = d.status_text();
+        let status = status_text(&d);
         assert!(status.contains("worker panics: 1"), "{status}");
         d.shutdown();
         std::fs::remove_dir_all(dir).unwrap();
@@ -1235,14 +1156,14 @@ mod tests {
         let srv = Server::start(2, 503); // the first two attempts fail: retried from memory
         let d = Dispatcher::open(&file.join("webhook"));
         d.configure(vec![policy("crm", &[50, 50, 50])]);
-        let status = d.status_text();
+        let status = status_text(&d);
         assert!(status.contains("Spool: UNAVAILABLE"), "{status}");
         for e in ["start", "answer", "end"] {
             d.submit(delivery("crm", &srv.url, "c1", e));
         }
         let bodies: Vec<String> = srv.wait(3).into_iter().map(|(_, b)| b).collect();
         assert_eq!(bodies, ["c1:start", "c1:answer", "c1:end"]);
-        assert!(d.status_text().contains("UNAVAILABLE"));
+        assert!(status_text(&d).contains("UNAVAILABLE"));
         d.shutdown();
         std::fs::remove_dir_all(dir).unwrap();
     }
@@ -1302,15 +1223,15 @@ mod tests {
         }
         // The failing attempts cannot be spooled on disk: the spool says so, loudly.
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while !d.status_text().contains("NOT WRITABLE") {
-            assert!(std::time::Instant::now() < deadline, "{}", d.status_text());
+        while !status_text(&d).contains("NOT WRITABLE") {
+            assert!(std::time::Instant::now() < deadline, "{}", status_text(&d));
             std::thread::sleep(Duration::from_millis(20));
         }
         // Still delivered, from memory, each call in order.
         let got = srv.wait(6);
         let calls = per_call(&got);
         for c in ["c1", "c2"] {
-            assert_eq!(calls[c], ["start", "answer", "end"], "{}", d.status_text());
+            assert_eq!(calls[c], ["start", "answer", "end"], "{}", status_text(&d));
         }
         // A dead letter now waits in memory; once the disk has room it goes there.
         srv.fail_first.store(1, Ordering::SeqCst);
@@ -1320,11 +1241,11 @@ mod tests {
         gone.request.url = srv404.url.clone();
         d.submit(gone);
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while !d.errors_text(None).contains("Dead letters (1)") {
+        while !errors_text(&d, None).contains("Dead letters (1)") {
             assert!(
                 std::time::Instant::now() < deadline,
                 "{}",
-                d.errors_text(None)
+                errors_text(&d, None)
             );
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -1332,7 +1253,7 @@ mod tests {
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         loop {
             d.spool.maintain();
-            let status = d.status_text();
+            let status = status_text(&d);
             if status.starts_with("Spool: ok") && !status.contains("in memory") {
                 break;
             }
@@ -1343,7 +1264,7 @@ mod tests {
         drop(d);
         // The dead letter is on disk: a new dispatcher on the same spool lists it.
         let d2 = Dispatcher::open(&mnt);
-        assert!(d2.errors_text(None).contains("Dead letters (1)"));
+        assert!(errors_text(&d2, None).contains("Dead letters (1)"));
         d2.shutdown();
         drop(d2);
         unmount(&mnt);

@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::bounded;
 
-use super::client::Outcome;
 use super::retry::Attempt;
+use crate::core::http::client::Outcome;
 
 /// How a section reaches its NATS servers (`url`, credentials, TLS).
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -119,20 +119,46 @@ pub struct NatsSink {
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
+/// Why a section's NATS publisher did not start.
+#[derive(Debug)]
+pub enum NatsStartError {
+    /// Its async runtime could not be built.
+    Runtime(std::io::Error),
+    /// Its thread could not be spawned.
+    Thread(std::io::Error),
+}
+
+impl std::fmt::Display for NatsStartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NatsStartError::Runtime(e) => write!(f, "cannot start the NATS runtime: {e}"),
+            NatsStartError::Thread(e) => write!(f, "cannot start the NATS thread: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for NatsStartError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            NatsStartError::Runtime(e) | NatsStartError::Thread(e) => Some(e),
+        }
+    }
+}
+
 impl NatsSink {
     /// Starts the runtime thread; it connects at the first publish (and again whenever the
     /// connection cannot be made), so a server that is down at load is not an error.
-    pub fn start(section: &str, target: NatsTarget) -> Result<NatsSink, String> {
+    pub fn start(section: &str, target: NatsTarget) -> Result<NatsSink, NatsStartError> {
         let (tx, rx) = tokio::sync::mpsc::channel::<Job>(256);
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
-            .map_err(|e| format!("cannot start the NATS runtime: {e}"))?;
+            .map_err(NatsStartError::Runtime)?;
         let name = section.to_string();
         let thread = std::thread::Builder::new()
             .name(format!("webhook-nats-{section}"))
             .spawn(move || rt.block_on(serve(name, target, rx)))
-            .map_err(|e| format!("cannot start the NATS thread: {e}"))?;
+            .map_err(NatsStartError::Thread)?;
         Ok(NatsSink {
             tx,
             thread: Some(thread),

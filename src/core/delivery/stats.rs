@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 
-use crate::core::latency::Histogram;
+use crate::core::instrument::latency::Histogram;
 
 /// Per-section counters.
 #[derive(Default)]

@@ -34,8 +34,6 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
 
 use super::signal::Signal;
-
-use super::client::{self, Outcome};
 use super::nats::{NatsSink, NatsTarget};
 use super::rate_limit::Pacer;
 use super::retry::{classify, next_delay, Attempt, Verdict};
@@ -43,7 +41,8 @@ use super::signing;
 use super::spool::{Spool, SpoolError, Spooled};
 use super::stats::{ErrorLog, ErrorRecord, SectionStats};
 use super::{Delivery, EndpointPolicy};
-use crate::core::fault;
+use crate::core::http::client::{self, Outcome};
+use crate::core::instrument::fault;
 
 /// Deliveries one section keeps in memory before it spools.
 pub const MEMORY_QUEUE: usize = 4096;

@@ -13,7 +13,7 @@ use super::coalesce::CoalescingConnector;
 use super::resolver::CachingResolver;
 
 use crate::core::delivery::retry::{parse_retry_after, Attempt};
-use crate::core::request::{HttpRequest, Method};
+use crate::core::model::request::{HttpRequest, Method};
 
 /// How much of an endpoint's answer is kept (for the error log); the rest is never read.
 pub const BODY_EXCERPT: u64 = 4096;

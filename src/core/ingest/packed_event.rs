@@ -9,7 +9,7 @@
 
 use std::time::SystemTime;
 
-use crate::core::host_event::{ChannelChange, ChannelInfo, HostEvent};
+use crate::core::ingest::host_event::{ChannelChange, ChannelInfo, HostEvent};
 
 /// Most strings one packed event carries.
 pub const MAX_FIELDS: usize = 14;

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 
-use crate::core::value::{FieldSource, Value};
+use crate::core::model::value::{FieldSource, Value};
 
 /// The moments of a call a CRM hears about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

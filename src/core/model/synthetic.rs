@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime};
 
 use chrono::{DateTime, Utc};
 
-use crate::core::call::{CallEvent, CallRecord, Direction, EventKind};
+use crate::core::model::call::{CallEvent, CallRecord, Direction, EventKind};
 
 /// A 30-second inbound call answered by extension 100 after 5 seconds, as of `kind`.
 pub fn call_event(kind: EventKind, now: SystemTime) -> CallEvent {

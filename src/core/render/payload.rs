@@ -6,8 +6,8 @@
 
 use serde_json::{Map, Number, Value as Json};
 
-use crate::core::template::{value_text, FormatContext, Template};
-use crate::core::value::{FieldSource, Value};
+use crate::core::model::value::{FieldSource, Value};
+use crate::core::render::template::{value_text, FormatContext, Template};
 
 /// How a request carries its params.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

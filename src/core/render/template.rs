@@ -10,7 +10,7 @@ use chrono::Utc;
 use chrono_tz::Tz;
 use md5::Digest as _;
 
-use crate::core::value::{FieldSource, Value};
+use crate::core::model::value::{FieldSource, Value};
 
 /// Hash functions a template may call; each renders lowercase hex (crc32: 8 hex digits).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

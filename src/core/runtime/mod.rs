@@ -1,5 +1,10 @@
-//! The running engine: the call path's hand-off, the correlation thread, configuration apply and the CLI; test-only fault injection; latency histograms.
+//! The running engine, one file per concept: [`engine`] (start, services, stop), [`hook`] (the
+//! call path's hand-off), [`apply`] (configuration load and reload), [`correlation`] (the
+//! `webhook-calls` thread), [`state`] (what those share). What operators read of it is
+//! formatted in `core::cli`.
 
+pub mod apply;
+pub mod correlation;
 pub mod engine;
-pub mod fault;
-pub mod latency;
+pub mod hook;
+pub mod state;

@@ -16,8 +16,8 @@ use std::time::{Duration, SystemTime};
 
 use chrono::{DateTime, Utc};
 
-use crate::core::call::{CallEvent, CallRecord, Direction, EventKind, Target};
-use crate::core::host_event::{ChannelChange, ChannelInfo, HostEvent};
+use crate::core::ingest::host_event::{ChannelChange, ChannelInfo, HostEvent};
+use crate::core::model::call::{CallEvent, CallRecord, Direction, EventKind, Target};
 use outcome::{final_dial_status, Hangups};
 use topology::{local_pair, Chan, Role, Topology};
 
@@ -723,7 +723,7 @@ impl Correlator {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::value::{FieldSource, Value};
+    use crate::core::model::value::{FieldSource, Value};
 
     const T0: u64 = 1_700_000_000;
 

@@ -1,7 +1,7 @@
 //! How a call ended: the status word and who hung up (SPEC §2), decided from what the
 //! correlator saw. Kept apart so the rules read as a table and are tested as one.
 
-use crate::core::call::HangupBy;
+use crate::core::model::call::HangupBy;
 
 /// A final DIALSTATUS as one of the words SPEC §2 lists; `None` for progress reports
 /// (`RINGING`, `PROCEEDING`, `PROGRESS`) and dial begin (empty).

@@ -3,7 +3,7 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use crate::core::call::Direction;
+use crate::core::model::call::Direction;
 
 /// One call in progress.
 #[derive(Debug, Clone, PartialEq)]

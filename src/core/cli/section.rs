@@ -3,13 +3,13 @@
 
 use std::fmt::Write as _;
 
-use super::request_spec::RequestSpec;
-use super::values::duration_text;
-use super::{Section, SectionKind};
-use crate::core::payload::ForcedType;
+use crate::core::config::request_spec::RequestSpec;
+use crate::core::config::values::duration_text;
+use crate::core::config::{Section, SectionKind};
+use crate::core::render::payload::ForcedType;
 
 /// The section, one `key = value` per line, in `webhook.conf`'s own syntax.
-pub fn section_text(s: &Section) -> String {
+pub fn text(s: &Section) -> String {
     let mut out = String::new();
     let kind = match &s.kind {
         SectionKind::Webhook(w) if w.nats.is_some() => "nats",
@@ -149,7 +149,10 @@ fn request(out: &mut String, r: &RequestSpec) {
                 .table
                 .iter()
                 .map(|(from, to)| {
-                    format!("{from}→{}", crate::core::template::value_text(to, &r.ctx))
+                    format!(
+                        "{from}→{}",
+                        crate::core::render::template::value_text(to, &r.ctx)
+                    )
                 })
                 .collect();
             notes.push(words.join(" "));
@@ -207,7 +210,7 @@ url = https://cloud.roistat.com/api/v1/project/calltracking/phone-call?key=abc
 ",
         ));
         assert!(errors.is_empty(), "{errors:?}");
-        let crm = section_text(&c.sections[0]);
+        let crm = text(&c.sections[0]);
         for want in [
             "[crm]",
             "type         = webhook",
@@ -226,7 +229,7 @@ url = https://cloud.roistat.com/api/v1/project/calltracking/phone-call?key=abc
             !crm.contains("s3cret-value") && !crm.contains("whsec_"),
             "{crm}"
         );
-        let rs = section_text(&c.sections[1]);
+        let rs = text(&c.sections[1]);
         assert!(
             rs.matches("param ").count() >= 5,
             "preset params expanded:\n{rs}"
