@@ -33,10 +33,10 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
 
-use super::signal::Signal;
 use super::nats::{NatsSink, NatsTarget};
 use super::rate_limit::Pacer;
 use super::retry::{classify, next_delay, Attempt, Verdict};
+use super::signal::Signal;
 use super::signing;
 use super::spool::{Spool, SpoolError, Spooled};
 use super::stats::{ErrorLog, ErrorRecord, SectionStats};
