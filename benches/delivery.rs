@@ -17,11 +17,11 @@ use std::time::{Duration, Instant};
 use res_webhook::core::config::raw::RawConfig;
 use res_webhook::core::config::Config;
 use res_webhook::core::delivery::nats::NatsTarget;
-use res_webhook::core::delivery::retry::Attempt;
 use res_webhook::core::delivery::spool::{Spool, Spooled};
 use res_webhook::core::delivery::{Delivery, Dispatcher, EndpointPolicy};
 use res_webhook::core::http::client;
 use res_webhook::core::lookup::LookupService;
+use res_webhook::core::model::attempt::Attempt;
 use res_webhook::core::model::request::{HttpRequest, Method};
 
 /// A lean keep-alive receiver (a thread per connection, `httparse` for the request head) that

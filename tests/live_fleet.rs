@@ -189,7 +189,7 @@ fn a_re_sent_delivery_is_dropped_by_the_servers_duplicate_window() {
         return;
     }
     use res_webhook::core::delivery::nats::{NatsSink, NatsTarget};
-    use res_webhook::core::delivery::retry::Attempt;
+    use res_webhook::core::model::attempt::Attempt;
     let nats = NatsServer::start("dedup", Auth::None);
     let sink = NatsSink::start(
         "dedup",

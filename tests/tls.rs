@@ -6,8 +6,8 @@ use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::Duration;
 
-use res_webhook::core::delivery::retry::Attempt;
 use res_webhook::core::http::client;
+use res_webhook::core::model::attempt::Attempt;
 use res_webhook::core::model::request::{HttpRequest, Method};
 
 /// A one-thread HTTPS server answering 200 to everything, with a certificate for 127.0.0.1

@@ -8,11 +8,7 @@ pub fn guard<T>(entry: &'static str, fallback: T, body: impl FnOnce() -> T) -> T
     match catch_unwind(AssertUnwindSafe(body)) {
         Ok(v) => v,
         Err(payload) => {
-            let what = payload
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| payload.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "unknown panic".to_string());
+            let what = crate::core::instrument::panic::message(&*payload);
             log::error!("internal error in {entry}: {what} (contained; Asterisk continues)");
             fallback
         }

@@ -1,8 +1,7 @@
 //! The `webhook …` CLI: which words run which command. Each command's text is made by its own
 //! file next door; this one only parses and dispatches.
 
-use crate::core::calls::correlator::summary;
-use crate::core::cli::{errors, section, status, test};
+use crate::core::cli::{calls, errors, section, status, test};
 use crate::core::model::call::EventKind;
 use crate::core::runtime::engine::Engine;
 
@@ -27,7 +26,7 @@ pub fn run(engine: &Engine, args: &[String]) -> Result<String, UsageError> {
     match words.as_slice() {
         ["show", "status"] => Ok(status::of(engine, dispatcher)),
         ["show", "calls"] => Ok(match engine.calls_in_progress() {
-            Ok(calls) => summary::table(&calls),
+            Ok(now) => calls::table(&now),
             Err(e) => format!("{e}\n"),
         }),
         ["show", "section", name] => {

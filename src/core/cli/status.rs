@@ -114,6 +114,13 @@ fn spool_line(s: &SpoolState) -> String {
     if s.dropped > 0 {
         let _ = write!(out, "; DROPPED {} (memory full too)", s.dropped);
     }
+    if s.unreadable > 0 {
+        let _ = write!(
+            out,
+            "; {} unreadable row(s) set aside, not sent (table 'unreadable'; see the log)",
+            s.unreadable
+        );
+    }
     out.push('\n');
     out
 }

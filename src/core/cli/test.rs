@@ -3,8 +3,9 @@
 
 use std::time::SystemTime;
 
-use crate::core::delivery::retry::{self, Attempt};
+use crate::core::delivery::retry;
 use crate::core::delivery::{Dispatcher, SendNowError};
+use crate::core::model::attempt::Attempt;
 use crate::core::model::call::EventKind;
 use crate::core::model::synthetic;
 use crate::core::runtime::engine::Engine;

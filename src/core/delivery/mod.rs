@@ -103,6 +103,8 @@ pub struct SpoolState {
     pub in_memory: usize,
     /// Rows lost because memory was full too.
     pub dropped: u64,
+    /// Rows that could not be read, set aside in the spool's `unreadable` table.
+    pub unreadable: u64,
 }
 
 /// Why [`Dispatcher::send_now`] sent nothing.
@@ -307,6 +309,7 @@ impl Dispatcher {
             health: self.spool.health(),
             in_memory: self.spool.in_memory(),
             dropped: self.spool.dropped(),
+            unreadable: self.spool.unreadable_len().unwrap_or(0),
         }
     }
 

@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::bounded;
 
-use super::retry::Attempt;
 use crate::core::http::client::Outcome;
+use crate::core::model::attempt::Attempt;
 
 /// How a section reaches its NATS servers (`url`, credentials, TLS).
 #[derive(Debug, Clone, PartialEq, Default)]

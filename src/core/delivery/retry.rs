@@ -2,17 +2,7 @@
 
 use std::time::Duration;
 
-/// What one HTTP attempt came to.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Attempt {
-    /// The endpoint answered with this status (and maybe a `Retry-After`).
-    Status {
-        code: u16,
-        retry_after: Option<Duration>,
-    },
-    /// No usable answer: connection refused, DNS, TLS, timeout, reset.
-    Error(String),
-}
+use crate::core::model::attempt::Attempt;
 
 /// The decision.
 #[derive(Debug, Clone, PartialEq)]
@@ -61,17 +51,6 @@ pub fn next_delay(
     Some(base.mul_f64(jitter))
 }
 
-/// Parses `Retry-After`: delay-seconds or an HTTP-date.
-pub fn parse_retry_after(v: &str) -> Option<Duration> {
-    let v = v.trim();
-    if let Ok(secs) = v.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
-    }
-    let when = chrono::DateTime::parse_from_rfc2822(v).ok()?;
-    let secs = (when.timestamp() - chrono::Utc::now().timestamp()).max(0) as u64;
-    Some(Duration::from_secs(secs))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -118,11 +97,5 @@ mod tests {
             next_delay(&s, 1, Some(Duration::from_secs(9999))),
             Some(Duration::from_secs(30))
         );
-        assert_eq!(parse_retry_after("7"), Some(Duration::from_secs(7)));
-        assert_eq!(
-            parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"),
-            Some(Duration::ZERO)
-        );
-        assert_eq!(parse_retry_after("soon"), None);
     }
 }

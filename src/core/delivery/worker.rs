@@ -35,14 +35,15 @@ use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
 
 use super::nats::{NatsSink, NatsTarget};
 use super::rate_limit::Pacer;
-use super::retry::{classify, next_delay, Attempt, Verdict};
+use super::retry::{classify, next_delay, Verdict};
 use super::signal::Signal;
 use super::signing;
 use super::spool::{Spool, SpoolError, Spooled};
 use super::stats::{ErrorLog, ErrorRecord, SectionStats};
 use super::{Delivery, EndpointPolicy};
 use crate::core::http::client::{self, Outcome};
-use crate::core::instrument::fault;
+use crate::core::instrument::{fault, panic};
+use crate::core::model::attempt::Attempt;
 
 /// Deliveries one section keeps in memory before it spools.
 pub const MEMORY_QUEUE: usize = 4096;
@@ -450,7 +451,7 @@ fn supervised(s: &SectionShared, which: Lane, mut body: impl FnMut()) {
                     "[{}] delivery {} panicked ({}); restarted it, its deliveries are kept ({n} so far, webhook show status)",
                     s.name,
                     if which == Lane::Worker { "worker" } else { "lane" },
-                    panic_text(&p)
+                    panic::message(&*p)
                 );
                 if s.stop.load(Ordering::SeqCst) {
                     return;
@@ -460,13 +461,6 @@ fn supervised(s: &SectionShared, which: Lane, mut body: impl FnMut()) {
             }
         }
     }
-}
-
-pub fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
-    p.downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| p.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "unknown panic".into())
 }
 
 /// One lane: coordinate when it can, send the next call, park when there is nothing to do.
@@ -979,7 +973,7 @@ fn attempt(s: &SectionShared, env: &WorkerEnv, item: &mut Spooled) -> Verdict {
         Ok(v) => v,
         Err(p) => {
             s.stats.panics.fetch_add(1, Ordering::Relaxed);
-            let why = format!("internal error: {}", panic_text(&p));
+            let why = format!("internal error: {}", panic::message(&*p));
             log::error!(
                 "[{}] call {} {}: {why} (contained; retried)",
                 s.name,

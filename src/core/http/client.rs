@@ -12,7 +12,7 @@ use ureq::Agent;
 use super::coalesce::CoalescingConnector;
 use super::resolver::CachingResolver;
 
-use crate::core::delivery::retry::{parse_retry_after, Attempt};
+use crate::core::model::attempt::Attempt;
 use crate::core::model::request::{HttpRequest, Method};
 
 /// How much of an endpoint's answer is kept (for the error log); the rest is never read.
@@ -153,5 +153,31 @@ pub fn send(agent: &Agent, req: &HttpRequest, extra: &[(String, String)]) -> Out
             latency: started.elapsed(),
             excerpt: String::new(),
         },
+    }
+}
+
+/// Parses `Retry-After`: delay-seconds or an HTTP-date.
+pub fn parse_retry_after(v: &str) -> Option<Duration> {
+    let v = v.trim();
+    if let Ok(secs) = v.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let when = chrono::DateTime::parse_from_rfc2822(v).ok()?;
+    let secs = (when.timestamp() - chrono::Utc::now().timestamp()).max(0) as u64;
+    Some(Duration::from_secs(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_is_seconds_or_an_http_date() {
+        assert_eq!(parse_retry_after("7"), Some(Duration::from_secs(7)));
+        assert_eq!(
+            parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(parse_retry_after("soon"), None);
     }
 }

@@ -1,5 +1,7 @@
-//! The call model's data: the call record and its events, the values templates read, an HTTP request, and the synthetic call `webhook test` sends.
+//! The call model's data: the call record and its events, the values templates read, an HTTP
+//! request, what one delivery attempt came to, and the synthetic call `webhook test` sends.
 
+pub mod attempt;
 pub mod call;
 pub mod request;
 pub mod synthetic;

@@ -18,6 +18,7 @@ use crate::core::config::{Config, SectionKind};
 use crate::core::delivery::Delivery;
 use crate::core::ingest::host_event::HostEvent;
 use crate::core::instrument::fault;
+use crate::core::instrument::panic::{self, caught};
 use crate::core::model::call::{CallEvent, EventKind};
 
 /// How long the correlation thread sleeps when the hook's queue is empty.
@@ -76,7 +77,7 @@ pub(super) fn correlate(
                 let n = rt.thread_panics.fetch_add(1, Ordering::Relaxed) + 1;
                 log::error!(
                     "correlation thread panicked ({}); restarted with its queue and calls intact ({n} so far, webhook show status)",
-                    crate::core::delivery::worker::panic_text(&p)
+                    panic::message(&*p)
                 );
                 // A bug that panics at once again must not spin.
                 std::thread::sleep(Duration::from_millis(50));
@@ -258,50 +259,5 @@ fn handle_guarded(correlator: &mut Correlator, ev: HostEvent, rt: &Runtime) -> V
             );
             Vec::new()
         }
-    }
-}
-
-/// A panic caught on the correlation thread: its message (a bug; logged and counted).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Panicked(pub String);
-
-impl std::fmt::Display for Panicked {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for Panicked {}
-
-/// Runs `f`, turning a panic into its message.
-fn caught<T>(f: impl FnOnce() -> T) -> Result<T, Panicked> {
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|panic| {
-        Panicked(
-            panic
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "unknown panic".into()),
-        )
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_panic_becomes_its_message_and_the_thread_goes_on() {
-        assert_eq!(caught(|| 7), Ok(7));
-        assert_eq!(
-            caught(|| -> i32 { panic!("boom") }),
-            Err(Panicked("boom".to_string()))
-        );
-        let n = 3;
-        assert_eq!(
-            caught(|| -> i32 { panic!("call {n} broke") }),
-            Err(Panicked("call 3 broke".to_string()))
-        );
-        assert_eq!(caught(|| 8), Ok(8), "usable after a panic");
     }
 }
