@@ -876,6 +876,41 @@ mod tests {
     }
 
     #[test]
+    fn one_unreadable_dead_letter_does_not_hide_the_others() {
+        let srv = Server::start(2, 404);
+        let dir = temp_dir("dead-unreadable");
+        {
+            let d = Dispatcher::open(&dir);
+            d.configure(vec![policy("crm", &[50])]);
+            d.submit(delivery("crm", &srv.url, "c1", "end"));
+            d.submit(delivery("crm", &srv.url, "c2", "end"));
+            let deadline = std::time::Instant::now() + Duration::from_secs(5);
+            while d.dead_letters(None).unwrap().len() < 2 && std::time::Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            assert_eq!(d.dead_letters(None).unwrap().len(), 2);
+            d.shutdown();
+        }
+        const DEAD: redb::TableDefinition<(&str, u64), &[u8]> = redb::TableDefinition::new("dead");
+        {
+            let db = redb::Database::open(dir.join("spool.redb")).unwrap();
+            let w = db.begin_write().unwrap();
+            {
+                let mut t = w.open_table(DEAD).unwrap();
+                let first = redb::ReadableTable::first(&t).unwrap().unwrap().0.value().1;
+                t.insert(("crm", first), b"{damaged".as_slice()).unwrap();
+            }
+            w.commit().unwrap();
+        }
+        let d = Dispatcher::open(&dir);
+        let left = d.dead_letters(Some("crm")).unwrap();
+        assert_eq!(left.len(), 1, "the readable dead letter is still listed");
+        d.shutdown();
+        drop(d);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
     fn a_4xx_is_dead_lettered_at_once_and_replay_resends_it() {
         let srv = Server::start(1, 404);
         let dir = temp_dir("dead");

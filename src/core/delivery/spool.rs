@@ -914,6 +914,7 @@ impl Spool {
     /// Dead letters of one section, or all, oldest first.
     pub fn dead(&self, section: Option<&str>) -> Result<Vec<(u64, Spooled)>, SpoolError> {
         let mut out: BTreeMap<(String, u64), Spooled> = BTreeMap::new();
+        let mut unreadable = 0;
         if let Some(db) = self.db_read().as_ref() {
             let r = db.begin_read().map_err(SpoolError::disk)?;
             let t = r.open_table(DEAD).map_err(SpoolError::disk)?;
@@ -921,11 +922,19 @@ impl Spool {
                 let (k, v) = item.map_err(SpoolError::disk)?;
                 let (sec, seq) = k.value();
                 if section.is_none_or(|s| s == sec) {
-                    let s: Spooled =
-                        serde_json::from_slice(v.value()).map_err(SpoolError::decode)?;
-                    out.insert((sec.to_string(), seq), s);
+                    // One dead letter that cannot be read (an incompatible version wrote it)
+                    // must not hide the others; it stays in the file as it is.
+                    match serde_json::from_slice::<Spooled>(v.value()) {
+                        Ok(s) => {
+                            out.insert((sec.to_string(), seq), s);
+                        }
+                        Err(_) => unreadable += 1,
+                    }
                 }
             }
+        }
+        if unreadable > 0 {
+            log::warn!("{unreadable} dead letter(s) in the spool could not be read; left in the file as they are");
         }
         let st = self.lock_state();
         for ((sec, seq), e) in &st.overlay.dead {
