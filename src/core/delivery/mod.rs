@@ -810,6 +810,35 @@ mod tests {
         std::fs::remove_dir_all(dir).unwrap();
     }
 
+    /// What a spool row written by an incompatible version, or damaged, looks like: the first
+    /// row of `table` in the spool file of `dir` (the spool closed) replaced by `bytes`.
+    /// Returns its sequence number.
+    fn damage_first_row(dir: &Path, table: &str, bytes: &[u8]) -> u64 {
+        let def = redb::TableDefinition::<(&str, u64), &[u8]>::new(table);
+        let db = redb::Database::open(dir.join("spool.redb")).unwrap();
+        let w = db.begin_write().unwrap();
+        let first = {
+            let mut t = w.open_table(def).unwrap();
+            let (section, first) = {
+                let row = redb::ReadableTable::first(&t).unwrap().unwrap();
+                let (section, seq) = row.0.value();
+                (section.to_string(), seq)
+            };
+            t.insert((section.as_str(), first), bytes).unwrap();
+            first
+        };
+        w.commit().unwrap();
+        first
+    }
+
+    /// Waits until `done` (checked every 20 ms), at most `limit`; the caller asserts after.
+    fn wait_until(limit: Duration, done: impl Fn() -> bool) {
+        let deadline = std::time::Instant::now() + limit;
+        while !done() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     #[test]
     fn an_unreadable_spool_row_is_set_aside_once_and_the_rows_behind_it_go() {
         let dir = temp_dir("unreadable");
@@ -822,23 +851,8 @@ mod tests {
             std::thread::sleep(Duration::from_millis(300));
             d.shutdown();
         }
-        // What a spool written by an incompatible version, or damaged, looks like: c1's row is
-        // not a delivery any more.
-        const PENDING: redb::TableDefinition<(&str, u64), &[u8]> =
-            redb::TableDefinition::new("pending");
-        let first = {
-            let db = redb::Database::open(dir.join("spool.redb")).unwrap();
-            let w = db.begin_write().unwrap();
-            let first = {
-                let mut t = w.open_table(PENDING).unwrap();
-                let first = redb::ReadableTable::first(&t).unwrap().unwrap().0.value().1;
-                t.insert(("crm", first), b"{not a delivery".as_slice())
-                    .unwrap();
-                first
-            };
-            w.commit().unwrap();
-            first
-        };
+        // c1's row is not a delivery any more.
+        let first = damage_first_row(&dir, "pending", b"{not a delivery");
         let srv = Server::on_port(port, 0, 200);
         let d = Dispatcher::open(&dir);
         d.configure(vec![policy("crm", &[60_000])]);
@@ -848,10 +862,9 @@ mod tests {
             ["c2:end"],
             "the row behind the bad one is delivered"
         );
-        let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        while d.spool.unreadable_len().unwrap() == 0 && std::time::Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_until(Duration::from_secs(5), || {
+            d.spool.unreadable_len().unwrap() > 0
+        });
         assert_eq!(d.spool.unreadable_len().unwrap(), 1, "kept, not deleted");
         assert_eq!(d.spool.pending_len().unwrap(), 0);
         let shared = d.sections().get("crm").unwrap().shared.clone();
@@ -884,24 +897,13 @@ mod tests {
             d.configure(vec![policy("crm", &[50])]);
             d.submit(delivery("crm", &srv.url, "c1", "end"));
             d.submit(delivery("crm", &srv.url, "c2", "end"));
-            let deadline = std::time::Instant::now() + Duration::from_secs(5);
-            while d.dead_letters(None).unwrap().len() < 2 && std::time::Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(20));
-            }
+            wait_until(Duration::from_secs(5), || {
+                d.dead_letters(None).unwrap().len() >= 2
+            });
             assert_eq!(d.dead_letters(None).unwrap().len(), 2);
             d.shutdown();
         }
-        const DEAD: redb::TableDefinition<(&str, u64), &[u8]> = redb::TableDefinition::new("dead");
-        {
-            let db = redb::Database::open(dir.join("spool.redb")).unwrap();
-            let w = db.begin_write().unwrap();
-            {
-                let mut t = w.open_table(DEAD).unwrap();
-                let first = redb::ReadableTable::first(&t).unwrap().unwrap().0.value().1;
-                t.insert(("crm", first), b"{damaged".as_slice()).unwrap();
-            }
-            w.commit().unwrap();
-        }
+        damage_first_row(&dir, "dead", b"{damaged");
         let d = Dispatcher::open(&dir);
         let left = d.dead_letters(Some("crm")).unwrap();
         assert_eq!(left.len(), 1, "the readable dead letter is still listed");

@@ -494,32 +494,8 @@ impl Spool {
             let overlay = &st.overlay;
             (|| {
                 let w = db.begin_write()?;
-                {
-                    let mut p = w.open_table(PENDING)?;
-                    for ((section, seq), e) in &overlay.pending {
-                        match &e.row {
-                            Some(s) => {
-                                let bytes = encode(s).map_err(redb_error)?;
-                                p.insert((section.as_str(), *seq), bytes.as_slice())?;
-                            }
-                            None => {
-                                p.remove((section.as_str(), *seq))?;
-                            }
-                        }
-                    }
-                    let mut d = w.open_table(DEAD)?;
-                    for ((section, seq), e) in &overlay.dead {
-                        match &e.row {
-                            Some(s) => {
-                                let bytes = encode(s).map_err(redb_error)?;
-                                d.insert((section.as_str(), *seq), bytes.as_slice())?;
-                            }
-                            None => {
-                                d.remove((section.as_str(), *seq))?;
-                            }
-                        }
-                    }
-                }
+                write_entries(&mut w.open_table(PENDING)?, &overlay.pending)?;
+                write_entries(&mut w.open_table(DEAD)?, &overlay.dead)?;
                 w.commit()?;
                 Ok::<(), redb::Error>(())
             })()
@@ -620,11 +596,7 @@ impl Spool {
         if rows.is_empty() {
             return Ok(());
         }
-        let mut encoded = Vec::with_capacity(rows.len());
-        for (seq, s) in rows {
-            encoded.push((*seq, s, encode(s)?));
-        }
-        let size = encoded.iter().map(|(_, _, b)| b.len()).sum();
+        let (encoded, size) = encode_rows(rows)?;
         let mut st = self.lock_state();
         self.retry_disk(&mut st);
         let written = self.disk_write(&mut st, size, fsync, |w| {
@@ -795,11 +767,7 @@ impl Spool {
         if rows.is_empty() {
             return Ok(());
         }
-        let mut encoded = Vec::with_capacity(rows.len());
-        for (seq, s) in rows {
-            encoded.push((*seq, s, encode(s)?));
-        }
-        let size = encoded.iter().map(|(_, _, b)| b.len()).sum();
+        let (encoded, size) = encode_rows(rows)?;
         let mut st = self.lock_state();
         self.retry_disk(&mut st);
         let written = self.disk_write(&mut st, size, true, |w| {
@@ -1023,6 +991,38 @@ impl Spool {
             .count() as u64;
         Ok(n)
     }
+}
+
+/// Writes one table of the memory overlay into the file's table of the same name: its rows in,
+/// its removals out.
+fn write_entries(
+    table: &mut redb::Table<(&'static str, u64), &'static [u8]>,
+    entries: &BTreeMap<Key, Entry>,
+) -> Result<(), redb::Error> {
+    for ((section, seq), e) in entries {
+        match &e.row {
+            Some(s) => {
+                let bytes = encode(s).map_err(redb_error)?;
+                table.insert((section.as_str(), *seq), bytes.as_slice())?;
+            }
+            None => {
+                table.remove((section.as_str(), *seq))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Each row with its encoding, and their total size (checked against the free space first).
+type Encoded<'a> = Vec<(u64, &'a Spooled, Vec<u8>)>;
+
+fn encode_rows(rows: &[(u64, Spooled)]) -> Result<(Encoded<'_>, usize), SpoolError> {
+    let mut encoded = Vec::with_capacity(rows.len());
+    for (seq, s) in rows {
+        encoded.push((*seq, s, encode(s)?));
+    }
+    let size = encoded.iter().map(|(_, _, b)| b.len()).sum();
+    Ok((encoded, size))
 }
 
 fn encode(s: &Spooled) -> Result<Vec<u8>, SpoolError> {

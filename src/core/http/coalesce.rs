@@ -31,11 +31,7 @@ impl<In: Transport> Connector<In> for CoalescingConnector {
         _details: &ConnectionDetails,
         chained: Option<In>,
     ) -> Result<Option<Self::Out>, Error> {
-        Ok(chained.map(|inner| Coalescing {
-            inner,
-            pending: Vec::new(),
-            answered: false,
-        }))
+        Ok(chained.map(Coalescing::new))
     }
 }
 
@@ -60,6 +56,14 @@ impl<T> fmt::Debug for Coalescing<T> {
 const MAX_PENDING: usize = 64 * 1024;
 
 impl<T: Transport> Coalescing<T> {
+    fn new(inner: T) -> Coalescing<T> {
+        Coalescing {
+            inner,
+            pending: Vec::new(),
+            answered: false,
+        }
+    }
+
     /// Sends what is pending through the inner transport's output buffer.
     fn flush(&mut self, timeout: NextTimeout) -> Result<(), Error> {
         let mut sent = 0;
@@ -148,6 +152,15 @@ mod tests {
         }
     }
 
+    /// A coalescing transport over a [`Recording`] with these buffer sizes.
+    fn recording(input: usize, output: usize) -> Coalescing<Recording> {
+        Coalescing::new(Recording {
+            buffers: LazyBuffers::new(input, output),
+            sent: Vec::new(),
+            probes: 0,
+        })
+    }
+
     fn timeout() -> NextTimeout {
         NextTimeout {
             after: Duration::from_secs(1),
@@ -167,15 +180,7 @@ mod tests {
 
     #[test]
     fn head_and_body_go_out_in_one_send_when_the_answer_is_awaited() {
-        let mut t = Coalescing {
-            inner: Recording {
-                buffers: LazyBuffers::new(1024, 4096),
-                sent: Vec::new(),
-                probes: 0,
-            },
-            pending: Vec::new(),
-            answered: false,
-        };
+        let mut t = recording(1024, 4096);
         hand_over(&mut t, b"POST /hook HTTP/1.1\r\nContent-Length: 2\r\n\r\n");
         hand_over(&mut t, b"{}");
         assert!(t.inner.sent.is_empty(), "nothing sent before the wait");
@@ -190,15 +195,7 @@ mod tests {
 
     #[test]
     fn a_large_body_streams_in_buffer_sized_pieces() {
-        let mut t = Coalescing {
-            inner: Recording {
-                buffers: LazyBuffers::new(1024, 16 * 1024),
-                sent: Vec::new(),
-                probes: 0,
-            },
-            pending: Vec::new(),
-            answered: false,
-        };
+        let mut t = recording(1024, 16 * 1024);
         let body: Vec<u8> = (0..200_000u32).map(|i| i as u8).collect();
         hand_over(&mut t, &body);
         t.await_input(timeout()).unwrap();
@@ -209,15 +206,7 @@ mod tests {
 
     #[test]
     fn a_connection_is_probed_before_its_next_request_not_also_right_after_the_answer() {
-        let mut t = Coalescing {
-            inner: Recording {
-                buffers: LazyBuffers::new(1024, 4096),
-                sent: Vec::new(),
-                probes: 0,
-            },
-            pending: Vec::new(),
-            answered: false,
-        };
+        let mut t = recording(1024, 4096);
         for request in 1..=3 {
             assert!(t.is_open(), "taken from the pool");
             hand_over(&mut t, b"GET / HTTP/1.1\r\n\r\n");
