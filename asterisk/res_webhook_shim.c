@@ -102,11 +102,16 @@ static void host_ami_event(const char *event, const char *fields)
 	manager_event(EVENT_FLAG_SYSTEM, S(event), "%s", S(fields));
 }
 
+static int host_message_read(void *m, int change, struct rw_message *out);
+static void host_message_release(void *msg);
+
 static const struct rw_host host = {
 	.log = host_log,
 	.cli_print = host_cli_print,
 	.originate = host_originate,
 	.ami_event = host_ami_event,
+	.message_read = host_message_read,
+	.message_release = host_message_release,
 };
 
 /* ---------------------------------------------------------------- call-path hooks */
@@ -119,75 +124,54 @@ static inline uint64_t now_ns(void)
 	return (uint64_t) ts.tv_sec * 1000000000ull + (uint64_t) ts.tv_nsec;
 }
 
-static void snapshot_cb(void *data, struct stasis_subscription *sub, struct stasis_message *msg)
+/* The hook takes one reference on the message and hands the pointer to Rust, which queues it;
+ * the correlation thread reads it (host_message_read) and gives the reference back. Copying a
+ * dozen strings out of snapshot segments that were built long ago, on a thread whose caches
+ * something else has used since, was most of what the hook cost. */
+static void hand_over(struct stasis_message *msg, uint64_t t0, int change)
 {
-	uint64_t t0 = now_ns();
+	ao2_ref(msg, +1);
+	if (rw_on_message(msg, change)) {
+		rw_record_hook_ns(now_ns() - t0);
+	}
+}
+
+static void snapshot_cb(struct stasis_message *msg, uint64_t t0)
+{
 	struct ast_channel_snapshot_update *update = stasis_message_data(msg);
 	struct ast_channel_snapshot *old = update->old_snapshot;
 	struct ast_channel_snapshot *new = update->new_snapshot;
-	struct rw_channel c;
+	int change;
 
 	if (!new || (new->base->tech_properties & AST_CHAN_TP_INTERNAL)) {
 		return;
 	}
 	if (!old) {
-		c.change = RW_CHANNEL_NEW;
+		change = RW_CHANNEL_NEW;
 	} else if (ast_test_flag(&new->flags, AST_FLAG_DEAD) && !ast_test_flag(&old->flags, AST_FLAG_DEAD)) {
-		c.change = RW_CHANNEL_DEAD;
+		change = RW_CHANNEL_DEAD;
 	} else if (new->state == AST_STATE_UP && old->state != AST_STATE_UP) {
-		c.change = RW_CHANNEL_UP;
+		change = RW_CHANNEL_UP;
 	} else if (strcmp(new->peer->linkedid, old->peer->linkedid)
 		|| strcmp(new->bridge->id, old->bridge->id)
 		|| (strcmp(new->dialplan->appl, old->dialplan->appl)
 			&& (!strcmp(new->dialplan->appl, "Queue") || !strcmp(old->dialplan->appl, "Queue")))) {
 		/* Bridges merge calls (linkedid), transfers and pickups move parties (bridge). */
-		c.change = RW_CHANNEL_CHANGED;
+		change = RW_CHANNEL_CHANGED;
 	} else {
 		return;
 	}
-
-	c.linkedid = S(new->peer->linkedid);
-	c.uniqueid = S(new->base->uniqueid);
-	c.name = S(new->base->name);
-	c.caller_number = S(new->caller->number);
-	c.caller_name = S(new->caller->name);
-	c.dnid = S(new->caller->dnid);
-	c.context = S(new->dialplan->context);
-	c.exten = S(new->dialplan->exten);
-	c.appl = S(new->dialplan->appl);
-	c.accountcode = S(new->base->accountcode);
-	c.hangup_source = S(new->hangup->source);
-	c.appl_data = S(new->dialplan->data);
-	c.bridge_id = S(new->bridge->id);
-	c.hangup_cause = new->hangup->cause;
-	c.creation_sec = new->base->creationtime.tv_sec;
-	c.creation_usec = new->base->creationtime.tv_usec;
-	if (rw_on_channel(&c)) {
-		rw_record_hook_ns(now_ns() - t0);
-	}
+	hand_over(msg, t0, change);
 }
 
-static void dial_cb(void *data, struct stasis_subscription *sub, struct stasis_message *msg)
+static void dial_cb(struct stasis_message *msg, uint64_t t0)
 {
-	uint64_t t0 = now_ns();
-	struct ast_multi_channel_blob *blob = stasis_message_data(msg);
-	struct ast_channel_snapshot *caller = ast_multi_channel_blob_get_channel(blob, "caller");
-	struct ast_channel_snapshot *peer = ast_multi_channel_blob_get_channel(blob, "peer");
-	struct ast_json *json = ast_multi_channel_blob_get_json(blob);
-	struct rw_dial d;
+	struct ast_channel_snapshot *peer = ast_multi_channel_blob_get_channel(stasis_message_data(msg), "peer");
 
 	if (!peer || (peer->base->tech_properties & AST_CHAN_TP_INTERNAL)) {
 		return;
 	}
-	d.caller_uniqueid = caller ? S(caller->base->uniqueid) : "";
-	d.peer_uniqueid = S(peer->base->uniqueid);
-	d.peer_linkedid = S(peer->peer->linkedid);
-	d.peer_name = S(peer->base->name);
-	d.dialstring = S(ast_json_string_get(ast_json_object_get(json, "dialstring")));
-	d.dialstatus = S(ast_json_string_get(ast_json_object_get(json, "dialstatus")));
-	if (rw_on_dial(&d)) {
-		rw_record_hook_ns(now_ns() - t0);
-	}
+	hand_over(msg, t0, 0);
 }
 
 /* The channel variables worth copying (a template or the call model reads them): an immutable
@@ -298,24 +282,85 @@ static void free_wanted_vars(void)
 	}
 }
 
-static void varset_cb(void *data, struct stasis_subscription *sub, struct stasis_message *msg)
+static void varset_cb(struct stasis_message *msg, uint64_t t0)
 {
-	uint64_t t0 = now_ns();
 	struct ast_channel_blob *blob = stasis_message_data(msg);
-	struct ast_channel_snapshot *snap = blob->snapshot;
-	const char *name;
 
-	if (!snap || (snap->base->tech_properties & AST_CHAN_TP_INTERNAL)) {
+	if (!blob->snapshot || (blob->snapshot->base->tech_properties & AST_CHAN_TP_INTERNAL)) {
 		return; /* global variable */
 	}
-	name = ast_json_string_get(ast_json_object_get(blob->blob, "variable"));
-	if (!variable_wanted(name)) {
-		return;
+	if (variable_wanted(ast_json_string_get(ast_json_object_get(blob->blob, "variable")))) {
+		hand_over(msg, t0, 0);
 	}
-	if (rw_on_varset(S(snap->peer->linkedid), S(snap->base->uniqueid), name,
-			S(ast_json_string_get(ast_json_object_get(blob->blob, "value"))))) {
-		rw_record_hook_ns(now_ns() - t0);
+}
+
+/* ---------------------------------------------------------------- reading a handed-over message */
+
+/* On the correlation thread, while Rust holds the reference the hook took: the message and
+ * everything it points to are immutable. */
+static int host_message_read(void *m, int change, struct rw_message *out)
+{
+	struct stasis_message *msg = m;
+	struct stasis_message_type *type = stasis_message_type(msg);
+	const struct timeval *tv = stasis_message_timestamp(msg);
+
+	memset(out, 0, sizeof(*out));
+	out->sec = tv->tv_sec;
+	out->usec = tv->tv_usec;
+	if (type == type_snapshot) {
+		struct ast_channel_snapshot *new = ((struct ast_channel_snapshot_update *) stasis_message_data(msg))->new_snapshot;
+		struct rw_channel *c = &out->channel;
+
+		out->kind = RW_MESSAGE_CHANNEL;
+		c->change = change;
+		c->linkedid = S(new->peer->linkedid);
+		c->uniqueid = S(new->base->uniqueid);
+		c->name = S(new->base->name);
+		c->caller_number = S(new->caller->number);
+		c->caller_name = S(new->caller->name);
+		c->dnid = S(new->caller->dnid);
+		c->context = S(new->dialplan->context);
+		c->exten = S(new->dialplan->exten);
+		c->appl = S(new->dialplan->appl);
+		c->accountcode = S(new->base->accountcode);
+		c->hangup_source = S(new->hangup->source);
+		c->appl_data = S(new->dialplan->data);
+		c->bridge_id = S(new->bridge->id);
+		c->hangup_cause = new->hangup->cause;
+		c->creation_sec = new->base->creationtime.tv_sec;
+		c->creation_usec = new->base->creationtime.tv_usec;
+	} else if (type == type_dial) {
+		struct ast_multi_channel_blob *blob = stasis_message_data(msg);
+		struct ast_channel_snapshot *caller = ast_multi_channel_blob_get_channel(blob, "caller");
+		struct ast_channel_snapshot *peer = ast_multi_channel_blob_get_channel(blob, "peer");
+		struct ast_json *json = ast_multi_channel_blob_get_json(blob);
+		struct rw_dial *d = &out->dial;
+
+		out->kind = RW_MESSAGE_DIAL;
+		d->caller_uniqueid = caller ? S(caller->base->uniqueid) : "";
+		d->peer_uniqueid = S(peer->base->uniqueid);
+		d->peer_linkedid = S(peer->peer->linkedid);
+		d->peer_name = S(peer->base->name);
+		d->dialstring = S(ast_json_string_get(ast_json_object_get(json, "dialstring")));
+		d->dialstatus = S(ast_json_string_get(ast_json_object_get(json, "dialstatus")));
+	} else if (type == type_varset) {
+		struct ast_channel_blob *blob = stasis_message_data(msg);
+		struct rw_varset *v = &out->varset;
+
+		out->kind = RW_MESSAGE_VARSET;
+		v->linkedid = S(blob->snapshot->peer->linkedid);
+		v->uniqueid = S(blob->snapshot->base->uniqueid);
+		v->name = S(ast_json_string_get(ast_json_object_get(blob->blob, "variable")));
+		v->value = S(ast_json_string_get(ast_json_object_get(blob->blob, "value")));
+	} else {
+		return -1;
 	}
+	return 0;
+}
+
+static void host_message_release(void *msg)
+{
+	ao2_ref(msg, -1);
 }
 
 /* The hook, on the thread that publishes the message (a channel's, a bridge's, a PJSIP
@@ -324,14 +369,15 @@ static void varset_cb(void *data, struct stasis_subscription *sub, struct stasis
  * ast_log, no channel lookups, no publishing. Many threads may be in here at once. */
 static void on_message(struct stasis_message *msg)
 {
+	uint64_t t0 = now_ns();
 	struct stasis_message_type *type = stasis_message_type(msg);
 
 	if (type == type_snapshot) {
-		snapshot_cb(NULL, NULL, msg);
+		snapshot_cb(msg, t0);
 	} else if (type == type_dial) {
-		dial_cb(NULL, NULL, msg);
+		dial_cb(msg, t0);
 	} else if (type == type_varset) {
-		varset_cb(NULL, NULL, msg);
+		varset_cb(msg, t0);
 	}
 }
 

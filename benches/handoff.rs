@@ -1,44 +1,36 @@
-//! The Rust side of the call-path hand-off (SPEC §8: median ≤ 2 µs, p99 ≤ 10 µs for the whole
-//! hook): packing a channel snapshot's strings into a pooled buffer and `try_send`ing it,
-//! with the engine's correlation thread consuming on the other side, as in Asterisk.
+//! The core's hand-off for an adapter without a feed of its own: a channel event copied into
+//! owned values and `try_send`ed, with the engine's correlation thread consuming on the other
+//! side. (Asterisk's adapter queues a reference to the Stasis message instead and copies on the
+//! correlation thread; its hook cost is measured inside Asterisk, `webhook show status`.)
 //!
 //! `cargo bench --bench handoff` (needs ASTERISK_INCLUDE_DIR like every build).
 
 use std::time::SystemTime;
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use res_webhook::core::ingest::host_event::ChannelChange;
-use res_webhook::core::ingest::packed_event::{PackedEvent, PackedKind};
+use res_webhook::core::ingest::host_event::{ChannelChange, ChannelInfo, HostEvent};
 use res_webhook::core::runtime::engine::{Engine, EngineSettings};
 use res_webhook::core::runtime::hook::Hook;
 
-/// What rw_on_channel does with the C snapshot: its 11 strings packed into a pooled buffer,
-/// then `try_send`.
+/// A channel snapshot's strings copied into an owned event, then `try_send`.
 fn send_snapshot(hook: &Hook, i: u64, change: ChannelChange) {
     let id = format!("1700000000.{i}");
-    let mut strings = hook.strings();
-    for field in [
-        id.as_str(),
-        id.as_str(),
-        "PJSIP/caller-00000001",
-        "79161234567",
-        "Ivan Petrov",
-        "74951234567",
-        "from-external",
-        "74951234567",
-        "Dial",
-        "",
-        "",
-    ] {
-        strings.push(field.as_bytes());
-    }
-    hook.send_packed(PackedEvent {
-        kind: PackedKind::Channel {
-            change,
-            hangup_cause: 0,
-            created: Some(SystemTime::now()),
-        },
-        strings,
+    let info = ChannelInfo {
+        linkedid: id.clone(),
+        uniqueid: id,
+        name: "PJSIP/caller-00000001".into(),
+        caller_number: "79161234567".into(),
+        caller_name: "Ivan Petrov".into(),
+        dnid: "74951234567".into(),
+        context: "from-external".into(),
+        exten: "74951234567".into(),
+        appl: "Dial".into(),
+        created: Some(SystemTime::now()),
+        ..Default::default()
+    };
+    hook.send(HostEvent::Channel {
+        change,
+        info,
         at: SystemTime::now(),
     });
 }

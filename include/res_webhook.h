@@ -66,6 +66,32 @@ struct rw_dial {
 	const char *dialstatus;
 };
 
+/* A channel variable was set. */
+struct rw_varset {
+	const char *linkedid;
+	const char *uniqueid;
+	const char *name;
+	const char *value;
+};
+
+/* Which channel event a handed-over message is (struct rw_message). */
+enum rw_message_kind {
+	RW_MESSAGE_CHANNEL = 1,
+	RW_MESSAGE_DIAL = 2,
+	RW_MESSAGE_VARSET = 3,
+};
+
+/* A handed-over message, read on the correlation thread (rw_host.message_read): kind says which
+ * of channel, dial and varset is filled; sec/usec is when Asterisk published it. */
+struct rw_message {
+	int kind; /* enum rw_message_kind */
+	int64_t sec;
+	int64_t usec;
+	struct rw_channel channel;
+	struct rw_dial dial;
+	struct rw_varset varset;
+};
+
 /* Services the host gives Rust. All function pointers are non-NULL. */
 struct rw_host {
 	/* Writes one line to Asterisk's logger. msg is a plain string, never a format. */
@@ -80,6 +106,12 @@ struct rw_host {
 	/* Sends an AMI event (class system) named event; fields are "Key: Value\r\n" lines.
 	 * Called from a delivery worker's thread, never from the call path. */
 	void (*ami_event)(const char *event, const char *fields);
+	/* A message rw_on_message took: flattens it into out (strings borrowed from the message,
+	 * valid until message_release). change is what the hook passed with it. Returns 0, or -1
+	 * for a message of another type. On the correlation thread. */
+	int (*message_read)(void *message, int change, struct rw_message *out);
+	/* Gives back the reference the hook took on a message. On any thread. */
+	void (*message_release)(void *message);
 };
 
 /* Text Rust allocated for the shim (rw_ami_status, rw_metrics); free it with rw_free_text. */
@@ -117,17 +149,17 @@ void rw_config_end(int missing);
 int rw_wants_events(void);
 int rw_wanted_variables(char *buf, size_t len);
 
-/* Call-path hand-off. Copy and enqueue; never block, never log. Called on the thread that
- * publishes the channel event, often under the channel's lock, from many threads at once.
- * Return 1 when the event was copied and enqueued, 0 when it was not wanted (or the queue was
- * full). */
-int rw_on_channel(const struct rw_channel *channel);
-int rw_on_dial(const struct rw_dial *dial);
-int rw_on_varset(const char *linkedid, const char *uniqueid, const char *name, const char *value);
+/* Call-path hand-off, on the thread that publishes the channel event, often under the channel's
+ * lock, from many threads at once: never block, never log. The shim filtered the message and took
+ * one reference on it (messages are immutable once published); Rust always takes that reference
+ * over, queues it, and has it read and released on the correlation thread, or releases it at
+ * once when refused. change: enum rw_channel_change for a channel snapshot, 0 otherwise.
+ * Returns 1 when queued, 0 when refused (queue full, or the module is stopping). */
+int rw_on_message(void *message, int change);
 /* Set(WEBHOOK(name)=value), on the channel's thread. Returns 0 when accepted. */
 int rw_on_call_data(const char *linkedid, const char *name, const char *value);
-/* Time the shim measured for one hook invocation that copied and enqueued an event
- * (C callback + copy + enqueue). */
+/* Time the shim measured for one hook invocation that queued a message (filter, reference,
+ * enqueue). */
 void rw_record_hook_ns(uint64_t ns);
 
 /* WEBHOOK_LOOKUP(section,number[,field]) on the channel's thread (the shim keeps the channel's

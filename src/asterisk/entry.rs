@@ -8,12 +8,12 @@
 
 use std::ffi::{CStr, CString};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use libc::{c_char, c_int};
 use once_cell::sync::OnceCell;
 
 use super::ami;
+use super::feed;
 use super::ffi;
 use super::guard::{guard, guard_hook, HOOK_PANICS};
 use super::host_log;
@@ -21,8 +21,6 @@ use crate::core::cli;
 use crate::core::click_to_call::ClickToCall;
 use crate::core::config::raw::{RawConfig, RawEntry, RawSection};
 use crate::core::delivery::stats::{Notice, Notifier};
-use crate::core::ingest::host_event::{ChannelChange, HostEvent};
-use crate::core::ingest::packed_event::{PackedEvent, PackedKind};
 use crate::core::lookup::LookupService;
 use crate::core::runtime::engine::{Engine, EngineSettings};
 use crate::core::runtime::hook::Hook;
@@ -71,7 +69,7 @@ struct HostServices {
 ///
 /// # Safety
 /// `p` is NULL or points to a NUL-terminated string that stays valid during this call.
-unsafe fn owned(p: *const c_char) -> String {
+pub(super) unsafe fn owned(p: *const c_char) -> String {
     if p.is_null() {
         return String::new();
     }
@@ -81,6 +79,11 @@ unsafe fn owned(p: *const c_char) -> String {
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// The call path's hand-off, once loaded.
+pub(super) fn hook() -> Option<&'static Hook> {
+    HOOK.get()
 }
 
 /// The running engine, shared; the lock is released before the caller uses it.
@@ -122,6 +125,7 @@ pub extern "C" fn rw_load(
         let mut settings =
             EngineSettings::new(std::path::PathBuf::from(spool_default).join("webhook"));
         settings.on_failure = on_failure;
+        settings.feed = feed::install(host);
         // SAFETY: system_name is a NUL-terminated string (or NULL) valid for this call.
         settings.node = node_name(&unsafe { owned(system_name) });
         match Engine::start(settings) {
@@ -146,6 +150,7 @@ pub extern "C" fn rw_load(
 #[no_mangle]
 pub extern "C" fn rw_unload() {
     guard("rw_unload", (), || {
+        feed::close();
         if let Some(hook) = HOOK.get() {
             hook.close();
         }
@@ -164,6 +169,7 @@ pub extern "C" fn rw_at_exit() {
         // `core stop now` and SIGTERM unload no module: do here what unload would, so nothing
         // only in memory is lost — the hook closes, the caller history is written durably,
         // the workers stop (what is queued goes to the spool) and are joined.
+        feed::close();
         if let Some(hook) = HOOK.get() {
             hook.close();
         }
@@ -245,25 +251,6 @@ pub extern "C" fn rw_config_end(missing: i32) {
     })
 }
 
-fn time_from(sec: i64, usec: i64) -> Option<SystemTime> {
-    if sec <= 0 {
-        return None;
-    }
-    Some(UNIX_EPOCH + Duration::from_secs(sec as u64) + Duration::from_micros(usec.max(0) as u64))
-}
-
-/// The bytes of a C string (none for NULL), without copying.
-///
-/// # Safety
-/// `p` is NULL or points to a NUL-terminated string that stays valid, unchanged, for `'a`.
-unsafe fn bytes<'a>(p: *const c_char) -> &'a [u8] {
-    if p.is_null() {
-        return b"";
-    }
-    // SAFETY: non-NULL, NUL-terminated and valid for 'a, as the caller promises.
-    unsafe { CStr::from_ptr(p) }.to_bytes()
-}
-
 #[no_mangle]
 pub extern "C" fn rw_wants_events() -> c_int {
     guard("rw_wants_events", 0, || {
@@ -286,123 +273,6 @@ pub extern "C" fn rw_wanted_variables(buf: *mut c_char, len: usize) -> c_int {
             unsafe { write_c(buf, len, &list) };
         }
         c_int::try_from(list.len()).unwrap_or(-1)
-    })
-}
-
-#[no_mangle]
-pub extern "C" fn rw_on_channel(c: *const ffi::rw_channel) -> c_int {
-    guard_hook(0, || {
-        // SAFETY: the shim passes a pointer to a stack struct valid for this call.
-        let (Some(hook), Some(c)) = (HOOK.get(), unsafe { c.as_ref() }) else {
-            return 0;
-        };
-        let change = match c.change as u32 {
-            ffi::rw_channel_change_RW_CHANNEL_NEW => ChannelChange::New,
-            ffi::rw_channel_change_RW_CHANNEL_UP => ChannelChange::Up,
-            ffi::rw_channel_change_RW_CHANNEL_DEAD => ChannelChange::Dead,
-            ffi::rw_channel_change_RW_CHANNEL_CHANGED => ChannelChange::Changed,
-            _ => return 0,
-        };
-        let kind = PackedKind::Channel {
-            change,
-            hangup_cause: c.hangup_cause,
-            created: time_from(c.creation_sec, c.creation_usec),
-        };
-        let fields = [
-            c.linkedid,
-            c.uniqueid,
-            c.name,
-            c.caller_number,
-            c.caller_name,
-            c.dnid,
-            c.context,
-            c.exten,
-            c.appl,
-            c.accountcode,
-            c.hangup_source,
-            c.appl_data,
-            c.bridge_id,
-        ];
-        // SAFETY: the struct's strings are NUL-terminated (or NULL) and outlive this call.
-        enqueue(hook, kind, &fields.map(|p| unsafe { bytes(p) }))
-    })
-}
-
-#[no_mangle]
-pub extern "C" fn rw_on_dial(d: *const ffi::rw_dial) -> c_int {
-    guard_hook(0, || {
-        // SAFETY: the shim passes a pointer to a stack struct valid for this call.
-        let (Some(hook), Some(d)) = (HOOK.get(), unsafe { d.as_ref() }) else {
-            return 0;
-        };
-        let fields = [
-            d.caller_uniqueid,
-            d.peer_uniqueid,
-            d.peer_linkedid,
-            d.peer_name,
-            d.dialstring,
-            d.dialstatus,
-        ];
-        // SAFETY: the struct's strings are NUL-terminated (or NULL) and outlive this call.
-        enqueue(hook, PackedKind::Dial, &fields.map(|p| unsafe { bytes(p) }))
-    })
-}
-
-#[no_mangle]
-pub extern "C" fn rw_on_varset(
-    linkedid: *const c_char,
-    uniqueid: *const c_char,
-    name: *const c_char,
-    value: *const c_char,
-) -> c_int {
-    guard_hook(0, || {
-        let Some(hook) = HOOK.get() else { return 0 };
-        // SAFETY: the four are NUL-terminated strings (or NULL) valid for this call.
-        let name = unsafe { bytes(name) };
-        if !std::str::from_utf8(name).is_ok_and(|n| hook.wants_variable(n)) {
-            return 0;
-        }
-        // SAFETY: as above.
-        let fields = unsafe { [bytes(linkedid), bytes(uniqueid), name, bytes(value)] };
-        enqueue(hook, PackedKind::VarSet, &fields)
-    })
-}
-
-/// Packs the event's strings into a pooled buffer and hands it to the correlation thread.
-fn enqueue(hook: &Hook, kind: PackedKind, fields: &[&[u8]]) -> c_int {
-    let mut strings = hook.strings();
-    for field in fields {
-        strings.push(field);
-    }
-    let ev = PackedEvent {
-        kind,
-        strings,
-        at: SystemTime::now(),
-    };
-    c_int::from(hook.send_packed(ev))
-}
-
-#[no_mangle]
-pub extern "C" fn rw_on_call_data(
-    linkedid: *const c_char,
-    name: *const c_char,
-    value: *const c_char,
-) -> i32 {
-    guard("rw_on_call_data", -1, || {
-        let Some(hook) = HOOK.get() else { return -1 };
-        // SAFETY: the three are NUL-terminated strings (or NULL) valid for this call.
-        let (linkedid, name, value) = unsafe { (owned(linkedid), owned(name), owned(value)) };
-        let accepted = hook.send(HostEvent::CallData {
-            linkedid,
-            name,
-            value,
-            at: SystemTime::now(),
-        });
-        if accepted {
-            0
-        } else {
-            -1
-        }
     })
 }
 

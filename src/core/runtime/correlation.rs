@@ -9,13 +9,14 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use crossbeam_channel::{Receiver, Sender, TryRecvError};
+use crossbeam_channel::{Receiver, TryRecvError};
 
 use super::hook::{HookShared, Queued};
 use super::state::Runtime;
 use crate::core::calls::correlator::Correlator;
 use crate::core::config::{Config, SectionKind};
 use crate::core::delivery::Delivery;
+use crate::core::ingest::feed::HostFeed;
 use crate::core::ingest::host_event::HostEvent;
 use crate::core::instrument::fault;
 use crate::core::instrument::panic::{self, caught};
@@ -51,8 +52,8 @@ struct Correlation {
 /// events.
 pub(super) fn correlate(
     rx: Receiver<Queued>,
+    feed: Option<Arc<dyn HostFeed>>,
     stop: Receiver<()>,
-    buffers: Sender<Vec<u8>>,
     rt: Arc<Runtime>,
     shared: Arc<HookShared>,
 ) {
@@ -69,7 +70,7 @@ pub(super) fn correlate(
     };
     loop {
         let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            correlate_loop(&rx, &stop, &buffers, &rt, &shared, &mut st)
+            correlate_loop(&rx, feed.as_deref(), &stop, &rt, &shared, &mut st)
         }));
         match run {
             Ok(()) => break,
@@ -99,8 +100,8 @@ pub(super) fn correlate(
 /// The correlation loop; returns when stopped.
 fn correlate_loop(
     rx: &Receiver<Queued>,
+    feed: Option<&dyn HostFeed>,
     stop: &Receiver<()>,
-    buffers: &Sender<Vec<u8>>,
     rt: &Runtime,
     shared: &HookShared,
     st: &mut Correlation,
@@ -116,15 +117,16 @@ fn correlate_loop(
         if let Ok(reply) = rt.calls_view.1.try_recv() {
             let _ = reply.try_send(st.correlator.in_progress(SystemTime::now()));
         }
-        let ev = match rx.try_recv() {
-            Ok(Queued::Event(ev)) => *ev,
-            Ok(Queued::Packed(p)) => {
-                let (ev, buffer) = p.unpack();
-                let _ = buffers.try_send(buffer);
-                ev
-            }
+        // The engine's queue first: what is sent there (a click-to-call's origin, an adapter
+        // without a feed) describes calls whose channels come after it.
+        let next = match rx.try_recv() {
+            Ok(ev) => Some(*ev),
             Err(TryRecvError::Disconnected) => return,
-            Err(TryRecvError::Empty) => {
+            Err(TryRecvError::Empty) => feed.and_then(HostFeed::next_event),
+        };
+        let ev = match next {
+            Some(ev) => ev,
+            None => {
                 if stop.try_recv().is_ok() {
                     return;
                 }

@@ -21,13 +21,14 @@ use crossbeam_channel::{bounded, Sender};
 use once_cell::sync::OnceCell;
 
 use super::correlation::correlate;
-use super::hook::{Hook, HookShared, Queued, BUFFER_POOL, HOOK_QUEUE_CAPACITY};
+use super::hook::{Hook, HookShared, Queued, HOOK_QUEUE_CAPACITY};
 use super::state::Runtime;
 use crate::core::calls::correlator::summary::CallSummary;
 use crate::core::click_to_call::ClickToCall;
 use crate::core::config::Config;
 use crate::core::delivery::stats::Notifier;
 use crate::core::delivery::{Dispatcher, SectionStatus};
+use crate::core::ingest::feed::HostFeed;
 use crate::core::lookup::LookupService;
 
 /// How often calls that never ended (a lost hangup) are swept.
@@ -43,6 +44,8 @@ pub struct EngineSettings {
     pub sweep_every: Duration,
     /// This PBX's name, the `node` field of every call.
     pub node: String,
+    /// The adapter's own queue of events, read after the engine's (see [`HostFeed`]).
+    pub feed: Option<Arc<dyn HostFeed>>,
 }
 
 impl EngineSettings {
@@ -52,6 +55,7 @@ impl EngineSettings {
             on_failure: None,
             sweep_every: SWEEP_EVERY,
             node: String::new(),
+            feed: None,
         }
     }
 }
@@ -78,8 +82,8 @@ impl Engine {
     pub fn start(settings: EngineSettings) -> Result<Engine, StartError> {
         let (tx, rx) = bounded(HOOK_QUEUE_CAPACITY);
         let (stop, stop_rx) = bounded(1);
-        let shared = Arc::new(HookShared::new(BUFFER_POOL));
-        let buffers = shared.buffers.0.clone();
+        let shared = Arc::new(HookShared::new());
+        let feed = settings.feed;
         let runtime = Arc::new(Runtime {
             config: Arc::new(RwLock::new(Arc::new(Config::default()))),
             generation: AtomicU64::new(0),
@@ -101,7 +105,7 @@ impl Engine {
             .name("webhook-calls".into())
             .spawn({
                 let shared = shared.clone();
-                move || correlate(rx, stop_rx, buffers, rt, shared)
+                move || correlate(rx, feed, stop_rx, rt, shared)
             })
             .map_err(StartError::CorrelationThread)?;
         let lookups = Arc::new(LookupService::new(runtime.config.clone()));

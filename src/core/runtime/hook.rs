@@ -1,25 +1,21 @@
 //! The call path's hand-off: what a host callback may do (copy in, `try_send`, return) and the
-//! state it shares with the engine — the queue, the packing-buffer pool, the drop counters and
-//! the channel variables templates read. Nothing here blocks, logs, or touches disk or network.
+//! state it shares with the engine — the queue, the drop counters and the channel variables
+//! templates read. Nothing here blocks, logs, or touches disk or network. (An adapter with a
+//! feed of its own, see [`HostFeed`], uses only the counters.)
+//!
+//! [`HostFeed`]: crate::core::ingest::feed::HostFeed
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
-use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
+use crossbeam_channel::{Sender, TrySendError};
 
 use crate::core::ingest::host_event::HostEvent;
-use crate::core::ingest::packed_event::{PackedEvent, PackedStrings};
 use crate::core::instrument::latency::Histogram;
 
 /// How many host events may wait for the correlator before the hook starts dropping them.
 pub const HOOK_QUEUE_CAPACITY: usize = 100_000;
-
-/// Packing buffers kept for reuse (see [`PackedStrings`]).
-pub(super) const BUFFER_POOL: usize = 4096;
-
-/// Capacity of a fresh packing buffer: a channel's strings fit without growing.
-const BUFFER_CAPACITY: usize = 512;
 
 /// State shared by the call path and the engine.
 pub(super) struct HookShared {
@@ -32,13 +28,11 @@ pub(super) struct HookShared {
     pub(super) wanted_vars: RwLock<Arc<HashSet<String>>>,
     /// At least one webhook section is configured.
     pub(super) webhooks: AtomicBool,
-    /// Packing buffers the correlation thread gives back after unpacking.
-    pub(super) buffers: (Sender<Vec<u8>>, Receiver<Vec<u8>>),
 }
 
 impl HookShared {
-    /// Open, nothing counted, no variable wanted, `pool` packing buffers at most.
-    pub(super) fn new(pool: usize) -> HookShared {
+    /// Open, nothing counted, no variable wanted.
+    pub(super) fn new() -> HookShared {
         HookShared {
             closed: AtomicBool::new(false),
             dropped: AtomicU64::new(0),
@@ -46,7 +40,6 @@ impl HookShared {
             cost_ns: Histogram::default(),
             wanted_vars: RwLock::new(Arc::new(HashSet::new())),
             webhooks: AtomicBool::new(false),
-            buffers: bounded(pool),
         }
     }
 
@@ -64,10 +57,16 @@ impl HookShared {
     }
 }
 
-/// What crosses the hook's queue.
-pub(super) enum Queued {
-    Event(Box<HostEvent>),
-    Packed(PackedEvent),
+/// What crosses the hook's queue: one pointer per event.
+pub(super) type Queued = Box<HostEvent>;
+
+/// Why an adapter's own queue refused an event (see [`Hook::refused`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// The queue is full: the correlation thread is behind.
+    Full,
+    /// Nothing reads the queue any more.
+    Disconnected,
 }
 
 /// The call path's side: copy in, `try_send`, return. Never blocks, never touches the network
@@ -80,57 +79,32 @@ pub struct Hook {
 impl Hook {
     /// Hands one event to the engine; `false` (and counted) when the queue is full or closed.
     pub fn send(&self, ev: HostEvent) -> bool {
-        self.enqueue(Queued::Event(Box::new(ev)))
-    }
-
-    /// Hands over a packed event (the call path's way: no allocation); `false` like [`send`].
-    ///
-    /// [`send`]: Hook::send
-    pub fn send_packed(&self, ev: PackedEvent) -> bool {
-        self.enqueue(Queued::Packed(ev))
-    }
-
-    /// An empty packing buffer, reused when one is free.
-    pub fn strings(&self) -> PackedStrings {
-        PackedStrings::new(
-            self.shared
-                .buffers
-                .1
-                .try_recv()
-                .unwrap_or_else(|_| Vec::with_capacity(BUFFER_CAPACITY)),
-        )
-    }
-
-    fn enqueue(&self, ev: Queued) -> bool {
-        if self.shared.closed.load(Ordering::Relaxed) {
+        if !self.is_open() {
             return false;
         }
-        match self.tx.try_send(ev) {
+        match self.tx.try_send(Box::new(ev)) {
             Ok(()) => true,
-            // Counted only: the hook runs on Asterisk's publishing thread, where logging is
-            // not allowed; the correlation thread reports drops (see `report_drops`), and
-            // `webhook show status` shows both counts.
-            Err(TrySendError::Full(_)) => {
-                self.shared.dropped.fetch_add(1, Ordering::Relaxed);
-                false
-            }
-            Err(TrySendError::Disconnected(_)) => {
-                self.shared
-                    .dropped_disconnected
-                    .fetch_add(1, Ordering::Relaxed);
-                false
-            }
+            Err(TrySendError::Full(_)) => self.refused(Refusal::Full),
+            Err(TrySendError::Disconnected(_)) => self.refused(Refusal::Disconnected),
         }
     }
 
-    /// Whether a channel variable is read by any template (others are not worth copying).
-    pub fn wants_variable(&self, name: &str) -> bool {
-        let set = self
-            .shared
-            .wanted_vars
-            .read()
-            .unwrap_or_else(|p| p.into_inner());
-        set.contains(name)
+    /// Whether events are still taken (not shutting down).
+    pub fn is_open(&self) -> bool {
+        !self.shared.closed.load(Ordering::Relaxed)
+    }
+
+    /// Counts an event a queue refused; always `false`, the value a refusing hook returns.
+    pub fn refused(&self, why: Refusal) -> bool {
+        // Counted only: the hook runs on the host's publishing thread, where logging is not
+        // allowed; the correlation thread reports drops (see `report_drops`), and
+        // `webhook show status` shows both counts.
+        let counter = match why {
+            Refusal::Full => &self.shared.dropped,
+            Refusal::Disconnected => &self.shared.dropped_disconnected,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        false
     }
 
     /// The channel variables the hook should copy, as a sorted list (the shim keeps its own
@@ -171,9 +145,9 @@ mod tests {
 
     #[test]
     fn a_hook_with_no_correlation_thread_counts_drops_as_such_not_as_a_full_queue() {
-        let (tx, rx) = bounded(4);
+        let (tx, rx) = crossbeam_channel::bounded(4);
         drop(rx); // the correlation thread is gone
-        let shared = Arc::new(HookShared::new(1));
+        let shared = Arc::new(HookShared::new());
         let hook = Hook {
             tx,
             shared: shared.clone(),

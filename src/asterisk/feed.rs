@@ -1,0 +1,242 @@
+//! The call path: Stasis messages the hook took a reference on, queued as they are and copied
+//! into owned [`HostEvent`]s on the correlation thread (see [`HostFeed`] for why).
+//!
+//! The hook ([`rw_on_message`]) runs on the thread that publishes the message, often under the
+//! channel's lock: it takes over the shim's reference and `try_send`s one pointer, nothing else.
+//! `Set(WEBHOOK(name)=value)` goes through the same queue, so it stays in order with the
+//! channel events of its call.
+//!
+//! Like `entry`, the `extern "C"` functions here are called only by the shim, which keeps the
+//! header's pointer contract; hence the exemption from `not_unsafe_ptr_arg_deref`.
+#![allow(clippy::not_unsafe_ptr_arg_deref)]
+
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
+use libc::{c_char, c_int, c_void};
+use once_cell::sync::OnceCell;
+
+use super::entry::{hook, owned};
+use super::ffi;
+use super::guard::{guard, guard_hook};
+use crate::core::ingest::feed::HostFeed;
+use crate::core::ingest::host_event::{ChannelChange, ChannelInfo, HostEvent};
+use crate::core::runtime::hook::{Refusal, HOOK_QUEUE_CAPACITY};
+
+/// The shim's functions for reading and releasing a message, from `rw_host`.
+struct MessageHost {
+    read: unsafe extern "C" fn(*mut c_void, c_int, *mut ffi::rw_message) -> c_int,
+    release: unsafe extern "C" fn(*mut c_void),
+}
+
+static MESSAGE_HOST: OnceCell<MessageHost> = OnceCell::new();
+/// The queue's sending side, reachable from the hook without any lock. The hook touches as
+/// few places in memory as it can: at a few calls per second each is a cache and TLB miss.
+static QUEUE: OnceCell<(Sender<Item>, Receiver<Item>)> = OnceCell::new();
+/// Between load and unload: the hook queues only then.
+static OPEN: AtomicBool = AtomicBool::new(false);
+
+/// One reference on a Stasis message; dropping it gives the reference back.
+struct Message {
+    ptr: NonNull<c_void>,
+    /// What the hook found changed (channel snapshots only).
+    change: c_int,
+}
+
+// SAFETY: an ao2 reference may be released on any thread, and a published Stasis message and
+// what it points to are immutable, so reading it on another thread is what every Stasis
+// subscriber does.
+unsafe impl Send for Message {}
+
+impl Message {
+    /// # Safety
+    /// `ptr` is a Stasis message on which the caller holds one reference, handed over here.
+    unsafe fn adopt(ptr: *mut c_void, change: c_int) -> Option<Message> {
+        NonNull::new(ptr).map(|ptr| Message { ptr, change })
+    }
+
+    /// The event, copied out of the message; `None` for a message of another type.
+    fn read(&self) -> Option<HostEvent> {
+        let host = MESSAGE_HOST.get()?;
+        // SAFETY: rw_message is plain data (integers and pointers); all-zero is a valid value.
+        let mut out: ffi::rw_message = unsafe { std::mem::zeroed() };
+        // SAFETY: self holds a reference on the message, so it is alive; `out` is writable.
+        if unsafe { (host.read)(self.ptr.as_ptr(), self.change, &mut out) } != 0 {
+            return None;
+        }
+        let at = time_from(out.sec, out.usec).unwrap_or_else(SystemTime::now);
+        // SAFETY: every string the shim wrote into `out` is NUL-terminated and borrowed from
+        // the message, which stays alive until self is dropped, after this copy.
+        unsafe {
+            match out.kind as u32 {
+                ffi::rw_message_kind_RW_MESSAGE_CHANNEL => channel(&out.channel, at),
+                ffi::rw_message_kind_RW_MESSAGE_DIAL => {
+                    let d = &out.dial;
+                    let caller = owned(d.caller_uniqueid);
+                    Some(HostEvent::Dial {
+                        caller_uniqueid: (!caller.is_empty()).then_some(caller),
+                        peer_uniqueid: owned(d.peer_uniqueid),
+                        peer_linkedid: owned(d.peer_linkedid),
+                        peer_name: owned(d.peer_name),
+                        dialstring: owned(d.dialstring),
+                        status: owned(d.dialstatus),
+                        at,
+                    })
+                }
+                ffi::rw_message_kind_RW_MESSAGE_VARSET => {
+                    let v = &out.varset;
+                    Some(HostEvent::VarSet {
+                        linkedid: owned(v.linkedid),
+                        uniqueid: owned(v.uniqueid),
+                        name: owned(v.name),
+                        value: owned(v.value),
+                        at,
+                    })
+                }
+                _ => None,
+            }
+        }
+    }
+}
+
+impl Drop for Message {
+    fn drop(&mut self) {
+        if let Some(host) = MESSAGE_HOST.get() {
+            // SAFETY: self holds one reference on the message, given back exactly once here.
+            unsafe { (host.release)(self.ptr.as_ptr()) };
+        }
+    }
+}
+
+/// # Safety
+/// The strings of `c` are NUL-terminated (or NULL) and valid during this call.
+unsafe fn channel(c: &ffi::rw_channel, at: SystemTime) -> Option<HostEvent> {
+    let change = match c.change as u32 {
+        ffi::rw_channel_change_RW_CHANNEL_NEW => ChannelChange::New,
+        ffi::rw_channel_change_RW_CHANNEL_UP => ChannelChange::Up,
+        ffi::rw_channel_change_RW_CHANNEL_DEAD => ChannelChange::Dead,
+        ffi::rw_channel_change_RW_CHANNEL_CHANGED => ChannelChange::Changed,
+        _ => return None,
+    };
+    // SAFETY: as the caller promises.
+    let info = unsafe {
+        ChannelInfo {
+            linkedid: owned(c.linkedid),
+            uniqueid: owned(c.uniqueid),
+            name: owned(c.name),
+            caller_number: owned(c.caller_number),
+            caller_name: owned(c.caller_name),
+            dnid: owned(c.dnid),
+            context: owned(c.context),
+            exten: owned(c.exten),
+            appl: owned(c.appl),
+            appl_data: owned(c.appl_data),
+            bridge: owned(c.bridge_id),
+            accountcode: owned(c.accountcode),
+            hangup_source: owned(c.hangup_source),
+            hangup_cause: c.hangup_cause,
+            created: time_from(c.creation_sec, c.creation_usec),
+        }
+    };
+    Some(HostEvent::Channel { change, info, at })
+}
+
+fn time_from(sec: i64, usec: i64) -> Option<SystemTime> {
+    if sec <= 0 {
+        return None;
+    }
+    Some(UNIX_EPOCH + Duration::from_secs(sec as u64) + Duration::from_micros(usec.max(0) as u64))
+}
+
+/// What waits in the queue.
+enum Item {
+    Message(Message),
+    /// An event already owned (`Set(WEBHOOK(...))`).
+    Owned(Box<HostEvent>),
+}
+
+/// The queue's reading side, the correlation thread's.
+pub struct AsteriskFeed;
+
+impl HostFeed for AsteriskFeed {
+    fn next_event(&self) -> Option<HostEvent> {
+        // A message that reads as nothing (not one of ours) is skipped, not the end.
+        let (_, rx) = QUEUE.get()?;
+        while let Ok(item) = rx.try_recv() {
+            let ev = match item {
+                Item::Message(m) => m.read(),
+                Item::Owned(ev) => Some(*ev),
+            };
+            if ev.is_some() {
+                return ev;
+            }
+        }
+        None
+    }
+}
+
+/// Sets up the queue and the shim's message functions; at load, before the engine starts.
+/// Returns the feed for the engine, `None` when the shim gave no message functions.
+pub(super) fn install(host: &ffi::rw_host) -> Option<Arc<dyn HostFeed>> {
+    let (Some(read), Some(release)) = (host.message_read, host.message_release) else {
+        return None;
+    };
+    let _ = MESSAGE_HOST.set(MessageHost { read, release });
+    QUEUE.get_or_init(|| bounded(HOOK_QUEUE_CAPACITY));
+    OPEN.store(true, Ordering::SeqCst);
+    Some(Arc::new(AsteriskFeed))
+}
+
+/// The hook queues nothing more (unload, exit); what it queued is still read.
+pub(super) fn close() {
+    OPEN.store(false, Ordering::SeqCst);
+}
+
+/// Queues one item; a refused one is dropped here (a message's reference is given back).
+fn send(item: Item) -> bool {
+    let Some((queue, _)) = QUEUE.get().filter(|_| OPEN.load(Ordering::Relaxed)) else {
+        return false;
+    };
+    let why = match queue.try_send(item) {
+        Ok(()) => return true,
+        Err(TrySendError::Full(_)) => Refusal::Full,
+        Err(TrySendError::Disconnected(_)) => Refusal::Disconnected,
+    };
+    hook().is_some_and(|h| h.refused(why))
+}
+
+#[no_mangle]
+pub extern "C" fn rw_on_message(message: *mut c_void, change: c_int) -> c_int {
+    // SAFETY: the shim hands over one reference it took on the message (header contract).
+    let Some(message) = (unsafe { Message::adopt(message, change) }) else {
+        return 0;
+    };
+    // A panic inside drops the message, which gives its reference back.
+    guard_hook(0, || c_int::from(send(Item::Message(message))))
+}
+
+#[no_mangle]
+pub extern "C" fn rw_on_call_data(
+    linkedid: *const c_char,
+    name: *const c_char,
+    value: *const c_char,
+) -> i32 {
+    guard("rw_on_call_data", -1, || {
+        // SAFETY: the three are NUL-terminated strings (or NULL) valid for this call.
+        let (linkedid, name, value) = unsafe { (owned(linkedid), owned(name), owned(value)) };
+        let ev = HostEvent::CallData {
+            linkedid,
+            name,
+            value,
+            at: SystemTime::now(),
+        };
+        if send(Item::Owned(Box::new(ev))) {
+            0
+        } else {
+            -1
+        }
+    })
+}
