@@ -241,3 +241,128 @@ pub extern "C" fn rw_on_call_data(
         }
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::ffi::CString;
+    use std::sync::atomic::AtomicUsize;
+
+    /// A stand-in for a Stasis message: a variable set, or (`name` empty) a type the feed does
+    /// not read.
+    struct FakeMessage {
+        name: CString,
+        value: CString,
+    }
+
+    static RELEASED: AtomicUsize = AtomicUsize::new(0);
+
+    unsafe extern "C" fn fake_read(
+        m: *mut c_void,
+        _change: c_int,
+        out: *mut ffi::rw_message,
+    ) -> c_int {
+        // SAFETY: the test passes FakeMessage pointers it still owns a reference to.
+        let (m, out) = unsafe { (&*(m as *const FakeMessage), &mut *out) };
+        if m.name.as_bytes().is_empty() {
+            return -1;
+        }
+        out.kind = ffi::rw_message_kind_RW_MESSAGE_VARSET as c_int;
+        out.sec = 1_700_000_000;
+        out.varset.linkedid = c"call-1".as_ptr();
+        out.varset.uniqueid = c"chan-1".as_ptr();
+        out.varset.name = m.name.as_ptr();
+        out.varset.value = m.value.as_ptr();
+        0
+    }
+
+    unsafe extern "C" fn fake_release(m: *mut c_void) {
+        // SAFETY: made by Box::into_raw in `message`, released once (what the test checks).
+        drop(unsafe { Box::from_raw(m as *mut FakeMessage) });
+        RELEASED.fetch_add(1, Ordering::SeqCst);
+    }
+
+    fn message(name: &str, value: &str) -> *mut c_void {
+        Box::into_raw(Box::new(FakeMessage {
+            name: CString::new(name).unwrap(),
+            value: CString::new(value).unwrap(),
+        })) as *mut c_void
+    }
+
+    fn varset(ev: Option<HostEvent>) -> (String, String) {
+        match ev {
+            Some(HostEvent::VarSet { name, value, .. }) => (name, value),
+            other => panic!("not a variable set: {other:?}"),
+        }
+    }
+
+    /// One test, because the feed is a process-wide static (as in Asterisk).
+    #[test]
+    fn every_message_is_read_in_order_and_released_once_and_a_refused_one_at_once() {
+        let host = ffi::rw_host {
+            log: None,
+            cli_print: None,
+            originate: None,
+            ami_event: None,
+            message_read: Some(fake_read),
+            message_release: Some(fake_release),
+        };
+        let feed = install(&host).expect("a feed");
+        assert!(feed.next_event().is_none());
+
+        assert_eq!(rw_on_message(message("A", "1"), 0), 1);
+        assert_eq!(rw_on_message(message("", ""), 0), 1); // a type the feed skips
+        let (id, name, value) = (c"call-1", c"NAME", c"set by WEBHOOK()");
+        assert_eq!(
+            rw_on_call_data(id.as_ptr(), name.as_ptr(), value.as_ptr()),
+            0
+        );
+        assert_eq!(rw_on_message(message("B", "2"), 0), 1);
+        assert_eq!(
+            RELEASED.load(Ordering::SeqCst),
+            0,
+            "nothing released while queued"
+        );
+
+        assert_eq!(varset(feed.next_event()), ("A".into(), "1".into()));
+        assert_eq!(RELEASED.load(Ordering::SeqCst), 1, "released once copied");
+        match feed.next_event() {
+            Some(HostEvent::CallData { name, value, .. }) => {
+                assert_eq!(
+                    (name.as_str(), value.as_str()),
+                    ("NAME", "set by WEBHOOK()")
+                )
+            }
+            other => panic!("not the call data: {other:?}"),
+        }
+        assert_eq!(
+            RELEASED.load(Ordering::SeqCst),
+            2,
+            "the skipped one released too"
+        );
+        let (at, (name, value)) = match feed.next_event() {
+            Some(HostEvent::VarSet {
+                at, name, value, ..
+            }) => (at, (name, value)),
+            other => panic!("not a variable set: {other:?}"),
+        };
+        assert_eq!((name.as_str(), value.as_str()), ("B", "2"));
+        assert_eq!(
+            at,
+            UNIX_EPOCH + Duration::from_secs(1_700_000_000),
+            "Asterisk's publish time"
+        );
+        assert!(feed.next_event().is_none());
+        assert_eq!(RELEASED.load(Ordering::SeqCst), 3);
+
+        close();
+        assert_eq!(
+            rw_on_message(message("C", "3"), 0),
+            0,
+            "refused once closed"
+        );
+        assert_eq!(RELEASED.load(Ordering::SeqCst), 4, "and released at once");
+        assert!(feed.next_event().is_none());
+        assert_eq!(rw_on_message(std::ptr::null_mut(), 0), 0);
+    }
+}
