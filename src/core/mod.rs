@@ -1,7 +1,7 @@
 //! The host-neutral core: everything here is plain Rust, unit-tested without a PBX. It is
 //! grouped by the stage a call's data goes through:
 //!
-//! - [`ingest`]: what a PBX adapter hands over (host events, packed on the call path);
+//! - [`ingest`]: what a PBX adapter hands over (host events, or a feed of its own);
 //! - [`calls`]: channels become calls (the correlator) and callers are remembered;
 //! - [`model`]: the call record, the values templates read, an HTTP request;
 //! - [`config`]: `webhook.conf`, checked line by line;
