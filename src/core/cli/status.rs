@@ -29,7 +29,7 @@ pub fn text(
     let c = counters;
     format!(
         "{}\nCalls in progress: {}   call events: {}   render failures: {}   call model errors: {}   correlation thread restarts: {}\n\
-         Hook cost (C callback + copy + enqueue): p50 {}  p99 {}  over {} events; dropped: {} (queue full), {} (correlation thread not running)\n\
+         Hook cost (on the publishing thread, filter to enqueue): p50 {}  p99 {}  over {} events; dropped: {} (queue full), {} (correlation thread not running)\n\
          Lookups that reached a CRM: {}  p50 {}  p99 {}\n",
         delivery_text(spool, sections),
         c.calls_in_progress,

@@ -254,7 +254,7 @@ pub struct EngineCounters {
     pub call_model_errors: u64,
     /// Times the correlation thread's loop panicked and was restarted.
     pub thread_restarts: u64,
-    /// Host callbacks measured, and what one cost (C callback + copy + enqueue).
+    /// Host callbacks measured, and what one cost on the publishing thread (filter to enqueue).
     pub hook_events: u64,
     pub hook_cost_p50_ns: Option<u64>,
     pub hook_cost_p99_ns: Option<u64>,
