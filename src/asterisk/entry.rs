@@ -147,16 +147,21 @@ pub extern "C" fn rw_load(
     })
 }
 
+/// Unload and exit alike: the call path and the services stop taking work (what was queued is
+/// still read), and the engine is handed over to be stopped.
+fn stop_taking_events() -> Option<Arc<Engine>> {
+    feed::close();
+    if let Some(hook) = HOOK.get() {
+        hook.close();
+    }
+    RUNNING.store(false, std::sync::atomic::Ordering::SeqCst);
+    lock(&ENGINE).take()
+}
+
 #[no_mangle]
 pub extern "C" fn rw_unload() {
     guard("rw_unload", (), || {
-        feed::close();
-        if let Some(hook) = HOOK.get() {
-            hook.close();
-        }
-        RUNNING.store(false, std::sync::atomic::Ordering::SeqCst);
-        let engine = lock(&ENGINE).take();
-        if let Some(engine) = engine {
+        if let Some(engine) = stop_taking_events() {
             engine.shutdown();
             log::info!("res_webhook stopped: every thread joined, undelivered webhooks spooled");
         }
@@ -169,13 +174,7 @@ pub extern "C" fn rw_at_exit() {
         // `core stop now` and SIGTERM unload no module: do here what unload would, so nothing
         // only in memory is lost — the hook closes, the caller history is written durably,
         // the workers stop (what is queued goes to the spool) and are joined.
-        feed::close();
-        if let Some(hook) = HOOK.get() {
-            hook.close();
-        }
-        RUNNING.store(false, std::sync::atomic::Ordering::SeqCst);
-        let engine = lock(&ENGINE).take();
-        if let Some(engine) = engine {
+        if let Some(engine) = stop_taking_events() {
             engine.at_exit();
             engine.shutdown();
             log::info!("res_webhook stopped at exit: undelivered webhooks spooled");

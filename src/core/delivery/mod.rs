@@ -612,15 +612,12 @@ mod tests {
         d.configure(vec![policy("crm", &[60_000])]);
         d.submit(delivery("crm", &url, "a", "end"));
         d.submit(delivery("crm", &url, "b", "end"));
-        let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        while status_text(&d)
-            .lines()
-            .nth(1)
-            .is_none_or(|l| !l.contains("refused"))
-            && std::time::Instant::now() < deadline
-        {
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_until(Duration::from_secs(5), || {
+            status_text(&d)
+                .lines()
+                .nth(1)
+                .is_some_and(|l| l.contains("refused"))
+        });
         // a and b now wait 60 s for their retry; the endpoint comes back and a new call gets
         // through, so they go at once.
         let srv = Server::on_port(port, 0, 200);
@@ -767,10 +764,9 @@ mod tests {
                 d.submit(delivery("crm", &url, &format!("c{i}"), e));
             }
         }
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while seen.lock().unwrap().got.len() < 36 && std::time::Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_until(Duration::from_secs(10), || {
+            seen.lock().unwrap().got.len() >= 36
+        });
         let v = seen.lock().unwrap();
         assert_eq!(v.got.len(), 36);
         assert!(v.most > 1, "calls were sent one at a time");

@@ -90,7 +90,7 @@ impl Hook {
     }
 
     /// Whether events are still taken (not shutting down).
-    pub fn is_open(&self) -> bool {
+    fn is_open(&self) -> bool {
         !self.shared.closed.load(Ordering::Relaxed)
     }
 
