@@ -598,6 +598,28 @@ caller = 7916(
     }
 
     #[test]
+    fn batch_window_defaults_to_80ms_and_refuses_what_is_out_of_range() {
+        let (c, errors) = parse("[general]\n");
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(c.general.batch_window, std::time::Duration::from_millis(80));
+        let (c, errors) = parse("[general]\nbatch_window = 20ms\n");
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(c.general.batch_window, std::time::Duration::from_millis(20));
+        let (c, errors) = parse("[general]\nbatch_window = 5s\n");
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        let e = errors[0].to_string();
+        assert!(
+            e.contains("webhook.conf:2 [general] batch_window") && e.contains("1s"),
+            "{e}"
+        );
+        assert_eq!(
+            c.general.batch_window,
+            std::time::Duration::from_millis(80),
+            "the bad value is not taken"
+        );
+    }
+
+    #[test]
     fn each_bad_line_names_file_line_section_key_and_skips_only_its_section() {
         let text = "
 [ok]

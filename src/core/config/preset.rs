@@ -113,7 +113,7 @@ impl Preset {
                     spec.set_param(x.p, x.events);
                 }
                 if self == Preset::Roistat || self == Preset::CallKeeper {
-                    spec.ctx.date_format = DateFormat::Strftime("%Y-%m-%d %H:%M:%S".into());
+                    spec.ctx.date_format = DateFormat::strftime("%Y-%m-%d %H:%M:%S");
                 }
             }
             SectionKind::Lookup(_) => {
@@ -240,7 +240,7 @@ impl Preset {
             }
             // MANGO OFFICE call tracking: GET with the parameters in the query string.
             Preset::Mango => {
-                let iso = DateFormat::Strftime("%d-%m-%YT%H:%MZ".into());
+                let iso = DateFormat::strftime("%d-%m-%YT%H:%MZ");
                 let mut v = vec![
                     p("callId", "${call_id}"),
                     p("dateStart", "${time_start}").dates(iso.clone(), None),

@@ -3,6 +3,7 @@
 //! error, never a runtime surprise.
 
 use std::fmt;
+use std::sync::Arc;
 
 use chrono::format::{Item, StrftimeItems};
 use chrono::DateTime;
@@ -95,11 +96,45 @@ impl fmt::Display for TemplateError {
 /// How times are written: strftime, ISO 8601, or unix seconds (a JSON number).
 #[derive(Debug, Clone, PartialEq)]
 pub enum DateFormat {
-    Strftime(String),
+    Strftime(Strftime),
     Iso8601,
     Unix,
     /// Unix time in milliseconds (a JSON number).
     UnixMs,
+}
+
+/// A strftime pattern, parsed once when the config loads rather than for every time written.
+#[derive(Debug, Clone)]
+pub struct Strftime {
+    pattern: String,
+    items: Arc<[Item<'static>]>,
+}
+
+impl Strftime {
+    /// Rejects patterns chrono cannot format.
+    pub fn new(pattern: &str) -> Result<Strftime, TemplateError> {
+        let bad = || TemplateError(format!("not a valid strftime pattern: {pattern}"));
+        let items = StrftimeItems::new(pattern)
+            .parse_to_owned()
+            .map_err(|_| bad())?;
+        if items.iter().any(|i| matches!(i, Item::Error)) {
+            return Err(bad());
+        }
+        Ok(Strftime {
+            pattern: pattern.to_string(),
+            items: items.into(),
+        })
+    }
+
+    pub fn pattern(&self) -> &str {
+        &self.pattern
+    }
+}
+
+impl PartialEq for Strftime {
+    fn eq(&self, other: &Self) -> bool {
+        self.pattern == other.pattern
+    }
 }
 
 impl DateFormat {
@@ -110,15 +145,13 @@ impl DateFormat {
             "unix" => Ok(DateFormat::Unix),
             "unix_ms" => Ok(DateFormat::UnixMs),
             "" => Err(TemplateError("empty date format".into())),
-            pattern => {
-                if StrftimeItems::new(pattern).any(|i| matches!(i, Item::Error)) {
-                    return Err(TemplateError(format!(
-                        "not a valid strftime pattern: {pattern}"
-                    )));
-                }
-                Ok(DateFormat::Strftime(pattern.to_string()))
-            }
+            pattern => Ok(DateFormat::Strftime(Strftime::new(pattern)?)),
         }
+    }
+
+    /// A pattern written in the code (presets, the default), known to be valid.
+    pub fn strftime(pattern: &'static str) -> DateFormat {
+        DateFormat::Strftime(Strftime::new(pattern).expect("a valid built-in strftime pattern"))
     }
 }
 
@@ -132,7 +165,7 @@ pub struct FormatContext {
 impl Default for FormatContext {
     fn default() -> Self {
         FormatContext {
-            date_format: DateFormat::Strftime("%Y-%m-%d %H:%M:%S".into()),
+            date_format: DateFormat::strftime("%Y-%m-%d %H:%M:%S"),
             timezone: Tz::UTC,
         }
     }
@@ -148,7 +181,9 @@ impl FormatContext {
             DateFormat::Iso8601 => {
                 Value::Str(local.to_rfc3339_opts(chrono::SecondsFormat::Secs, false))
             }
-            DateFormat::Strftime(p) => Value::Str(local.format(p).to_string()),
+            DateFormat::Strftime(p) => {
+                Value::Str(local.format_with_items(p.items.iter()).to_string())
+            }
         }
     }
 }

@@ -22,13 +22,6 @@ use crate::core::instrument::fault;
 use crate::core::instrument::panic::{self, caught};
 use crate::core::model::call::{CallEvent, EventKind};
 
-/// How long the correlation thread sleeps when the hook's queue is empty.
-const IDLE_POLL: Duration = Duration::from_millis(40);
-
-/// How often the correlation thread does its timed chores (report drops, let the delivery
-/// workers notice a stalled lane), also while events keep coming.
-const CHORES_EVERY: Duration = Duration::from_millis(40);
-
 /// Most deliveries held back before they are handed over even though events keep coming.
 const OUTBOX_MAX: usize = 256;
 
@@ -106,11 +99,23 @@ fn correlate_loop(
     shared: &HookShared,
     st: &mut Correlation,
 ) {
-    // The consumer polls instead of blocking in `recv`: with no receiver parked on the channel,
-    // the hook's `try_send` never has to wake a thread (a futex call, and on 2 cores often a
-    // preemption of the Stasis thread mid-hook). Costs ≤ 40 ms of latency when idle.
+    // The consumer polls instead of blocking in `recv`: with no receiver parked on the queue,
+    // the hook never has to wake a thread (a futex call, and on 2 cores often a preemption of
+    // the Stasis thread mid-hook). It sleeps `batch_window` when the queue is empty, which
+    // bounds every event's delay and sets how often the module wakes; the timed chores (drop
+    // reports, the lanes' stall check) come as often, also while events keep coming.
     loop {
-        if st.last_chores.elapsed() >= CHORES_EVERY {
+        // Config may have changed since the last turn: use the one in force now.
+        let g = rt.generation.load(Ordering::SeqCst);
+        if g != st.generation {
+            st.generation = g;
+            st.config = rt.config();
+            st.history_on = st.config.uses_caller_history();
+            st.correlator
+                .set_internal_contexts(st.config.general.internal_contexts.clone());
+        }
+        let window = st.config.general.batch_window;
+        if st.last_chores.elapsed() >= window {
             st.last_chores = Instant::now();
             chores(rt, shared, st);
         }
@@ -131,19 +136,10 @@ fn correlate_loop(
                     return;
                 }
                 flush(rt, &mut st.outbox);
-                std::thread::sleep(IDLE_POLL);
+                std::thread::sleep(window);
                 continue;
             }
         };
-        // Config may have changed since the last event: use the one in force now.
-        let g = rt.generation.load(Ordering::SeqCst);
-        if g != st.generation {
-            st.generation = g;
-            st.config = rt.config();
-            st.history_on = st.config.uses_caller_history();
-            st.correlator
-                .set_internal_contexts(st.config.general.internal_contexts.clone());
-        }
         let config = st.config.clone();
         if config.general.trace_calls {
             log::info!("trace: host event {ev:?}");

@@ -11,7 +11,9 @@ mod outcome;
 pub mod summary;
 mod topology;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::BTreeMap;
+
+use foldhash::{HashMap, HashMapExt, HashSet};
 use std::time::{Duration, SystemTime};
 
 use chrono::{DateTime, Utc};
@@ -353,7 +355,7 @@ impl Correlator {
                 first_uniqueid: info.uniqueid.clone(),
                 caller: (!is_local).then(|| info.uniqueid.clone()),
                 caller_name: if is_local { String::new() } else { info.name },
-                members: HashSet::from([info.uniqueid]),
+                members: [info.uniqueid].into_iter().collect(),
                 start_pending,
                 answered: false,
                 current: None,

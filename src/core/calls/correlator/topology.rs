@@ -5,7 +5,7 @@
 //! channel, a transfer target and a picker all show up as "talking with the caller", whatever
 //! call (linkedid) they started in.
 
-use std::collections::{HashMap, HashSet};
+use foldhash::{HashMap, HashSet};
 use std::time::SystemTime;
 
 /// What a channel is to the call model.
@@ -130,7 +130,7 @@ impl Topology {
         if !self.chans.contains_key(from) {
             return Vec::new();
         }
-        let mut seen = HashSet::from([from.to_string()]);
+        let mut seen: HashSet<String> = [from.to_string()].into_iter().collect();
         let mut todo = vec![from.to_string()];
         let mut found = vec![from.to_string()];
         while let Some(u) = todo.pop() {
