@@ -4,7 +4,10 @@
 //! Names: `a.b` nests objects (`{"a":{"b":…}}`, in query/form `a[b]=…`); a trailing `[]`
 //! appends to an array (`tags[]`: `{"tags":[…]}`, in query/form `tags[]=…`).
 
-use serde_json::{Map, Number, Value as Json};
+use std::borrow::Cow;
+
+use serde::ser::{Serialize, SerializeMap, Serializer};
+use serde_json::{Number, Value as Json};
 
 use crate::core::model::value::{FieldSource, Value};
 use crate::core::render::template::{value_text, FormatContext, Template};
@@ -184,39 +187,122 @@ fn to_json(v: Value, ctx: &FormatContext) -> Json {
     }
 }
 
+/// A JSON object built in param order and written as it stands. Keys are the params' own
+/// names, borrowed: a payload has a few dozen, so a scan beats hashing them, and nothing is
+/// copied until it is serialized.
+#[derive(Debug, Default)]
+pub struct JsonObject<'a>(Vec<(Cow<'a, str>, Node<'a>)>);
+
+#[derive(Debug)]
+enum Node<'a> {
+    Value(Json),
+    Array(Vec<Json>),
+    Object(JsonObject<'a>),
+}
+
+impl<'a> JsonObject<'a> {
+    /// The value under `key`, made by `make` (and added last) when there is none.
+    fn entry(&mut self, key: &'a str, make: impl FnOnce() -> Node<'a>) -> &mut Node<'a> {
+        let at = match self.0.iter().position(|(k, _)| k == key) {
+            Some(at) => at,
+            None => {
+                self.0.push((Cow::Borrowed(key), make()));
+                self.0.len() - 1
+            }
+        };
+        &mut self.0[at].1
+    }
+
+    /// Sets `key`, in its first place if it was set before.
+    fn set(&mut self, key: &'a str, value: Json) {
+        *self.entry(key, || Node::Value(Json::Null)) = Node::Value(value);
+    }
+}
+
+impl<'a> Node<'a> {
+    /// An object to nest into: a value that is an object already is opened up, anything else
+    /// is replaced by an empty one.
+    fn as_object(&mut self) -> &mut JsonObject<'a> {
+        if !matches!(self, Node::Object(_)) {
+            let opened = match std::mem::replace(self, Node::Value(Json::Null)) {
+                Node::Value(Json::Object(m)) => JsonObject(
+                    m.into_iter()
+                        .map(|(k, v)| (Cow::Owned(k), Node::Value(v)))
+                        .collect(),
+                ),
+                _ => JsonObject::default(),
+            };
+            *self = Node::Object(opened);
+        }
+        match self {
+            Node::Object(o) => o,
+            _ => unreachable!("just made an object"),
+        }
+    }
+
+    /// An array to append to: a value that is an array already keeps its items, anything else
+    /// is replaced by an empty one.
+    fn as_array(&mut self) -> &mut Vec<Json> {
+        if !matches!(self, Node::Array(_)) {
+            let items = match std::mem::replace(self, Node::Value(Json::Null)) {
+                Node::Value(Json::Array(items)) => items,
+                _ => Vec::new(),
+            };
+            *self = Node::Array(items);
+        }
+        match self {
+            Node::Array(a) => a,
+            _ => unreachable!("just made an array"),
+        }
+    }
+}
+
+impl Serialize for JsonObject<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(Some(self.0.len()))?;
+        for (k, v) in &self.0 {
+            map.serialize_entry(k, v)?;
+        }
+        map.end()
+    }
+}
+
+impl Serialize for Node<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Node::Value(v) => v.serialize(s),
+            Node::Array(items) => items.serialize(s),
+            Node::Object(o) => o.serialize(s),
+        }
+    }
+}
+
 /// Renders params into a JSON object, nesting dotted names and appending `[]` names.
 pub fn json_object<'a>(
     params: impl IntoIterator<Item = &'a Param>,
     src: &dyn FieldSource,
     ctx: &FormatContext,
-) -> Map<String, Json> {
+) -> JsonObject<'a> {
     let params = params.into_iter();
-    // Sized once: a 30-field object otherwise rehashes five times per request.
-    let mut root = Map::with_capacity(params.size_hint().0);
+    let mut root = JsonObject(Vec::with_capacity(params.size_hint().0));
     for p in params {
         let value = match (to_json(p.value(src, ctx), ctx), &p.default) {
             (Json::Null, Some(d)) => d.clone(),
             (v, _) => v,
         };
+        let (last, parents) = p.path.split_last().expect("a param has a name");
         let mut obj = &mut root;
-        for seg in &p.path[..p.path.len() - 1] {
-            let slot = obj
-                .entry(seg.clone())
-                .or_insert_with(|| Json::Object(Map::new()));
-            if !slot.is_object() {
-                *slot = Json::Object(Map::new());
-            }
-            obj = slot.as_object_mut().expect("just made an object");
+        for seg in parents {
+            obj = obj
+                .entry(seg, || Node::Object(JsonObject::default()))
+                .as_object();
         }
-        let last = p.path[p.path.len() - 1].clone();
         if p.append {
-            let slot = obj.entry(last).or_insert_with(|| Json::Array(Vec::new()));
-            if !slot.is_array() {
-                *slot = Json::Array(Vec::new());
-            }
-            slot.as_array_mut().expect("just made an array").push(value);
+            obj.entry(last, || Node::Array(Vec::new()))
+                .as_array()
+                .push(value);
         } else {
-            obj.insert(last, value);
+            obj.set(last, value);
         }
     }
     root
@@ -294,6 +380,35 @@ mod tests {
         assert_eq!(
             serde_json::to_string(&obj).unwrap(),
             r#"{"id":"17.5","visit":{"utm_source":"google","utm_medium":null},"tags":["a",20],"duration":20,"order_id":313,"as_text":"20","flag":true,"deep":{"a":{"b":["x"]}}}"#
+        );
+    }
+
+    #[test]
+    fn json_keys_set_twice_keep_their_first_place_and_lists_and_records_extend() {
+        let mut src = src();
+        src.0
+            .insert("agents", Value::List(vec![Value::Str("101".into())]));
+        src.0.insert(
+            "target",
+            Value::Record(vec![("ext", Value::Str("102".into()))]),
+        );
+        let p = params(&[
+            "a => 1",
+            "b => 2",
+            "a => 3",
+            "x => 1",
+            "x.y => 2",
+            "z.y => 2",
+            "z => 1",
+            "agents => ${agents}",
+            "agents[] => 103",
+            "t => ${target}",
+            "t.answered => yes",
+        ]);
+        let obj = json_object(&p, &src, &FormatContext::default());
+        assert_eq!(
+            serde_json::to_string(&obj).unwrap(),
+            r#"{"a":"3","b":"2","x":{"y":"2"},"z":"1","agents":["101","103"],"t":{"ext":"102","answered":"yes"}}"#
         );
     }
 
