@@ -228,8 +228,14 @@ impl RequestSpec {
                 urlencode(&flat_pairs(params.iter().copied(), src, &self.ctx)).into_bytes()
             }
             Format::Json => {
-                serde_json::to_vec(&json_object(params.iter().copied(), src, &self.ctx))
-                    .map_err(|e| RenderError(e.to_string()))?
+                // Sized for a typical payload: a growing Vec reallocates about ten times.
+                let mut body = Vec::with_capacity(1024);
+                serde_json::to_writer(
+                    &mut body,
+                    &json_object(params.iter().copied(), src, &self.ctx),
+                )
+                .map_err(|e| RenderError(e.to_string()))?;
+                body
             }
             Format::JsonRpc => {
                 let id = match (src.field("call_id"), src.field("event")) {

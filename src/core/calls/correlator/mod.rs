@@ -405,7 +405,7 @@ impl Correlator {
             .topology
             .component(uid)
             .into_iter()
-            .filter_map(|u| self.call_of(&u))
+            .filter_map(|u| self.call_of(u))
             .collect();
         affected.sort();
         affected.dedup();
@@ -452,30 +452,33 @@ impl Correlator {
         let Some(caller) = call.caller.clone() else {
             return;
         };
-        let parties: Vec<String> = self
+        let parties: Vec<&str> = self
             .topology
             .parties(&caller)
             .into_iter()
-            .filter(|u| self.topology.chans[u].call == call_id)
+            .filter(|u| self.topology.chans[*u].call == call_id)
             .collect();
         if parties.is_empty() {
             return;
         }
-        for p in &parties {
+        for &p in &parties {
             let chan = &self.topology.chans[p];
-            call.parties.insert(p.clone(), chan.name.clone());
+            call.parties.insert(p.to_string(), chan.name.clone());
             if let Some((i, since_t)) = call.ringing.remove(p) {
                 call.ring_time[i] += since(since_t, at);
                 call.record.targets[i].answered = true;
             }
         }
-        let ext_of = |u: &String| match &self.topology.chans[u].role {
+        let ext_of = |u: &str| match &self.topology.chans[u].role {
             Role::Internal { ext } => Some(ext.clone()),
             _ => None,
         };
-        let internal = match &call.current {
-            Some(c) if parties.contains(c) => Some(c.clone()),
-            _ => parties.iter().find(|u| ext_of(u).is_some()).cloned(),
+        let internal: Option<String> = match &call.current {
+            Some(c) if parties.contains(&c.as_str()) => Some(c.clone()),
+            _ => parties
+                .iter()
+                .find(|u| ext_of(u).is_some())
+                .map(|u| u.to_string()),
         };
         if !call.answered {
             if call.start_pending {
@@ -495,7 +498,7 @@ impl Correlator {
                     call.current = Some(i.clone());
                 } else if let Some(x) = parties.first() {
                     // Forwarded out through a trunk: `ext` stays the extension that was called.
-                    call.record.forwarded_to = self.topology.chans[x].number.clone();
+                    call.record.forwarded_to = self.topology.chans[*x].number.clone();
                     if let Some(t) = call.record.targets.last() {
                         call.record.ext = t.ext.clone();
                     }

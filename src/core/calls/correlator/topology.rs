@@ -115,41 +115,38 @@ impl Topology {
 
     /// The channels (not Local halves) connected to `from` through bridges and Local pairs,
     /// `from` excluded, most recently bridged first.
-    pub fn parties(&self, from: &str) -> Vec<String> {
-        let mut found: Vec<String> = self
+    pub fn parties(&self, from: &str) -> Vec<&str> {
+        let mut found: Vec<&str> = self
             .component(from)
             .into_iter()
-            .filter(|u| u != from && !matches!(self.chans[u].role, Role::Local { .. }))
+            .filter(|u| *u != from && !matches!(self.chans[*u].role, Role::Local { .. }))
             .collect();
-        found.sort_by_key(|u| std::cmp::Reverse(self.chans[u].bridged_at));
+        found.sort_by_key(|u| std::cmp::Reverse(self.chans[*u].bridged_at));
         found
     }
 
     /// Every live channel connected to `from` through bridges and Local pairs, `from` included.
-    pub fn component(&self, from: &str) -> Vec<String> {
-        if !self.chans.contains_key(from) {
+    /// Borrowed from the table: walked on every bridge change, so nothing is copied.
+    pub fn component(&self, from: &str) -> Vec<&str> {
+        let Some((from, _)) = self.chans.get_key_value(from) else {
             return Vec::new();
-        }
-        let mut seen: HashSet<String> = [from.to_string()].into_iter().collect();
-        let mut todo = vec![from.to_string()];
-        let mut found = vec![from.to_string()];
+        };
+        let mut found = vec![from.as_str()];
+        let mut todo = vec![from.as_str()];
         while let Some(u) = todo.pop() {
-            let Some(chan) = self.chans.get(&u) else {
+            let Some(chan) = self.chans.get(u) else {
                 continue;
             };
-            let mut next: Vec<&String> = Vec::new();
-            if let Some(members) = self.bridges.get(&chan.bridge) {
-                next.extend(members.iter());
-            }
-            if let Role::Local { pair } = &chan.role {
-                if let Some(halves) = self.pairs.get(pair) {
-                    next.extend(halves.iter());
-                }
-            }
-            for n in next {
-                if self.chans.contains_key(n) && seen.insert(n.clone()) {
-                    todo.push(n.clone());
-                    found.push(n.clone());
+            let members = self.bridges.get(&chan.bridge).into_iter().flatten();
+            let halves = match &chan.role {
+                Role::Local { pair } => self.pairs.get(pair).map(Vec::as_slice),
+                _ => None,
+            };
+            for n in members.chain(halves.into_iter().flatten()) {
+                // A handful of channels: a scan of what was found beats a set.
+                if self.chans.contains_key(n) && !found.contains(&n.as_str()) {
+                    todo.push(n);
+                    found.push(n);
                 }
             }
         }
