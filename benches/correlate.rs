@@ -112,7 +112,7 @@ fn channel(change: ChannelChange, id: &str, uid: &str, name: &str, at: SystemTim
             bridge: if matches!(change, ChannelChange::Changed) {
                 "5c1bb1d4-3c2e-4c39-a7d4-2b8a7c1e9f00".into()
             } else {
-                String::new()
+                Default::default()
             },
             hangup_cause: if matches!(change, ChannelChange::Dead) {
                 16
@@ -189,7 +189,6 @@ fn main() {
         .collect();
     let mut correlator = Correlator::new(Vec::new());
     let calls = 20_000u64;
-    let inputs: Vec<Vec<HostEvent>> = (0..calls).map(call_events).collect();
     let (mut requests, mut call_events_out) = (0u64, 0u64);
     let mut render_allocs = [0u64; 2];
     let mut run = |events: Vec<HostEvent>| {
@@ -208,14 +207,15 @@ fn main() {
             }
         }
     };
-    let mut inputs = inputs.into_iter();
-    for events in inputs.by_ref().take(1000) {
-        run(events);
+    for i in 0..1000 {
+        run(call_events(i));
     }
     let measured = calls - 1000;
+    // The events are made inside the measured loop: an adapter copies them out of the host
+    // the same way (one string per field), and the correlator drops them.
     let (allocs0, started) = (ALLOCATIONS.load(Ordering::Relaxed), Instant::now());
-    for events in inputs {
-        run(events);
+    for i in 1000..calls {
+        run(call_events(i));
     }
     let took = started.elapsed();
     let allocs = ALLOCATIONS.load(Ordering::Relaxed) - allocs0;

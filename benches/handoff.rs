@@ -16,8 +16,8 @@ use res_webhook::core::runtime::hook::Hook;
 fn send_snapshot(hook: &Hook, i: u64, change: ChannelChange) {
     let id = format!("1700000000.{i}");
     let info = ChannelInfo {
-        linkedid: id.clone(),
-        uniqueid: id,
+        linkedid: id.as_str().into(),
+        uniqueid: id.into(),
         name: "PJSIP/caller-00000001".into(),
         caller_number: "79161234567".into(),
         caller_name: "Ivan Petrov".into(),

@@ -10,11 +10,13 @@
 //! header's pointer contract; hence the exemption from `not_unsafe_ptr_arg_deref`.
 #![allow(clippy::not_unsafe_ptr_arg_deref)]
 
+use std::ffi::CStr;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use compact_str::CompactString;
 use crossbeam_queue::ArrayQueue;
 use libc::{c_char, c_int, c_void};
 use once_cell::sync::OnceCell;
@@ -129,24 +131,36 @@ unsafe fn channel(c: &ffi::rw_channel, at: SystemTime) -> Option<HostEvent> {
     // SAFETY: as the caller promises.
     let info = unsafe {
         ChannelInfo {
-            linkedid: owned(c.linkedid),
-            uniqueid: owned(c.uniqueid),
-            name: owned(c.name),
-            caller_number: owned(c.caller_number),
-            caller_name: owned(c.caller_name),
-            dnid: owned(c.dnid),
-            context: owned(c.context),
-            exten: owned(c.exten),
-            appl: owned(c.appl),
-            appl_data: owned(c.appl_data),
-            bridge: owned(c.bridge_id),
-            accountcode: owned(c.accountcode),
-            hangup_source: owned(c.hangup_source),
+            linkedid: compact(c.linkedid),
+            uniqueid: compact(c.uniqueid),
+            name: compact(c.name),
+            caller_number: compact(c.caller_number),
+            caller_name: compact(c.caller_name),
+            dnid: compact(c.dnid),
+            context: compact(c.context),
+            exten: compact(c.exten),
+            appl: compact(c.appl),
+            appl_data: compact(c.appl_data),
+            bridge: compact(c.bridge_id),
+            accountcode: compact(c.accountcode),
+            hangup_source: compact(c.hangup_source),
             hangup_cause: c.hangup_cause,
             created: time_from(c.creation_sec, c.creation_usec),
         }
     };
     Some(HostEvent::Channel { change, info, at })
+}
+
+/// A host string without a heap allocation when it is short (ids, numbers, contexts).
+///
+/// # Safety
+/// `p` is NULL or points to a NUL-terminated string that stays valid during this call.
+unsafe fn compact(p: *const c_char) -> CompactString {
+    if p.is_null() {
+        return CompactString::default();
+    }
+    // SAFETY: non-NULL, NUL-terminated and valid, as the caller promises.
+    CompactString::from_utf8_lossy(unsafe { CStr::from_ptr(p) }.to_bytes())
 }
 
 fn time_from(sec: i64, usec: i64) -> Option<SystemTime> {

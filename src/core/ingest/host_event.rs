@@ -3,6 +3,8 @@
 
 use std::time::SystemTime;
 
+use compact_str::CompactString;
+
 /// A change in one channel's life that matters to a call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ChannelChange {
@@ -17,32 +19,33 @@ pub enum ChannelChange {
     Changed,
 }
 
-/// A snapshot of one channel at a change.
+/// A snapshot of one channel at a change. Its strings are inline up to 24 bytes: about ten
+/// of these per call are copied out of the host and most are only compared, not kept.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct ChannelInfo {
     /// All channels of one call share this id.
-    pub linkedid: String,
-    pub uniqueid: String,
+    pub linkedid: CompactString,
+    pub uniqueid: CompactString,
     /// e.g. `PJSIP/100-00000001`.
-    pub name: String,
-    pub caller_number: String,
-    pub caller_name: String,
+    pub name: CompactString,
+    pub caller_number: CompactString,
+    pub caller_name: CompactString,
     /// Number the caller dialed, as the channel driver saw it.
-    pub dnid: String,
-    pub context: String,
-    pub exten: String,
+    pub dnid: CompactString,
+    pub context: CompactString,
+    pub exten: CompactString,
     /// Dialplan application running at the time (`Dial`, `Queue`, …).
-    pub appl: String,
+    pub appl: CompactString,
     /// Its arguments (`Queue`: `sales,t,,,30`).
-    pub appl_data: String,
+    pub appl_data: CompactString,
     /// The bridge the channel is in; empty when in none.
-    pub bridge: String,
-    pub accountcode: String,
+    pub bridge: CompactString,
+    pub accountcode: CompactString,
     /// Q.850 cause; meaningful at `Dead`.
     pub hangup_cause: i32,
     /// Who asked for the hangup: the channel's own name when its far end hung up,
     /// `dialplan/builtin` for `Hangup()`, empty when unknown.
-    pub hangup_source: String,
+    pub hangup_source: CompactString,
     /// When the channel was created.
     pub created: Option<SystemTime>,
 }

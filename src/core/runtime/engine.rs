@@ -351,7 +351,7 @@ mod tests {
             info: ChannelInfo {
                 linkedid: call.into(),
                 uniqueid: call.into(),
-                name: format!("PJSIP/trunk-{call}"),
+                name: compact_str::format_compact!("PJSIP/trunk-{call}"),
                 caller_number: caller.into(),
                 context: "from-trunk".into(),
                 exten: "74951234567".into(),

@@ -260,12 +260,17 @@ impl Correlator {
         // Without `internal_contexts` every phone the PBX dials counts as an extension (a
         // call's first channel is its caller): agents are named, trunks cannot be told apart.
         let dialed_without_config =
-            self.internal_contexts.is_empty() && self.calls.contains_key(&info.linkedid);
-        if let Some(pair) = local_pair(&info.name) {
+            self.internal_contexts.is_empty() && self.calls.contains_key(info.linkedid.as_str());
+        if let Some(pair) = local_pair(info.name.as_str()) {
             Role::Local { pair }
-        } else if dialed_without_config || self.internal_contexts.contains(&info.context) {
+        } else if dialed_without_config
+            || self
+                .internal_contexts
+                .iter()
+                .any(|c| c == info.context.as_str())
+        {
             Role::Internal {
-                ext: extension_of_channel(&info.name),
+                ext: extension_of_channel(info.name.as_str()),
             }
         } else {
             Role::External
@@ -276,44 +281,47 @@ impl Correlator {
         let role = self.role_of(&info);
         let is_local = matches!(role, Role::Local { .. });
         self.topology.add(
-            &info.uniqueid,
+            info.uniqueid.as_str(),
             Chan {
-                call: info.linkedid.clone(),
-                name: info.name.clone(),
+                call: info.linkedid.to_string(),
+                name: info.name.to_string(),
                 role,
-                bridge: info.bridge.clone(),
+                bridge: info.bridge.to_string(),
                 number: String::new(),
                 bridged_at: (!info.bridge.is_empty()).then_some(at),
             },
         );
-        if let Some(call) = self.calls.get_mut(&info.linkedid) {
-            call.members.insert(info.uniqueid.clone());
+        if let Some(call) = self.calls.get_mut(info.linkedid.as_str()) {
+            call.members.insert(info.uniqueid.to_string());
             call.last_activity = at;
             if call.caller.is_none() && !is_local {
-                call.caller = Some(info.uniqueid.clone());
-                call.caller_name = info.name.clone();
+                call.caller = Some(info.uniqueid.to_string());
+                call.caller_name = info.name.to_string();
             }
             return;
         }
-        let from_extension = self.internal_contexts.contains(&info.context);
+        let from_extension = self
+            .internal_contexts
+            .iter()
+            .any(|c| c == info.context.as_str());
         let mut direction = if from_extension {
             Direction::Out
         } else {
             Direction::In
         };
         let mut called = if info.exten.is_empty() || info.exten == "s" {
-            info.dnid.clone()
+            info.dnid.to_string()
         } else {
-            info.exten.clone()
+            info.exten.to_string()
         };
         let mut ext = match direction {
-            Direction::Out if !info.caller_number.is_empty() => info.caller_number.clone(),
-            Direction::Out => extension_of_channel(&info.name),
+            Direction::Out if !info.caller_number.is_empty() => info.caller_number.to_string(),
+            Direction::Out => extension_of_channel(info.name.as_str()),
             _ => String::new(),
         };
-        let mut caller = info.caller_number.clone();
+        let mut caller = info.caller_number.to_string();
         let mut originated = false;
-        if let Some((_, from, to)) = self.originated.remove(&info.linkedid) {
+        if let Some((_, from, to)) = self.originated.remove(info.linkedid.as_str()) {
             // Click-to-call: the agent's extension calls the client.
             direction = Direction::Out;
             ext = from.clone();
@@ -322,22 +330,22 @@ impl Correlator {
             originated = true;
         }
         let mut data = BTreeMap::new();
-        if let Some((_, early)) = self.early_data.remove(&info.linkedid) {
+        if let Some((_, early)) = self.early_data.remove(info.linkedid.as_str()) {
             data.extend(early);
         }
         let record = CallRecord {
-            call_id: info.linkedid.clone(),
+            call_id: info.linkedid.to_string(),
             direction,
             caller,
-            caller_name: info.caller_name.clone(),
+            caller_name: info.caller_name.to_string(),
             called,
             ext,
             time_start: utc(info.created.unwrap_or(at)),
-            context: info.context.clone(),
-            exten: info.exten.clone(),
-            channel: info.name.clone(),
-            uniqueid: info.uniqueid.clone(),
-            accountcode: info.accountcode.clone(),
+            context: info.context.to_string(),
+            exten: info.exten.to_string(),
+            channel: info.name.to_string(),
+            uniqueid: info.uniqueid.to_string(),
+            accountcode: info.accountcode.to_string(),
             data,
             ..Default::default()
         };
@@ -349,13 +357,17 @@ impl Correlator {
             });
         }
         self.calls.insert(
-            info.linkedid.clone(),
+            info.linkedid.to_string(),
             CallState {
                 record,
-                first_uniqueid: info.uniqueid.clone(),
-                caller: (!is_local).then(|| info.uniqueid.clone()),
-                caller_name: if is_local { String::new() } else { info.name },
-                members: [info.uniqueid].into_iter().collect(),
+                first_uniqueid: info.uniqueid.to_string(),
+                caller: (!is_local).then(|| info.uniqueid.to_string()),
+                caller_name: if is_local {
+                    String::new()
+                } else {
+                    info.name.into()
+                },
+                members: [info.uniqueid.into()].into_iter().collect(),
                 start_pending,
                 answered: false,
                 current: None,
@@ -379,10 +391,10 @@ impl Correlator {
         };
         let moved = info.linkedid != old_call;
         if moved {
-            self.move_channel(uid, &old_call, &info.linkedid, at, out);
+            self.move_channel(uid, &old_call, info.linkedid.as_str(), at, out);
         }
-        let rebridged = self.topology.set_bridge(uid, &info.bridge, at);
-        let call_id = info.linkedid.clone();
+        let rebridged = self.topology.set_bridge(uid, info.bridge.as_str(), at);
+        let call_id = info.linkedid.to_string();
         if let Some(call) = self.calls.get_mut(&call_id) {
             call.last_activity = at;
             if call.caller.as_deref() == Some(uid) {
@@ -638,7 +650,7 @@ impl Correlator {
             return;
         };
         if chan.call != info.linkedid {
-            self.move_channel(uid, &chan.call.clone(), &info.linkedid, at, out);
+            self.move_channel(uid, &chan.call.clone(), info.linkedid.as_str(), at, out);
         }
         let call_id = info.linkedid.as_str();
         let Some(call) = self.calls.get_mut(call_id) else {
@@ -652,9 +664,9 @@ impl Correlator {
         let is_caller = call.caller.as_deref() == Some(uid);
         if is_caller || (call.caller.is_none() && uid == call.first_uniqueid) {
             call.record.hangup_cause = Some(info.hangup_cause);
-            call.caller_hangup_source = info.hangup_source.clone();
+            call.caller_hangup_source = info.hangup_source.to_string();
             if !info.caller_name.is_empty() {
-                call.record.caller_name = info.caller_name.clone();
+                call.record.caller_name = info.caller_name.to_string();
             }
         } else if call.parties.contains_key(uid) && call.caller.is_some() {
             let caller_alive = call
@@ -771,9 +783,9 @@ mod tests {
     fn dial(peer: &ChannelInfo, status: &str, t: f64) -> HostEvent {
         HostEvent::Dial {
             caller_uniqueid: Some("c.1".into()),
-            peer_uniqueid: peer.uniqueid.clone(),
-            peer_linkedid: peer.linkedid.clone(),
-            peer_name: peer.name.clone(),
+            peer_uniqueid: peer.uniqueid.to_string(),
+            peer_linkedid: peer.linkedid.to_string(),
+            peer_name: peer.name.to_string(),
             dialstring: "100".into(),
             status: status.into(),
             at: at(t),
