@@ -347,10 +347,128 @@ fn nats_throughput(n: usize) {
     let _ = std::fs::remove_dir_all(store);
 }
 
-/// The CPU one request costs the sending thread: through the module's HTTP client (ureq, one
-/// coalesced write, one probe per reuse) and, as the floor, the same bytes written and the
-/// answer read on a bare keep-alive socket. With requests back to back (warm caches) and 50 ms
-/// apart, as at 20 calls/s (everything cold again).
+/// The User-Agent every variant sends (the client's own).
+const USER_AGENT: &str = "res_webhook/0.1 (Asterisk)";
+
+/// One POST through ureq-proto's sans-IO client over a kept-alive socket: the request written
+/// into one buffer and sent in one write, the answer read until its body ends (at most 4 KiB
+/// kept). The status.
+fn proto_post(
+    conn: &mut TcpStream,
+    url: &str,
+    body: &[u8],
+    out: &mut [u8],
+    input: &mut [u8],
+) -> u16 {
+    use ureq_proto::client::{Call, RecvBodyResult, RecvResponseResult, SendRequestResult};
+    let request = ureq_proto::http::Request::post(url)
+        .header("content-type", "application/json")
+        .header("user-agent", USER_AGENT)
+        .header("content-length", body.len())
+        .body(())
+        .unwrap();
+    let mut call = Call::new(request).unwrap().proceed();
+    let mut n = 0;
+    while !call.can_proceed() {
+        n += call.write(&mut out[n..]).unwrap();
+    }
+    let Ok(Some(SendRequestResult::SendBody(mut call))) = call.proceed() else {
+        panic!("no body state")
+    };
+    let mut sent = 0;
+    while !call.can_proceed() {
+        let (used, o) = call.write(&body[sent..], &mut out[n..]).unwrap();
+        sent += used;
+        n += o;
+    }
+    conn.write_all(&out[..n]).unwrap();
+    let mut call = call.proceed().unwrap();
+    let mut have = 0;
+    let (status, mut used) = loop {
+        let got = conn.read(&mut input[have..]).unwrap();
+        assert!(got > 0, "closed");
+        have += got;
+        if let (u, Some(resp)) = call.try_response(&input[..have], false).unwrap() {
+            break (resp.status().as_u16(), u);
+        }
+    };
+    let mut call = match call.proceed().unwrap() {
+        RecvResponseResult::RecvBody(c) => c,
+        RecvResponseResult::Cleanup(_) => return status,
+        RecvResponseResult::Redirect(_) => panic!("redirect"),
+    };
+    let mut excerpt = [0u8; 4096];
+    let mut kept = 0;
+    loop {
+        let (i, o) = call.read(&input[used..have], &mut excerpt[kept..]).unwrap();
+        used += i;
+        kept += o;
+        if call.can_proceed() {
+            break;
+        }
+        input.copy_within(used..have, 0);
+        have -= used;
+        used = 0;
+        let got = conn.read(&mut input[have..]).unwrap();
+        assert!(got > 0, "closed");
+        have += got;
+    }
+    match call.proceed() {
+        Some(RecvBodyResult::Cleanup(c)) => assert!(!c.must_close_connection()),
+        _ => panic!("no cleanup"),
+    }
+    status
+}
+
+/// The same POST with the head written by hand and the answer parsed with `httparse`
+/// (Content-Length bodies only: this is a measuring stick, not a client).
+fn httparse_post(
+    conn: &mut TcpStream,
+    (host, path): (&str, &str),
+    body: &[u8],
+    out: &mut Vec<u8>,
+    input: &mut [u8],
+) -> u16 {
+    out.clear();
+    write!(
+        out,
+        "POST {path} HTTP/1.1\r\nhost: {host}\r\nuser-agent: {USER_AGENT}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
+    out.extend_from_slice(body);
+    conn.write_all(out).unwrap();
+    let mut have = 0;
+    let (status, head, len) = loop {
+        let got = conn.read(&mut input[have..]).unwrap();
+        assert!(got > 0, "closed");
+        have += got;
+        let mut headers = [httparse::EMPTY_HEADER; 32];
+        let mut resp = httparse::Response::new(&mut headers);
+        if let httparse::Status::Complete(head) = resp.parse(&input[..have]).unwrap() {
+            let len: usize = resp
+                .headers
+                .iter()
+                .find(|h| h.name.eq_ignore_ascii_case("content-length"))
+                .and_then(|h| std::str::from_utf8(h.value).ok()?.trim().parse().ok())
+                .unwrap();
+            break (resp.code.unwrap(), head, len);
+        }
+    };
+    while have < head + len {
+        let got = conn.read(&mut input[have..]).unwrap();
+        assert!(got > 0, "closed");
+        have += got;
+    }
+    status
+}
+
+/// The CPU one request costs the sending thread: through the module's HTTP client (for this
+/// `http://` URL its plain path); through ureq as `https://` URLs still go (one coalesced
+/// write, one probe per reuse); through ureq-proto's sans-IO client over a kept-alive socket;
+/// with the head written by hand and the answer parsed by `httparse`; and, as the floor, the
+/// same bytes written and the answer read on a bare keep-alive socket. With requests back to
+/// back (warm caches) and 50 ms apart, as at 20 calls/s (everything cold again).
 fn request_cost(n: usize) {
     fn thread_cpu() -> Duration {
         let mut ts = libc::timespec {
@@ -369,46 +487,79 @@ fn request_cost(n: usize) {
         headers: vec![("Content-Type".into(), "application/json".into())],
         body: body.clone(),
     };
+    let client = client::Client::new(Duration::from_secs(5), None, 1).unwrap();
     let agent = client::agent(Duration::from_secs(5), None, 1).unwrap();
     let addr = url.trim_start_matches("http://").to_string();
-    let mut raw = TcpStream::connect(&addr).unwrap();
-    raw.set_nodelay(true).unwrap();
+    let connect = || {
+        let s = TcpStream::connect(&addr).unwrap();
+        s.set_nodelay(true).unwrap();
+        s
+    };
+    let (mut raw, mut proto, mut hand) = (connect(), connect(), connect());
     let mut bytes = format!(
         "POST /crm HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
         body.len()
     )
     .into_bytes();
     bytes.extend_from_slice(&body);
-    for gap_ms in [0u64, 50] {
+    let only = std::env::var("RW_GAPS").unwrap_or_else(|_| "0,50".into());
+    for gap_ms in only.split(',').filter_map(|g| g.trim().parse::<u64>().ok()) {
         let n = if gap_ms == 0 {
             n
         } else {
             (n / 50).clamp(20, 400)
         };
-        let (mut ureq_cpu, mut raw_cpu) = (Duration::ZERO, Duration::ZERO);
+        let mut cpu = [Duration::ZERO; 5];
         let mut answer = [0u8; 4096];
+        let mut out = vec![0u8; 16 * 1024];
+        let mut input = vec![0u8; 16 * 1024];
+        let mut head = Vec::with_capacity(2048);
         for _ in 0..n {
             std::thread::sleep(Duration::from_millis(gap_ms));
             let t = thread_cpu();
-            let o = client::send(&agent, &req, &[]);
-            ureq_cpu += thread_cpu() - t;
+            let o = client::send(&client, &req, &[]);
+            cpu[0] += thread_cpu() - t;
             assert!(
                 matches!(o.attempt, Attempt::Status { code: 200, .. }),
                 "{o:?}"
             );
             std::thread::sleep(Duration::from_millis(gap_ms));
             let t = thread_cpu();
+            let o = client::send_with_ureq(&agent, &req, &[]);
+            cpu[4] += thread_cpu() - t;
+            assert!(
+                matches!(o.attempt, Attempt::Status { code: 200, .. }),
+                "{o:?}"
+            );
+            std::thread::sleep(Duration::from_millis(gap_ms));
+            let t = thread_cpu();
+            let code = proto_post(&mut proto, &req.url, &body, &mut out, &mut input);
+            cpu[1] += thread_cpu() - t;
+            assert_eq!(code, 200);
+            std::thread::sleep(Duration::from_millis(gap_ms));
+            let t = thread_cpu();
+            let code = httparse_post(&mut hand, (&addr, "/crm"), &body, &mut head, &mut input);
+            cpu[2] += thread_cpu() - t;
+            assert_eq!(code, 200);
+            std::thread::sleep(Duration::from_millis(gap_ms));
+            let t = thread_cpu();
             raw.write_all(&bytes).unwrap();
             let got = raw.read(&mut answer).unwrap();
-            raw_cpu += thread_cpu() - t;
+            cpu[3] += thread_cpu() - t;
             assert!(answer[..got].starts_with(b"HTTP/1.1 200"));
         }
         let per = |d: Duration| d.as_secs_f64() * 1e6 / n as f64;
+        let bare = per(cpu[3]);
         println!(
-            "request cost, {gap_ms} ms apart ({n} each): client {:.1} µs, bare socket {:.1} µs of sender CPU per request ({:.1}x)",
-            per(ureq_cpu),
-            per(raw_cpu),
-            per(ureq_cpu) / per(raw_cpu)
+            "request cost, {gap_ms} ms apart ({n} each), sender CPU per request: client {:.1} µs ({:.1}x), ureq {:.1} µs ({:.1}x), proto {:.1} µs ({:.1}x), httparse {:.1} µs ({:.1}x), bare socket {bare:.1} µs",
+            per(cpu[0]),
+            per(cpu[0]) / bare,
+            per(cpu[4]),
+            per(cpu[4]) / bare,
+            per(cpu[1]),
+            per(cpu[1]) / bare,
+            per(cpu[2]),
+            per(cpu[2]) / bare,
         );
     }
 }

@@ -73,8 +73,8 @@ fn self_signed_endpoint_fails_until_its_ca_is_configured() {
         headers: vec![("Content-Type".into(), "application/json".into())],
         body: b"{}".to_vec(),
     };
-    let default_agent = client::agent(Duration::from_secs(5), None, 1).unwrap();
-    match client::send(&default_agent, &req, &[]).attempt {
+    let default_client = client::Client::new(Duration::from_secs(5), None, 1).unwrap();
+    match client::send(&default_client, &req, &[]).attempt {
         Attempt::Error(e) => assert!(
             e.to_lowercase().contains("certificate") || e.contains("UnknownIssuer"),
             "{e}"
@@ -86,11 +86,13 @@ fn self_signed_endpoint_fails_until_its_ca_is_configured() {
     std::fs::create_dir_all(&dir).unwrap();
     let ca_file = dir.join("ca.pem");
     std::fs::write(&ca_file, ca_pem).unwrap();
-    let trusting = client::agent(Duration::from_secs(5), Some(&ca_file), 1).unwrap();
+    let trusting = client::Client::new(Duration::from_secs(5), Some(&ca_file), 1).unwrap();
     match client::send(&trusting, &req, &[]).attempt {
         Attempt::Status { code, .. } => assert_eq!(code, 200),
         other => panic!("with tls_ca the endpoint is trusted: {other:?}"),
     }
-    assert!(client::agent(Duration::from_secs(5), Some(&dir.join("missing.pem")), 1).is_err());
+    assert!(
+        client::Client::new(Duration::from_secs(5), Some(&dir.join("missing.pem")), 1).is_err()
+    );
     std::fs::remove_dir_all(dir).unwrap();
 }

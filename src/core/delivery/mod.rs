@@ -285,8 +285,8 @@ impl Dispatcher {
             return Err(SendNowError::NoSection);
         };
         let policy = s.policy.read().unwrap_or_else(|p| p.into_inner()).clone();
-        let agent = s.agent.read().unwrap_or_else(|p| p.into_inner()).clone();
-        let Some(agent) = agent else {
+        let client = s.client.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let Some(client) = client else {
             return Err(SendNowError::NoClient);
         };
         let extra = match &policy.secret {
@@ -299,7 +299,7 @@ impl Dispatcher {
             .to_vec(),
             None => Vec::new(),
         };
-        Ok(client::send(&agent, request, &extra))
+        Ok(client::send(&client, request, &extra))
     }
 
     /// The spool's state now (`webhook show status`'s first line).

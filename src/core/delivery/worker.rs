@@ -1,4 +1,4 @@
-//! One section's delivery worker: its own memory queue, its own lanes, its own HTTP agent, so
+//! One section's delivery worker: its own memory queue, its own lanes, its own HTTP client, so
 //! a slow or dead endpoint never delays another. Each call's events go out in order (start,
 //! answer, end), one after the other; different calls go out at once, on up to `concurrency`
 //! lanes, and a call that waits — for a retry, or for an endpoint that does not answer — holds
@@ -41,7 +41,7 @@ use super::signing;
 use super::spool::{Spool, SpoolError, Spooled};
 use super::stats::{ErrorLog, ErrorRecord, SectionStats};
 use super::{Delivery, EndpointPolicy};
-use crate::core::http::client::{self, Outcome};
+use crate::core::http::client::{self, Client, Outcome};
 use crate::core::instrument::{fault, panic};
 use crate::core::model::attempt::Attempt;
 
@@ -82,10 +82,10 @@ const MAX_SKIPPED_CALLS: usize = 100_000;
 pub struct SectionShared {
     pub name: String,
     pub policy: RwLock<EndpointPolicy>,
-    pub agent: RwLock<Option<ureq::Agent>>,
+    pub client: RwLock<Option<Client>>,
     /// Paces attempts when the section has a `rate_limit`.
     pub pacer: RwLock<Option<Arc<Pacer>>>,
-    /// `type = nats`: the JetStream publisher used instead of the HTTP agent.
+    /// `type = nats`: the JetStream publisher used instead of the HTTP client.
     pub nats: RwLock<Option<Arc<NatsSink>>>,
     /// The memory queue; each delivery carries the sequence number it got at submit, which
     /// is also its key if it ever goes to the spool, so order survives any spill.
@@ -205,7 +205,7 @@ impl SectionShared {
         let pacer = policy.rate_limit.map(|r| Arc::new(Pacer::new(r)));
         let (policy_name, policy_nats) = (policy.name.clone(), policy.nats.clone());
         let (tx, rx) = bounded(MEMORY_QUEUE);
-        let agent = client::agent(policy.timeout, policy.tls_ca.as_deref(), policy.concurrency)
+        let client = Client::new(policy.timeout, policy.tls_ca.as_deref(), policy.concurrency)
             .map_err(|e| {
                 log::error!(
                     "[{}] {e}; deliveries wait in the spool until it is fixed",
@@ -216,7 +216,7 @@ impl SectionShared {
         SectionShared {
             name: policy.name.clone(),
             policy: RwLock::new(policy),
-            agent: RwLock::new(agent),
+            client: RwLock::new(client),
             pacer: RwLock::new(pacer),
             nats: RwLock::new(nats_sink(&policy_name, policy_nats.as_ref())),
             tx,
@@ -249,10 +249,10 @@ impl SectionShared {
                 *pacer = policy.rate_limit.map(|r| Arc::new(Pacer::new(r)));
             }
         }
-        let agent = client::agent(policy.timeout, policy.tls_ca.as_deref(), policy.concurrency)
+        let client = Client::new(policy.timeout, policy.tls_ca.as_deref(), policy.concurrency)
             .map_err(|e| log::error!("[{}] {e}", policy.name))
             .ok();
-        *self.agent.write().unwrap_or_else(|p| p.into_inner()) = agent;
+        *self.client.write().unwrap_or_else(|p| p.into_inner()) = client;
         let same_nats = self.policy.read().unwrap_or_else(|p| p.into_inner()).nats == policy.nats;
         if !same_nats {
             // Dropped outside the lock: dropping a sink joins its thread.
@@ -1001,10 +1001,10 @@ fn attempt(s: &SectionShared, env: &WorkerEnv, item: &mut Spooled) -> Verdict {
 
 fn attempt_and_record(s: &SectionShared, env: &WorkerEnv, item: &mut Spooled) -> Verdict {
     let policy = s.policy.read().unwrap_or_else(|p| p.into_inner()).clone();
-    let agent = s.agent.read().unwrap_or_else(|p| p.into_inner()).clone();
+    let client = s.client.read().unwrap_or_else(|p| p.into_inner()).clone();
     let nats = s.nats.read().unwrap_or_else(|p| p.into_inner()).clone();
     let d = &item.delivery;
-    let outcome = match (nats, agent) {
+    let outcome = match (nats, client) {
         (Some(nats), _) => {
             // The subject is the rendered `url`; `Nats-Msg-Id` (= webhook-id) lets the
             // server drop a re-send.
@@ -1018,7 +1018,7 @@ fn attempt_and_record(s: &SectionShared, env: &WorkerEnv, item: &mut Spooled) ->
                 policy.timeout,
             )
         }
-        (None, Some(agent)) => {
+        (None, Some(client)) => {
             // webhook-id always (the same on every re-send, so a CRM can drop duplicates);
             // with a secret, the Standard Webhooks timestamp and signature too.
             let extra: Vec<(String, String)> = match &policy.secret {
@@ -1031,7 +1031,7 @@ fn attempt_and_record(s: &SectionShared, env: &WorkerEnv, item: &mut Spooled) ->
                 .to_vec(),
                 None => vec![("webhook-id".to_string(), d.id.clone())],
             };
-            client::send(&agent, &d.request, &extra)
+            client::send(&client, &d.request, &extra)
         }
         (None, None) => Outcome {
             attempt: Attempt::Error("no HTTP client (bad tls_ca?)".into()),

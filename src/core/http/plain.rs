@@ -1,0 +1,781 @@
+//! The plain-`http://` path: the request written by hand, the answer parsed with `httparse`
+//! ([`super::answer`]), over connections kept alive here ([`super::conn`]).
+//!
+//! Through ureq a 900-byte webhook cost its worker 2.4× the CPU of writing the same bytes and
+//! reading the answer on a bare socket, at 20 calls/s when every cache is cold
+//! (`RW_BENCH=client cargo bench --bench delivery`): request and response types, the state
+//! machine, timings and pool machinery. Driving ureq's own sans-IO half (`ureq-proto`) directly
+//! still cost 1.6×; a hand-written head with `httparse` cost 1.1×. So this path does only what a
+//! delivery needs: one write, a read, one probe when a connection is reused. Anything it does
+//! not do the same as ureq ([`route`] says what) goes through ureq, and so does every
+//! `https://` URL and every request through a proxy.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::io::Write;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use ureq::http::Uri;
+use ureq::unversioned::resolver::Resolver;
+use ureq::unversioned::transport::NextTimeout;
+
+use super::answer::{read_answer, Answer, AnswerError};
+use super::client::USER_AGENT;
+use super::conn::{Conn, ConnectError, SendError};
+use super::resolver::CachingResolver;
+
+use crate::core::model::request::{HttpRequest, Method};
+
+/// An idle connection unused this long is closed rather than reused (ureq's default too):
+/// servers close theirs after 5–75 s, and the probe cannot see a close still on its way.
+pub const MAX_IDLE_AGE: Duration = Duration::from_secs(15);
+
+/// Idle connections kept at most over all endpoints, when a section allows fewer per endpoint
+/// (ureq's default too).
+const MAX_IDLE_TOTAL: usize = 10;
+
+/// Where a plain request goes, borrowed from its URL.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Target<'a> {
+    /// `host[:port]` as written: the pool's key.
+    authority: &'a str,
+    /// The host as written (an IPv6 address in brackets).
+    host: &'a str,
+    port: u16,
+    /// The request target: path and query, empty for `/`.
+    path: &'a str,
+}
+
+/// Whether `req` (with `extra` headers) can go the plain way, and where: an `http://` URL of
+/// a plain shape (no user info, no fragment, nothing ureq would encode or reject), header names
+/// and values it can write as they are, and none of the headers that change how the message is
+/// framed or that it writes itself (Host, Content-Length, Transfer-Encoding, Connection,
+/// Expect, TE, Upgrade). `None`: ureq sends it.
+pub fn route<'a>(req: &'a HttpRequest, extra: &[(String, String)]) -> Option<Target<'a>> {
+    let target = Target::parse(&req.url)?;
+    let reserved = [
+        "host",
+        "content-length",
+        "transfer-encoding",
+        "connection",
+        "expect",
+        "te",
+        "upgrade",
+    ];
+    let writable = req.headers.iter().chain(extra).all(|(k, v)| {
+        !k.is_empty()
+            && k.bytes().all(is_token)
+            && v.bytes().all(|b| b == b'\t' || (b' '..=b'~').contains(&b))
+            && !reserved.iter().any(|r| k.eq_ignore_ascii_case(r))
+    });
+    writable.then_some(target)
+}
+
+/// A header-name character (RFC 9110 `tchar`).
+fn is_token(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+impl<'a> Target<'a> {
+    fn parse(url: &'a str) -> Option<Target<'a>> {
+        let rest = url.strip_prefix("http://")?;
+        let split = rest.find(['/', '?']).unwrap_or(rest.len());
+        let (authority, path) = rest.split_at(split);
+        // RFC 3986 pchar, '/', '?' and '%': what ureq sends as it is.
+        let plain_path = path
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@/?%".contains(&b));
+        if !plain_path {
+            return None;
+        }
+        let (host, port) = if authority.starts_with('[') {
+            let end = authority.find(']')?;
+            let (host, after) = authority.split_at(end + 1);
+            host[1..end].parse::<std::net::Ipv6Addr>().ok()?;
+            (host, after)
+        } else {
+            let end = authority.find(':').unwrap_or(authority.len());
+            let (host, after) = authority.split_at(end);
+            let name = !host.is_empty()
+                && host
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_');
+            if !name {
+                return None;
+            }
+            (host, after)
+        };
+        let port = match port.strip_prefix(':') {
+            None if port.is_empty() => 80,
+            Some(p) if !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()) => {
+                p.parse::<u16>().ok().filter(|p| *p != 0)?
+            }
+            _ => return None,
+        };
+        Some(Target {
+            authority,
+            host,
+            port,
+            path,
+        })
+    }
+}
+
+/// The request as it goes out, head and body in one buffer (one write). Like ureq: the Host
+/// header carries the port unless it is 80, User-Agent and `Accept: */*` unless the request
+/// has its own, a Content-Length on every POST and PUT, none and no body on a GET; header names
+/// in lower case.
+pub fn request_bytes(t: &Target, req: &HttpRequest, extra: &[(String, String)]) -> Vec<u8> {
+    let body: &[u8] = match req.method {
+        Method::Get => &[],
+        Method::Post | Method::Put => &req.body,
+    };
+    let headers = || req.headers.iter().chain(extra);
+    let has = |name: &str| headers().any(|(k, _)| k.eq_ignore_ascii_case(name));
+    let size: usize = headers().map(|(k, v)| k.len() + v.len() + 4).sum();
+    let mut out = Vec::with_capacity(160 + t.authority.len() + t.path.len() + size + body.len());
+    out.extend_from_slice(req.method.as_str().as_bytes());
+    out.push(b' ');
+    if !t.path.starts_with('/') {
+        out.push(b'/');
+    }
+    out.extend_from_slice(t.path.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\nhost: ");
+    out.extend_from_slice(t.host.as_bytes());
+    if t.port != 80 {
+        let _ = write!(out, ":{}", t.port);
+    }
+    out.extend_from_slice(b"\r\n");
+    if !has("user-agent") {
+        out.extend_from_slice(b"user-agent: ");
+        out.extend_from_slice(USER_AGENT.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    if !has("accept") {
+        out.extend_from_slice(b"accept: */*\r\n");
+    }
+    if req.method != Method::Get {
+        let _ = write!(out, "content-length: {}\r\n", body.len());
+    }
+    for (k, v) in headers() {
+        out.extend(k.bytes().map(|b| b.to_ascii_lowercase()));
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(v.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(body);
+    out
+}
+
+/// Why a plain request got no answer.
+#[derive(Debug)]
+pub enum PlainError {
+    /// The host name could not be resolved (in time).
+    Resolve(ureq::Error),
+    /// No connection could be made.
+    Connect(ConnectError),
+    /// The request could not be written (in time).
+    Send(SendError),
+    /// No (readable) answer came.
+    Answer(AnswerError),
+}
+
+impl PlainError {
+    /// The request never reached the endpoint: nothing there saw it.
+    pub fn unreachable(&self) -> bool {
+        matches!(self, PlainError::Resolve(_) | PlainError::Connect(_))
+    }
+
+    /// What a kept-alive connection the server had already closed looks like: nothing of the
+    /// request went out, or the connection closed before any byte of an answer. Only then is
+    /// the request tried again, once, on a new connection.
+    fn stale(&self) -> bool {
+        match self {
+            PlainError::Send(e) => e.written == 0 && e.error.kind() != std::io::ErrorKind::TimedOut,
+            PlainError::Answer(e) => matches!(e, AnswerError::NoAnswer),
+            _ => false,
+        }
+    }
+}
+
+impl fmt::Display for PlainError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PlainError::Resolve(e) => write!(f, "resolve: {e}"),
+            PlainError::Connect(e) => write!(f, "{e}"),
+            PlainError::Send(e) if e.error.kind() == std::io::ErrorKind::TimedOut => {
+                write!(f, "timeout: sending the request")
+            }
+            PlainError::Send(e) => write!(f, "sending the request: {}", e.error),
+            PlainError::Answer(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for PlainError {}
+
+/// The plain path of one section: its limits, name cache and idle connections.
+pub struct Plain {
+    timeout: Duration,
+    connect_timeout: Duration,
+    /// Idle connections kept per endpoint (the section's `concurrency`).
+    connections: usize,
+    resolver: CachingResolver,
+    /// What ureq's resolver reads (the address family: any).
+    resolver_config: ureq::config::Config,
+    idle: Mutex<HashMap<String, Vec<Conn>>>,
+}
+
+impl fmt::Debug for Plain {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Plain")
+            .field("timeout", &self.timeout)
+            .field("connections", &self.connections)
+            .finish()
+    }
+}
+
+impl Plain {
+    /// The whole request (name, connect, send, answer) within `timeout`, connecting within
+    /// `connect_timeout`; up to `connections` idle connections kept per endpoint.
+    pub fn new(timeout: Duration, connect_timeout: Duration, connections: usize) -> Plain {
+        Plain {
+            timeout,
+            connect_timeout,
+            connections,
+            resolver: CachingResolver::default(),
+            resolver_config: ureq::Agent::config_builder().build(),
+            idle: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Sends `bytes` (from [`request_bytes`]) to `t` and reads the answer, on an idle
+    /// connection if one is alive, else a new one; the section's timeout counts from `started`.
+    pub fn send(&self, t: &Target, bytes: &[u8], started: Instant) -> Result<Answer, PlainError> {
+        let deadline = started + self.timeout;
+        let (mut conn, mut fresh) = match self.take(t.authority) {
+            Some(conn) => (conn, false),
+            None => (self.connect(t, deadline)?, true),
+        };
+        loop {
+            conn.set_deadline(deadline);
+            match exchange(&mut conn, bytes) {
+                Ok(answer) => {
+                    if answer.reusable {
+                        self.put(t.authority, conn);
+                    }
+                    return Ok(answer);
+                }
+                Err(e) if !fresh && e.stale() => {
+                    conn = self.connect(t, deadline)?;
+                    fresh = true;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    fn connect(&self, t: &Target, deadline: Instant) -> Result<Conn, PlainError> {
+        let addrs = self.addrs(t, deadline)?;
+        let connect_by = deadline.min(Instant::now() + self.connect_timeout);
+        Conn::connect(&addrs, connect_by, self.timeout / 2).map_err(PlainError::Connect)
+    }
+
+    /// An IP address in the URL at once; a name through the cache (looked up within the
+    /// time left).
+    fn addrs(&self, t: &Target, deadline: Instant) -> Result<Vec<SocketAddr>, PlainError> {
+        let bare = t
+            .host
+            .strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+            .unwrap_or(t.host);
+        if let Ok(ip) = bare.parse::<IpAddr>() {
+            return Ok(vec![SocketAddr::new(ip, t.port)]);
+        }
+        let uri: Uri = format!("http://{}/", t.authority)
+            .parse()
+            .map_err(|_| PlainError::Resolve(ureq::Error::BadUri(t.authority.to_string())))?;
+        let left = deadline.saturating_duration_since(Instant::now());
+        let timeout = NextTimeout {
+            after: left.into(),
+            reason: ureq::Timeout::Resolve,
+            per_read: None,
+            per_write: None,
+        };
+        self.resolver
+            .resolve(&uri, &self.resolver_config, timeout)
+            .map(|a| a.to_vec())
+            .map_err(PlainError::Resolve)
+    }
+
+    /// The endpoint's most recently used idle connection that is young enough and still
+    /// open; the others on the way are closed.
+    fn take(&self, key: &str) -> Option<Conn> {
+        loop {
+            let conn = self
+                .idle
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .get_mut(key)?
+                .pop()?;
+            // Probed outside the lock: other lanes need not wait for a syscall.
+            if conn.idle_since.elapsed() < MAX_IDLE_AGE && conn.is_alive() {
+                return Some(conn);
+            }
+        }
+    }
+
+    /// Keeps `conn` for the endpoint's next request, unless the endpoint (or the section) has
+    /// as many idle already.
+    fn put(&self, key: &str, mut conn: Conn) {
+        conn.idle_since = Instant::now();
+        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        let total: usize = idle.values().map(Vec::len).sum();
+        if total >= self.connections.max(MAX_IDLE_TOTAL) {
+            return;
+        }
+        if idle.len() > MAX_IDLE_TOTAL {
+            idle.retain(|_, v| !v.is_empty());
+        }
+        if let Some(conns) = idle.get_mut(key) {
+            if conns.len() < self.connections {
+                conns.push(conn);
+            }
+            return;
+        }
+        if self.connections > 0 {
+            idle.insert(key.to_string(), vec![conn]);
+        }
+    }
+
+    #[cfg(test)]
+    fn idle_count(&self) -> usize {
+        self.idle.lock().unwrap().values().map(Vec::len).sum()
+    }
+}
+
+/// One request and its answer on `conn`.
+fn exchange(conn: &mut Conn, bytes: &[u8]) -> Result<Answer, PlainError> {
+    conn.send(bytes).map_err(PlainError::Send)?;
+    let mut buf = std::mem::take(&mut conn.buf);
+    let answer = read_answer(conn, &mut buf);
+    conn.buf = buf;
+    answer.map_err(PlainError::Answer)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+    use std::net::{TcpListener, TcpStream};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    const OK: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+
+    /// A local server handing each accepted connection, with its index, to `conn` on a thread
+    /// of its own; its base URL and the count of connections accepted.
+    fn server<F>(conn: F) -> (String, Arc<AtomicUsize>)
+    where
+        F: Fn(usize, TcpStream) + Send + Sync + 'static,
+    {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", l.local_addr().unwrap());
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = accepted.clone();
+        let conn = Arc::new(conn);
+        std::thread::spawn(move || {
+            for s in l.incoming().flatten() {
+                let i = count.fetch_add(1, Ordering::SeqCst);
+                let conn = conn.clone();
+                std::thread::spawn(move || conn(i, s));
+            }
+        });
+        (url, accepted)
+    }
+
+    /// Reads one request (head and Content-Length body); `None` once the client closes.
+    fn read_request(s: &mut TcpStream) -> Option<Vec<u8>> {
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            let mut headers = [httparse::EMPTY_HEADER; 32];
+            let mut req = httparse::Request::new(&mut headers);
+            if let Ok(httparse::Status::Complete(head)) = req.parse(&got) {
+                let len: usize = req
+                    .headers
+                    .iter()
+                    .find(|h| h.name.eq_ignore_ascii_case("content-length"))
+                    .map_or(0, |h| {
+                        std::str::from_utf8(h.value).unwrap().parse().unwrap()
+                    });
+                if got.len() >= head + len {
+                    return Some(got);
+                }
+            }
+            match s.read(&mut buf) {
+                Ok(0) | Err(_) => return None,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+    }
+
+    /// Answers every request on the connection with `answer`.
+    fn answer_all(answer: &'static [u8]) -> impl Fn(usize, TcpStream) + Send + Sync {
+        move |_, mut s| {
+            while read_request(&mut s).is_some() {
+                if s.write_all(answer).is_err() {
+                    return;
+                }
+            }
+        }
+    }
+
+    fn post(url: &str) -> HttpRequest {
+        HttpRequest {
+            method: Method::Post,
+            url: format!("{url}/hook"),
+            headers: vec![("Content-Type".into(), "application/json".into())],
+            body: b"{}".to_vec(),
+        }
+    }
+
+    fn send(p: &Plain, req: &HttpRequest) -> Result<Answer, PlainError> {
+        let t = route(req, &[]).expect("a plain request");
+        p.send(&t, &request_bytes(&t, req, &[]), Instant::now())
+    }
+
+    fn plain(timeout_ms: u64) -> Plain {
+        let t = Duration::from_millis(timeout_ms);
+        Plain::new(t, t, 2)
+    }
+
+    #[test]
+    fn urls_that_go_the_plain_way_and_those_left_to_ureq() {
+        fn t(url: &str) -> Option<(&str, &str, u16, &str)> {
+            Target::parse(url).map(|t| (t.authority, t.host, t.port, t.path))
+        }
+        assert_eq!(
+            t("http://10.0.0.1:8080/a?b=c"),
+            Some(("10.0.0.1:8080", "10.0.0.1", 8080, "/a?b=c"))
+        );
+        assert_eq!(
+            t("http://crm.example.com"),
+            Some(("crm.example.com", "crm.example.com", 80, ""))
+        );
+        assert_eq!(
+            t("http://[::1]:81?x=%20"),
+            Some(("[::1]:81", "[::1]", 81, "?x=%20"))
+        );
+        for url in [
+            "https://crm.example.com/",
+            "HTTP://crm.example.com/",
+            "http://user:pw@crm.example.com/",
+            "http://crm.example.com/a#frag",
+            "http://crm.example.com/a b",
+            "http://crm.example.com/ü",
+            "http://crm.example.com:/",
+            "http://crm.example.com:0/",
+            "http://crm.example.com:99999/",
+            "http://[::1/",
+            "http:///path",
+        ] {
+            assert_eq!(t(url), None, "{url}");
+        }
+        let mut req = post("http://127.0.0.1:9");
+        req.headers
+            .push(("Transfer-Encoding".into(), "chunked".into()));
+        assert!(
+            route(&req, &[]).is_none(),
+            "framing headers go through ureq"
+        );
+        let mut req = post("http://127.0.0.1:9");
+        req.headers
+            .push(("X-Bad".into(), "a\r\nInjected: 1".into()));
+        assert!(route(&req, &[]).is_none(), "a value ureq would refuse");
+    }
+
+    #[test]
+    fn the_request_is_written_like_ureq_writes_it() {
+        let req = post("http://127.0.0.1:8080");
+        let extra = [("webhook-id".to_string(), "msg_1".to_string())];
+        let t = route(&req, &extra).unwrap();
+        assert_eq!(
+            String::from_utf8(request_bytes(&t, &req, &extra)).unwrap(),
+            "POST /hook HTTP/1.1\r\nhost: 127.0.0.1:8080\r\nuser-agent: res_webhook/0.1 (Asterisk)\r\n\
+             accept: */*\r\ncontent-length: 2\r\ncontent-type: application/json\r\nwebhook-id: msg_1\r\n\r\n{}"
+        );
+        let get = HttpRequest {
+            method: Method::Get,
+            url: "http://crm?q=1".into(),
+            headers: vec![("User-Agent".into(), "mine".into())],
+            body: b"ignored".to_vec(),
+        };
+        let t = route(&get, &[]).unwrap();
+        assert_eq!(
+            String::from_utf8(request_bytes(&t, &get, &[])).unwrap(),
+            "GET /?q=1 HTTP/1.1\r\nhost: crm\r\naccept: */*\r\nuser-agent: mine\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn keep_alive_connections_are_reused() {
+        let (url, accepted) = server(answer_all(OK));
+        let p = plain(5000);
+        for _ in 0..3 {
+            let a = send(&p, &post(&url)).unwrap();
+            assert_eq!((a.status, &a.body[..]), (200, &b"ok"[..]));
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+        assert_eq!(p.idle_count(), 1);
+    }
+
+    #[test]
+    fn at_most_connections_idle_per_endpoint() {
+        // Each answer waits, so the requests overlap and need a connection each.
+        let (url, accepted) = server(|_, mut s| {
+            while read_request(&mut s).is_some() {
+                std::thread::sleep(Duration::from_millis(200));
+                let _ = s.write_all(OK);
+            }
+        });
+        let p = Arc::new(Plain::new(
+            Duration::from_secs(5),
+            Duration::from_secs(5),
+            2,
+        ));
+        let lanes: Vec<_> = (0..3)
+            .map(|_| {
+                let (p, url) = (p.clone(), url.clone());
+                std::thread::spawn(move || send(&p, &post(&url)).unwrap().status)
+            })
+            .collect();
+        for l in lanes {
+            assert_eq!(l.join().unwrap(), 200);
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 3);
+        assert_eq!(p.idle_count(), 2);
+    }
+
+    #[test]
+    fn an_idle_connection_the_server_closed_is_not_used() {
+        // Every connection carries one request, then the server closes it.
+        let (url, accepted) = server(|_, mut s| {
+            if read_request(&mut s).is_some() {
+                let _ = s.write_all(OK);
+            }
+        });
+        let p = plain(5000);
+        for _ in 0..3 {
+            assert_eq!(send(&p, &post(&url)).unwrap().status, 200);
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 3);
+    }
+
+    #[test]
+    fn a_request_on_a_connection_closed_under_it_goes_again_once_on_a_new_one() {
+        // The first connection answers one request, then reads the next and closes without
+        // answering (the server's idle close crossing our request); the next one answers all.
+        let seen = Arc::new(AtomicUsize::new(0));
+        let s2 = seen.clone();
+        let (url, accepted) = server(move |i, mut s| {
+            while read_request(&mut s).is_some() {
+                let n = s2.fetch_add(1, Ordering::SeqCst);
+                if i == 0 && n == 1 {
+                    return;
+                }
+                let _ = s.write_all(OK);
+            }
+        });
+        let p = plain(5000);
+        assert_eq!(send(&p, &post(&url)).unwrap().status, 200);
+        assert_eq!(send(&p, &post(&url)).unwrap().status, 200);
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+        assert_eq!(
+            seen.load(Ordering::SeqCst),
+            3,
+            "the second request went twice"
+        );
+    }
+
+    #[test]
+    fn a_new_connection_closed_without_an_answer_is_not_tried_again() {
+        let (url, accepted) = server(|_, mut s| {
+            let _ = read_request(&mut s);
+        });
+        let p = plain(5000);
+        let e = send(&p, &post(&url)).unwrap_err();
+        assert!(
+            matches!(e, PlainError::Answer(AnswerError::NoAnswer)),
+            "{e:?}"
+        );
+        assert!(!e.unreachable(), "the server saw the request");
+        std::thread::sleep(Duration::from_millis(100));
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn a_chunked_answer_in_pieces_is_read_and_the_connection_kept() {
+        let (url, accepted) = server(|_, mut s| {
+            while read_request(&mut s).is_some() {
+                for piece in [
+                    &b"HTTP/1.1 202 Accepted\r\nTransfer-Encoding: chunked\r\n\r\n6\r\nqueu"[..],
+                    b"ed\r\n3;ext=1\r\n id\r\n0\r\n",
+                    b"\r\n",
+                ] {
+                    let _ = s.write_all(piece);
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
+        });
+        let p = plain(5000);
+        for _ in 0..2 {
+            let a = send(&p, &post(&url)).unwrap();
+            assert_eq!((a.status, &a.body[..]), (202, &b"queued id"[..]));
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn a_huge_head_is_an_error_and_a_huge_body_is_cut_without_waiting_for_it() {
+        let (url, _) = server(|_, mut s| {
+            if read_request(&mut s).is_some() {
+                let head = format!("HTTP/1.1 200 OK\r\nX-Big: {}\r\n\r\n", "a".repeat(100_000));
+                let _ = s.write_all(head.as_bytes());
+                std::thread::sleep(Duration::from_secs(3));
+            }
+        });
+        let p = plain(2000);
+        let started = Instant::now();
+        let e = send(&p, &post(&url)).unwrap_err();
+        assert!(
+            matches!(e, PlainError::Answer(AnswerError::HeadTooLarge)),
+            "{e:?}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(1));
+
+        let (url, accepted) = server(|_, mut s| {
+            while read_request(&mut s).is_some() {
+                let _ = s.write_all(b"HTTP/1.1 500 Oops\r\nContent-Length: 10000000\r\n\r\n");
+                let _ = s.write_all(&vec![b'e'; 100_000]);
+            }
+        });
+        let started = Instant::now();
+        let a = send(&p, &post(&url)).unwrap();
+        assert_eq!((a.status, a.body.len(), a.reusable), (500, 4096, false));
+        assert!(started.elapsed() < Duration::from_secs(1));
+        assert_eq!(send(&p, &post(&url)).unwrap().status, 500);
+        assert_eq!(
+            accepted.load(Ordering::SeqCst),
+            2,
+            "the cut connection is not reused"
+        );
+    }
+
+    #[test]
+    fn a_slow_answer_ends_at_the_timeout() {
+        // No answer at all: an error at the timeout.
+        let (url, _) = server(|_, mut s| {
+            let _ = read_request(&mut s);
+            std::thread::sleep(Duration::from_secs(5));
+        });
+        let p = plain(300);
+        let started = Instant::now();
+        let e = send(&p, &post(&url)).unwrap_err();
+        let took = started.elapsed();
+        assert!(
+            matches!(e, PlainError::Answer(AnswerError::Timeout)),
+            "{e:?}"
+        );
+        assert!(e.to_string().contains("timeout"), "{e}");
+        assert!(
+            took >= Duration::from_millis(300) && took < Duration::from_millis(1300),
+            "{took:?}"
+        );
+
+        // A head, then a body that trickles: the status, what came of the body, at the timeout.
+        let (url, _) = server(|_, mut s| {
+            let _ = read_request(&mut s);
+            let _ = s.write_all(
+                b"HTTP/1.1 503 Busy\r\nRetry-After: 9\r\nContent-Length: 100\r\n\r\nslow",
+            );
+            for _ in 0..50 {
+                std::thread::sleep(Duration::from_millis(100));
+                if s.write_all(b".").is_err() {
+                    return;
+                }
+            }
+        });
+        let started = Instant::now();
+        let a = send(&p, &post(&url)).unwrap();
+        let took = started.elapsed();
+        assert_eq!(
+            (a.status, a.retry_after.as_deref(), a.reusable),
+            (503, Some("9"), false)
+        );
+        assert!(a.body.starts_with(b"slow"));
+        assert!(
+            took >= Duration::from_millis(300) && took < Duration::from_millis(1300),
+            "{took:?}"
+        );
+    }
+
+    #[test]
+    fn a_malformed_answer_is_an_error() {
+        let (url, _) = server(answer_all(b"I am not HTTP\r\n\r\n"));
+        let e = send(&plain(2000), &post(&url)).unwrap_err();
+        assert!(
+            matches!(e, PlainError::Answer(AnswerError::Malformed(_))),
+            "{e:?}"
+        );
+        assert!(!e.unreachable());
+    }
+
+    #[test]
+    fn refused_and_unknown_names_are_unreachable() {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let e = send(&plain(2000), &post(&format!("http://127.0.0.1:{port}"))).unwrap_err();
+        assert!(
+            matches!(e, PlainError::Connect(ConnectError::Failed { .. })),
+            "{e:?}"
+        );
+        assert!(e.unreachable() && e.to_string().contains("refused"), "{e}");
+        let e = send(&plain(2000), &post("http://no-such-host.invalid")).unwrap_err();
+        assert!(matches!(e, PlainError::Resolve(_)), "{e:?}");
+        assert!(e.unreachable());
+    }
+
+    #[test]
+    fn a_connect_that_hangs_ends_at_the_connect_timeout_and_is_unreachable() {
+        use rustix::net::{AddressFamily, SocketType};
+        // A listener with a backlog of 0 that never accepts: once its queue is full, the
+        // kernel drops further SYNs and a connect hangs.
+        let fd = rustix::net::socket(AddressFamily::INET, SocketType::STREAM, None).unwrap();
+        rustix::net::bind(&fd, &SocketAddr::from(([127, 0, 0, 1], 0))).unwrap();
+        rustix::net::listen(&fd, 0).unwrap();
+        let l = TcpListener::from(fd);
+        let addr = l.local_addr().unwrap();
+        let fillers: Vec<_> = (0..4)
+            .filter_map(|_| TcpStream::connect_timeout(&addr, Duration::from_millis(200)).ok())
+            .collect();
+        let p = Plain::new(Duration::from_secs(5), Duration::from_millis(300), 1);
+        let started = Instant::now();
+        let e = send(&p, &post(&format!("http://{addr}"))).unwrap_err();
+        let took = started.elapsed();
+        assert!(
+            matches!(e, PlainError::Connect(ConnectError::Timeout)),
+            "{e:?}"
+        );
+        assert!(e.unreachable());
+        assert!(took < Duration::from_secs(2), "{took:?}");
+        drop((fillers, l));
+    }
+}
