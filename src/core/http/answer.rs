@@ -20,7 +20,8 @@ pub const MAX_HEAD: usize = 64 * 1024;
 /// Headers parsed at most (ureq's limit too).
 const MAX_HEADERS: usize = 128;
 
-/// A chunk-size line or a trailer line longer than this is malformed.
+/// A chunk-size line, or a chunked answer's whole trailer section, longer than this is
+/// malformed.
 const MAX_LINE: usize = 4096;
 
 /// The buffer an answer is read into at first; it grows (up to [`MAX_HEAD`]) for a larger head.
@@ -339,24 +340,19 @@ fn read_to_close<R: Read>(input: &mut Input<'_, R>, body: &mut Vec<u8>) {
 /// full, only what is already buffered is looked at (the end may be there too).
 fn read_chunked<R: Read>(input: &mut Input<'_, R>, body: &mut Vec<u8>) -> bool {
     loop {
-        let Some(line) = line_len(input, body) else {
+        let Some((line, size)) = parse_buffered(input, body, chunk_size) else {
             return false;
         };
-        let Some(size) = chunk_size(&input.available()[..line]) else {
-            return false;
-        };
-        input.consume(line + 2);
+        input.consume(line);
         if size == 0 {
-            // Trailers, up to the empty line.
-            loop {
-                let Some(line) = line_len(input, body) else {
-                    return false;
-                };
-                input.consume(line + 2);
-                if line == 0 {
-                    return true;
+            // Trailers, up to the empty line: skipped, but they must be header fields.
+            return match parse_buffered(input, body, trailers) {
+                Some(len) => {
+                    input.consume(len);
+                    true
                 }
-            }
+                None => false,
+            };
         }
         let mut left = size;
         while left > 0 {
@@ -371,22 +367,26 @@ fn read_chunked<R: Read>(input: &mut Input<'_, R>, body: &mut Vec<u8>) -> bool {
             }
         }
         // The CRLF after the chunk's data.
-        match line_len(input, body) {
-            Some(0) => input.consume(2),
-            _ => return false,
+        match parse_buffered(input, body, crlf) {
+            Some(len) => input.consume(len),
+            None => return false,
         }
     }
 }
 
-/// The length of the line at the front of the input (without its CRLF), reading more while
-/// the excerpt has room; `None` if it does not come whole or is too long.
-fn line_len<R: Read>(input: &mut Input<'_, R>, body: &[u8]) -> Option<usize> {
+/// Runs `parse` on the front of the input until it completes, reading more while the excerpt
+/// has room; `None` if it fails, the input ends, or more than [`MAX_LINE`] bytes do not
+/// complete it.
+fn parse_buffered<R: Read, T>(
+    input: &mut Input<'_, R>,
+    body: &[u8],
+    parse: fn(&[u8]) -> Option<httparse::Status<T>>,
+) -> Option<T> {
     loop {
-        let avail = input.available();
-        if let Some(i) = avail.windows(2).position(|w| w == b"\r\n") {
-            return Some(i);
+        if let httparse::Status::Complete(t) = parse(input.available())? {
+            return Some(t);
         }
-        if avail.len() > MAX_LINE || room(body) == 0 {
+        if input.available().len() > MAX_LINE || room(body) == 0 {
             return None;
         }
         if !matches!(input.fill(FIRST_BUFFER + MAX_LINE), Ok(true)) {
@@ -395,14 +395,32 @@ fn line_len<R: Read>(input: &mut Input<'_, R>, body: &[u8]) -> Option<usize> {
     }
 }
 
-/// A chunk-size line: hex digits, then optional `;extensions`.
-fn chunk_size(line: &[u8]) -> Option<u64> {
-    let digits = line
-        .split(|b| *b == b';')
-        .next()
-        .map(<[u8]>::trim_ascii)
-        .filter(|d| !d.is_empty() && d.len() <= 15)?;
-    u64::from_str_radix(std::str::from_utf8(digits).ok()?, 16).ok()
+/// A chunk-size line (hex digits, optional `;extensions`, CRLF): its length and the size.
+/// httparse reads an empty size as 0; here it must start with a digit.
+fn chunk_size(bytes: &[u8]) -> Option<httparse::Status<(usize, u64)>> {
+    match bytes.first() {
+        None => Some(httparse::Status::Partial),
+        Some(b) if b.is_ascii_hexdigit() => httparse::parse_chunk_size(bytes).ok(),
+        Some(_) => None,
+    }
+}
+
+/// The trailer section (header fields, then an empty line): its length.
+fn trailers(bytes: &[u8]) -> Option<httparse::Status<usize>> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    match httparse::parse_headers(bytes, &mut headers).ok()? {
+        httparse::Status::Complete((len, _)) => Some(httparse::Status::Complete(len)),
+        httparse::Status::Partial => Some(httparse::Status::Partial),
+    }
+}
+
+/// The CRLF ending a chunk's data.
+fn crlf(bytes: &[u8]) -> Option<httparse::Status<usize>> {
+    match bytes {
+        [b'\r', b'\n', ..] => Some(httparse::Status::Complete(2)),
+        [] | [b'\r'] => Some(httparse::Status::Partial),
+        _ => None,
+    }
 }
 
 #[cfg(test)]
@@ -562,6 +580,107 @@ mod tests {
             answer(&[huge.as_bytes()]),
             Err(AnswerError::HeadTooLarge)
         ));
+    }
+
+    /// A reader handing out `head`, then `fill` bytes for as long as it is read.
+    struct Endless {
+        head: Vec<u8>,
+        fill: u8,
+        given: usize,
+    }
+
+    impl Read for Endless {
+        fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+            let n = if self.head.is_empty() {
+                out.fill(self.fill);
+                out.len()
+            } else {
+                let n = self.head.len().min(out.len());
+                out[..n].copy_from_slice(&self.head[..n]);
+                self.head.drain(..n);
+                n
+            };
+            self.given += n;
+            Ok(n)
+        }
+    }
+
+    /// An answer whose `head` is followed by `fill` without end: it must end, with the
+    /// status, unreusable, having read and buffered only a bounded amount.
+    fn endless(head: &[u8], fill: u8) -> Answer {
+        let mut r = Endless {
+            head: head.to_vec(),
+            fill,
+            given: 0,
+        };
+        let mut buf = Vec::new();
+        let a = read_answer(&mut r, &mut buf).unwrap();
+        assert!(!a.reusable);
+        assert!(buf.len() <= FIRST_BUFFER + MAX_LINE, "{}", buf.len());
+        assert!(
+            r.given <= head.len() + FIRST_BUFFER + MAX_LINE,
+            "{}",
+            r.given
+        );
+        a
+    }
+
+    #[test]
+    fn an_endless_chunk_size_line_or_trailer_section_fails_bounded() {
+        let chunked = b"HTTP/1.1 502 Bad\r\nTransfer-Encoding: chunked\r\n\r\n";
+        let mut head = chunked.to_vec();
+        head.extend_from_slice(b"5;ext=");
+        assert_eq!(endless(&head, b'x').status, 502);
+        let mut head = chunked.to_vec();
+        head.extend_from_slice(b"2\r\nok\r\n0\r\nX-T: ");
+        let a = endless(&head, b'x');
+        assert_eq!((a.status, &a.body[..]), (502, &b"ok"[..]));
+        // Trailer lines one after another: the section as a whole is bounded.
+        let mut head = chunked.to_vec();
+        head.extend_from_slice(b"0\r\n");
+        let mut r = Parts(vec![head, b"X-T: 1\r\n".repeat(MAX_LINE)]);
+        let a = read_answer(&mut r, &mut Vec::new()).unwrap();
+        assert!(!a.reusable);
+        assert!(
+            !r.0.is_empty() && r.0[0].len() > MAX_LINE,
+            "read on past the limit"
+        );
+    }
+
+    #[test]
+    fn chunk_size_lines_httparse_would_take_as_zero_or_that_are_not_hex_fail() {
+        let chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n";
+        for bad in [
+            &b"\r\n\r\n"[..],
+            b";ext\r\n\r\n",
+            b" 0\r\n\r\n",
+            b"+0\r\n\r\n",
+            b"0x0\r\n\r\n",
+            b"1 2\r\n",
+            b"00000000000000000\r\n\r\n",
+            b"0\rX\r\n\r\n",
+            b"0\r\nnot a trailer\r\n\r\n",
+        ] {
+            let mut whole = chunked.to_vec();
+            whole.extend_from_slice(bad);
+            let a = answer(&[&whole]).unwrap();
+            assert_eq!(
+                (a.status, a.reusable),
+                (200, false),
+                "{:?}",
+                bad.escape_ascii()
+            );
+        }
+        // What does parse: upper-case hex, white space before the extension, no trailers.
+        let mut whole = chunked.to_vec();
+        whole.extend_from_slice(b"A \t;a=\"b\"\r\n0123456789\r\n0\r\n\r\n");
+        let a = answer(&[&whole]).unwrap();
+        assert_eq!((&a.body[..], a.reusable), (&b"0123456789"[..], true));
+        // The largest size (16 hex digits) neither overflows nor waits for its data.
+        let mut whole = chunked.to_vec();
+        whole.extend_from_slice(b"ffffffffffffffff\r\nabc");
+        let a = answer(&[&whole]).unwrap();
+        assert_eq!((&a.body[..], a.reusable), (&b"abc"[..], false));
     }
 
     #[test]

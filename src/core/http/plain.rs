@@ -17,7 +17,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use ureq::http::Uri;
+use ureq::http::{HeaderName, Uri};
 use ureq::unversioned::resolver::Resolver;
 use ureq::unversioned::transport::NextTimeout;
 
@@ -64,18 +64,14 @@ pub fn route<'a>(req: &'a HttpRequest, extra: &[(String, String)]) -> Option<Tar
         "te",
         "upgrade",
     ];
+    // The name as ureq checks it (a token). The value visible ASCII or tab: `HeaderValue`
+    // admits bytes above 0x7f too, which ureq then refuses in some headers (Authorization).
     let writable = req.headers.iter().chain(extra).all(|(k, v)| {
-        !k.is_empty()
-            && k.bytes().all(is_token)
+        HeaderName::from_bytes(k.as_bytes()).is_ok()
             && v.bytes().all(|b| b == b'\t' || (b' '..=b'~').contains(&b))
             && !reserved.iter().any(|r| k.eq_ignore_ascii_case(r))
     });
     writable.then_some(target)
-}
-
-/// A header-name character (RFC 9110 `tchar`).
-fn is_token(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
 impl<'a> Target<'a> {
@@ -496,6 +492,29 @@ mod tests {
         req.headers
             .push(("X-Bad".into(), "a\r\nInjected: 1".into()));
         assert!(route(&req, &[]).is_none(), "a value ureq would refuse");
+        for (k, v) in [
+            ("X Bad", "1"),
+            ("X(y)", "1"),
+            ("X:y", "1"),
+            ("", "1"),
+            ("Über", "1"),
+            ("X-Ok", "über"),
+            ("X-Ok", "a\x7fb"),
+            ("X-Ok", "a\0b"),
+        ] {
+            let mut req = post("http://127.0.0.1:9");
+            req.headers.push((k.into(), v.into()));
+            assert!(route(&req, &[]).is_none(), "{k:?}: {v:?}");
+        }
+        let mut req = post("http://127.0.0.1:9");
+        req.headers.push((
+            "X-a!#$%&'*+.^_`|~1".into(),
+            "\tany \"visible\" ~ASCII".into(),
+        ));
+        assert!(
+            route(&req, &[]).is_some(),
+            "every tchar, tab and visible ASCII"
+        );
     }
 
     #[test]
