@@ -37,6 +37,9 @@ struct Correlation {
     dropped_reported: u64,
     last_chores: Instant,
     last_sweep: Instant,
+    /// When the thread last woke: it sleeps until one `batch_window` after that, so the time
+    /// spent on a burst is not added to the next event's wait.
+    woke: Instant,
 }
 
 /// The `webhook-calls` thread: host events in, deliveries out. Supervised: a panic outside
@@ -60,6 +63,7 @@ pub(super) fn correlate(
         dropped_reported: 0,
         last_chores: Instant::now(),
         last_sweep: Instant::now(),
+        woke: Instant::now(),
     };
     loop {
         let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -101,7 +105,7 @@ fn correlate_loop(
 ) {
     // The consumer polls instead of blocking in `recv`: with no receiver parked on the queue,
     // the hook never has to wake a thread (a futex call, and on 2 cores often a preemption of
-    // the Stasis thread mid-hook). It sleeps `batch_window` when the queue is empty, which
+    // the Stasis thread mid-hook). It wakes once per `batch_window` when the queue is empty, which
     // bounds every event's delay and sets how often the module wakes; the timed chores (drop
     // reports, the lanes' stall check) come as often, also while events keep coming.
     loop {
@@ -136,7 +140,10 @@ fn correlate_loop(
                     return;
                 }
                 flush(rt, &mut st.outbox);
-                std::thread::sleep(window);
+                // A burst that took longer than the window is followed by no sleep at all;
+                // `woke` is reset either way, so an empty queue never spins.
+                std::thread::sleep(window.saturating_sub(st.woke.elapsed()));
+                st.woke = Instant::now();
                 continue;
             }
         };
