@@ -105,63 +105,7 @@ eventfilter = Event: Hangup
 CONF
             ;;
         webhook|nats)
-            cat >"$B/pbx/etc/webhook.conf" <<CONF
-[general]
-date_format = unix_ms
-
-; A CRM: every event, signed JSON, ~30 fields.
-[crm]
-type = webhook
-url = http://127.0.0.1:$RECV/crm
-method = POST
-format = json
-events = start, answer, end
-secret = whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw
-header = Authorization: Bearer bench-token
-header = X-PBX: bench
-param = id => \${call_id}
-param = event => \${event}
-param = direction => \${direction}
-param = caller => \${caller}
-param = caller_name => \${caller_name}
-param = called => \${called}
-param = ext => \${ext}
-param = time_start => \${time_start}
-param = time_answer => \${time_answer}
-param = t => \${time_end}
-param = wait_duration => \${wait_duration}
-param = duration => \${duration}
-param = total_duration => \${total_duration}
-param = status => \${status}
-param = hangup_cause => \${hangup_cause}
-param = recording => \${recording}
-param = recording_url => \${recording_url}
-param = is_new => \${is_new}
-param = is_duplicate => \${is_duplicate}
-param = context => \${context}
-param = exten => \${exten}
-param = channel => \${channel}
-param = uniqueid => \${uniqueid}
-param = accountcode => \${accountcode}
-param = pbx.kind => \${CALL_KIND}
-param = pbx.node => bench
-param = visit.utm_source => \${UTM_SOURCE}
-param = visit.utm_campaign => \${UTM_CAMPAIGN}
-param = tags[] => \${TAG1}
-param = sign => \${sha256(\${call_id}:s3cret)}
-
-; Analytics: the end of each call, a GET.
-[analytics]
-type = webhook
-url = http://127.0.0.1:$RECV/an
-method = GET
-events = end
-param = id => \${call_id}
-param = event => \${event}
-param = status => \${status}
-param = duration => \${duration}
-param = t => \${time_end}
-CONF
+            sed "s|@RECV@|$RECV|g" asterisk/bench-webhook.conf >"$B/pbx/etc/webhook.conf"
             if [ "$mode" = nats ]; then # the CRM section publishes to JetStream instead
                 sed -i "s|^type = webhook\$|&|; /^\[crm\]/,/^\[analytics\]/ { s|^type = webhook|type = nats|; s|^url = http://127.0.0.1:$RECV/crm|url = nats://127.0.0.1:$NATS\nsubject = pbx.\${direction}.\${event}|; /^method = /d; /^secret = /d }" "$B/pbx/etc/webhook.conf"
                 pkill -f "nats-server.*-p $NATS" 2>/dev/null || true

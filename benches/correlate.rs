@@ -40,59 +40,8 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
-/// The realistic configuration of `asterisk/bench.sh` (webhook mode).
-const CONF: &str = r#"
-[crm]
-type = webhook
-url = http://127.0.0.1:9/crm
-method = POST
-format = json
-events = start, answer, end
-secret = whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw
-header = Authorization: Bearer bench-token
-header = X-PBX: bench
-param = id => ${call_id}
-param = event => ${event}
-param = direction => ${direction}
-param = caller => ${caller}
-param = caller_name => ${caller_name}
-param = called => ${called}
-param = ext => ${ext}
-param = time_start => ${time_start}
-param = time_answer => ${time_answer}
-param = t => ${time_end}
-param = wait_duration => ${wait_duration}
-param = duration => ${duration}
-param = total_duration => ${total_duration}
-param = status => ${status}
-param = hangup_cause => ${hangup_cause}
-param = recording => ${recording}
-param = recording_url => ${recording_url}
-param = is_new => ${is_new}
-param = is_duplicate => ${is_duplicate}
-param = context => ${context}
-param = exten => ${exten}
-param = channel => ${channel}
-param = uniqueid => ${uniqueid}
-param = accountcode => ${accountcode}
-param = pbx.kind => ${CALL_KIND}
-param = pbx.node => bench
-param = visit.utm_source => ${UTM_SOURCE}
-param = visit.utm_campaign => ${UTM_CAMPAIGN}
-param = tags[] => ${TAG1}
-param = sign => ${sha256(${call_id}:s3cret)}
-
-[analytics]
-type = webhook
-url = http://127.0.0.1:9/an
-method = GET
-events = end
-param = id => ${call_id}
-param = event => ${event}
-param = status => ${status}
-param = duration => ${duration}
-param = t => ${time_end}
-"#;
+/// The realistic configuration of `asterisk/bench.sh` (webhook mode), the same file.
+const CONF: &str = include_str!("../asterisk/bench-webhook.conf");
 
 fn channel(change: ChannelChange, id: &str, uid: &str, name: &str, at: SystemTime) -> HostEvent {
     let up = !matches!(change, ChannelChange::New);
@@ -177,7 +126,10 @@ fn call_events(i: u64) -> Vec<HostEvent> {
 }
 
 fn main() {
-    let (config, errors) = Config::from_raw(&RawConfig::parse_text("webhook.conf", CONF));
+    let (config, errors) = Config::from_raw(&RawConfig::parse_text(
+        "webhook.conf",
+        &CONF.replace("@RECV@", "9"),
+    ));
     assert!(errors.is_empty(), "{errors:?}");
     let sections: Vec<_> = config
         .sections

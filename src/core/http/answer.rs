@@ -303,8 +303,8 @@ fn room(body: &[u8]) -> usize {
     BODY_EXCERPT as usize - body.len()
 }
 
-/// A Content-Length body: whether all `n` bytes were read (only tried when they fit the
-/// excerpt; a longer body is left unread).
+/// `n` bytes of body (a Content-Length body, or one chunk's data): whether all were read.
+/// Stops, unread, once the excerpt is full.
 fn read_length<R: Read>(input: &mut Input<'_, R>, n: u64, body: &mut Vec<u8>) -> bool {
     let mut left = n;
     while left > 0 {
@@ -354,17 +354,8 @@ fn read_chunked<R: Read>(input: &mut Input<'_, R>, body: &mut Vec<u8>) -> bool {
                 None => false,
             };
         }
-        let mut left = size;
-        while left > 0 {
-            let take = (input.available().len() as u64)
-                .min(left)
-                .min(room(body) as u64) as usize;
-            body.extend_from_slice(&input.available()[..take]);
-            input.consume(take);
-            left -= take as u64;
-            if left > 0 && (room(body) == 0 || !matches!(input.fill(FIRST_BUFFER), Ok(true))) {
-                return false;
-            }
+        if !read_length(input, size, body) {
+            return false;
         }
         // The CRLF after the chunk's data.
         match parse_buffered(input, body, crlf) {
