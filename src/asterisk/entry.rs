@@ -6,6 +6,7 @@
 //! comment. Hence the crate-level exemption from `not_unsafe_ptr_arg_deref` here.
 #![allow(clippy::not_unsafe_ptr_arg_deref)]
 
+use std::borrow::Cow;
 use std::ffi::{CStr, CString};
 use std::sync::{Arc, Mutex};
 
@@ -70,11 +71,21 @@ struct HostServices {
 /// # Safety
 /// `p` is NULL or points to a NUL-terminated string that stays valid during this call.
 pub(super) unsafe fn owned(p: *const c_char) -> String {
+    // SAFETY: as the caller promises.
+    unsafe { owned_as(p) }
+}
+
+/// [`owned`] into any string type made from a `Cow<str>` (a `CompactString` keeps a short one
+/// inline, with no heap allocation).
+///
+/// # Safety
+/// `p` is NULL or points to a NUL-terminated string that stays valid during this call.
+pub(super) unsafe fn owned_as<T: for<'a> From<Cow<'a, str>> + Default>(p: *const c_char) -> T {
     if p.is_null() {
-        return String::new();
+        return T::default();
     }
     // SAFETY: non-NULL, NUL-terminated and valid, as the caller promises.
-    unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned()
+    T::from(unsafe { CStr::from_ptr(p) }.to_string_lossy())
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

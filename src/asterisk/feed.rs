@@ -10,7 +10,6 @@
 //! header's pointer contract; hence the exemption from `not_unsafe_ptr_arg_deref`.
 #![allow(clippy::not_unsafe_ptr_arg_deref)]
 
-use std::ffi::CStr;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -21,7 +20,7 @@ use crossbeam_queue::ArrayQueue;
 use libc::{c_char, c_int, c_void};
 use once_cell::sync::OnceCell;
 
-use super::entry::{hook, owned};
+use super::entry::{hook, owned, owned_as};
 use super::ffi;
 use super::guard::{guard, guard_hook};
 use crate::core::ingest::feed::HostFeed;
@@ -131,36 +130,24 @@ unsafe fn channel(c: &ffi::rw_channel, at: SystemTime) -> Option<HostEvent> {
     // SAFETY: as the caller promises.
     let info = unsafe {
         ChannelInfo {
-            linkedid: compact(c.linkedid),
-            uniqueid: compact(c.uniqueid),
-            name: compact(c.name),
-            caller_number: compact(c.caller_number),
-            caller_name: compact(c.caller_name),
-            dnid: compact(c.dnid),
-            context: compact(c.context),
-            exten: compact(c.exten),
-            appl: compact(c.appl),
-            appl_data: compact(c.appl_data),
-            bridge: compact(c.bridge_id),
-            accountcode: compact(c.accountcode),
-            hangup_source: compact(c.hangup_source),
+            linkedid: owned_as::<CompactString>(c.linkedid),
+            uniqueid: owned_as::<CompactString>(c.uniqueid),
+            name: owned_as::<CompactString>(c.name),
+            caller_number: owned_as::<CompactString>(c.caller_number),
+            caller_name: owned_as::<CompactString>(c.caller_name),
+            dnid: owned_as::<CompactString>(c.dnid),
+            context: owned_as::<CompactString>(c.context),
+            exten: owned_as::<CompactString>(c.exten),
+            appl: owned_as::<CompactString>(c.appl),
+            appl_data: owned_as::<CompactString>(c.appl_data),
+            bridge: owned_as::<CompactString>(c.bridge_id),
+            accountcode: owned_as::<CompactString>(c.accountcode),
+            hangup_source: owned_as::<CompactString>(c.hangup_source),
             hangup_cause: c.hangup_cause,
             created: time_from(c.creation_sec, c.creation_usec),
         }
     };
     Some(HostEvent::Channel { change, info, at })
-}
-
-/// A host string without a heap allocation when it is short (ids, numbers, contexts).
-///
-/// # Safety
-/// `p` is NULL or points to a NUL-terminated string that stays valid during this call.
-unsafe fn compact(p: *const c_char) -> CompactString {
-    if p.is_null() {
-        return CompactString::default();
-    }
-    // SAFETY: non-NULL, NUL-terminated and valid, as the caller promises.
-    CompactString::from_utf8_lossy(unsafe { CStr::from_ptr(p) }.to_bytes())
 }
 
 fn time_from(sec: i64, usec: i64) -> Option<SystemTime> {

@@ -113,21 +113,14 @@ pub struct Strftime {
 impl Strftime {
     /// Rejects patterns chrono cannot format.
     pub fn new(pattern: &str) -> Result<Strftime, TemplateError> {
-        let bad = || TemplateError(format!("not a valid strftime pattern: {pattern}"));
+        // parse_to_owned refuses a pattern with any item chrono cannot format.
         let items = StrftimeItems::new(pattern)
             .parse_to_owned()
-            .map_err(|_| bad())?;
-        if items.iter().any(|i| matches!(i, Item::Error)) {
-            return Err(bad());
-        }
+            .map_err(|_| TemplateError(format!("not a valid strftime pattern: {pattern}")))?;
         Ok(Strftime {
             pattern: pattern.to_string(),
             items: items.into(),
         })
-    }
-
-    pub fn pattern(&self) -> &str {
-        &self.pattern
     }
 }
 
