@@ -52,6 +52,7 @@ SIP=25160; UAS=25161; HTTP=25188; RECV=25199; AMI=25038; NATS=25222
 RESULTS="$B/results.txt"
 ROUNDS="$B/rounds.txt"
 mkdir -p "$B"
+GEN=""; [ -n "${BENCH_PIN:-}" ] && GEN="taskset -c 0"
 
 pids=()
 cleanup() {
@@ -133,13 +134,17 @@ CONF
             done ;;
     esac
     asterisk/sandbox.sh start "$B/pbx"
+    # BENCH_PIN=1: Asterisk (every thread, and those it starts later) on CPU 1, SIPp and the
+    # receivers on CPU 0, so the load generators do not share a core's caches with the PBX.
+    [ -n "${BENCH_PIN:-}" ] && taskset -a -p -c 1 "$(cat "$B/pbx/asterisk.pid")" >/dev/null
+    return 0
 }
 
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$(cat "$B/pbx/asterisk.pid")/stat"; }
 rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$(cat "$B/pbx/asterisk.pid")/status"; }
 
 start_uas() {
-    sipp -sf tests/sipp/uas_answer.xml -i 127.0.0.1 -p "$UAS" -d 200 -aa -nostdin -nd -l 5000 >/dev/null 2>&1 &
+    $GEN sipp -sf tests/sipp/uas_answer.xml -i 127.0.0.1 -p "$UAS" -d 200 -aa -nostdin -nd -l 5000 >/dev/null 2>&1 &
     pids+=($!)
 }
 
@@ -154,7 +159,7 @@ thread_times() {
 place_calls() { # rate count -> prints "successful failed total-seconds"
     local rate=$1 count=$2
     rm -f "$B"/uac_*screen.log
-    timeout $((count / rate + 60)) sipp -sf tests/sipp/uac.xml -key caller 79160000000 -s 74951234590 "127.0.0.1:$SIP" \
+    $GEN timeout $((count / rate + 60)) sipp -sf tests/sipp/uac.xml -key caller 79160000000 -s 74951234590 "127.0.0.1:$SIP" \
         -i 127.0.0.1 -p 25170 -r "$rate" -m "$count" -l 5000 -d 1000 -aa -nostdin -nd \
         -trace_screen -screen_file "$B/uac_screen.log" >/dev/null 2>&1 || true
     local ok failed total
@@ -173,12 +178,12 @@ proc_cpu_ms() { # pid -> user + system ms so far (0 when gone)
 run_mode() { # mode rate seconds round
     local mode=$1 rate=$2 secs=$3 round=${4:-1} count=$(( $2 * $3 ))
     setup "$mode"
-    target/release/examples/load_receiver "127.0.0.1:$RECV" --seconds $((secs + 60)) --idle-exit 3 >"$B/recv.json" 2>/dev/null &
+    $GEN target/release/examples/load_receiver "127.0.0.1:$RECV" --seconds $((secs + 60)) --idle-exit 3 >"$B/recv.json" 2>/dev/null &
     local rpid=$!
     pids+=($rpid)
     local apid=""
     if [ "$mode" = ami ]; then
-        python3 asterisk/ami_connector.py --ami "127.0.0.1:$AMI" --url "http://127.0.0.1:$RECV/a1" \
+        $GEN python3 asterisk/ami_connector.py --ami "127.0.0.1:$AMI" --url "http://127.0.0.1:$RECV/a1" \
             --seconds $((secs + 60)) 2>"$B/ami-connector.log" &
         apid=$!
         pids+=($apid)
