@@ -36,16 +36,12 @@ impl HashFn {
     fn apply(self, input: &str) -> String {
         let bytes = input.as_bytes();
         match self {
-            HashFn::Md5 => hex(&md5::Md5::digest(bytes)),
-            HashFn::Sha1 => hex(&sha1::Sha1::digest(bytes)),
-            HashFn::Sha256 => hex(&sha2::Sha256::digest(bytes)),
+            HashFn::Md5 => hex::encode(md5::Md5::digest(bytes)),
+            HashFn::Sha1 => hex::encode(sha1::Sha1::digest(bytes)),
+            HashFn::Sha256 => hex::encode(sha2::Sha256::digest(bytes)),
             HashFn::Crc32 => format!("{:08x}", crc32fast::hash(bytes)),
         }
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[derive(Debug, Clone, PartialEq)]
