@@ -53,10 +53,13 @@ RESULTS="$B/results.txt"
 ROUNDS="$B/rounds.txt"
 mkdir -p "$B"
 GEN=""; [ -n "${BENCH_PIN:-}" ] && GEN="taskset -c 0"
+# The instance being set up or measured, and its port offset (the pair mode runs two at once).
+PBX="$B/pbx"; OFF=0; RTP_START=30000; RTP_END=39998
 
 pids=()
 cleanup() {
     asterisk/sandbox.sh stop "$B/pbx" >/dev/null 2>&1 || true
+    asterisk/sandbox.sh stop "$B/pbx2" >/dev/null 2>&1 || true
     for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
 }
 trap cleanup EXIT
@@ -69,30 +72,30 @@ setup() { # mode: none | idle | webhook | webhook3 | curl | ami | before
     elif [ -n "${BENCH_BEFORE_SO:-}" ]; then
         asterisk/sandbox.sh install-module target/release/libres_webhook.so
     fi
-    asterisk/sandbox.sh stop "$B/pbx" >/dev/null 2>&1 || true
-    rm -rf "$B/pbx" && mkdir -p "$B/pbx/etc"
+    asterisk/sandbox.sh stop "$PBX" >/dev/null 2>&1 || true
+    rm -rf "$PBX" && mkdir -p "$PBX/etc"
     for f in tests/asterisk-etc/*.conf; do
-        sed -e "s/@SIP_PORT@/$SIP/; s/@HTTP_PORT@/$HTTP/; s/@UAS_ANSWER_PORT@/$UAS/; s/@UAS_BUSY_PORT@/25162/; s/@UAS_RING_PORT@/25163/; s/@UAS_REFER_PORT@/25164/; s/@AMI_PORT@/$AMI/; s/@RTP_START@/30000/; s/@RTP_END@/39998/" \
-            "$f" >"$B/pbx/etc/$(basename "$f")"
+        sed -e "s/@SIP_PORT@/$((SIP + OFF))/; s/@HTTP_PORT@/$((HTTP + OFF))/; s/@UAS_ANSWER_PORT@/$((UAS + OFF))/; s/@UAS_BUSY_PORT@/$((25162 + OFF))/; s/@UAS_RING_PORT@/$((25163 + OFF))/; s/@UAS_REFER_PORT@/$((25164 + OFF))/; s/@AMI_PORT@/$((AMI + OFF))/; s/@RTP_START@/$RTP_START/; s/@RTP_END@/$RTP_END/" \
+            "$f" >"$PBX/etc/$(basename "$f")"
     done
     # The benchmark measures calls, not the live tests' oracles: no CEL or CDR files, and AMI
     # only in the ami mode (which writes its own manager.conf).
-    rm -f "$B/pbx/etc/manager.conf"
-    sed -i 's/^enable *= *yes/enable = no/' "$B/pbx/etc/cel.conf" "$B/pbx/etc/cdr.conf"
-    : >"$B/pbx/etc/webhook.conf"
+    rm -f "$PBX/etc/manager.conf"
+    sed -i 's/^enable *= *yes/enable = no/' "$PBX/etc/cel.conf" "$PBX/etc/cdr.conf"
+    : >"$PBX/etc/webhook.conf"
     case $mode in
         idle) ;; # module loaded, no section: the cost of listening alone
-        none) sed -i 's/^load => res_webhook.so/noload => res_webhook.so/' "$B/pbx/etc/modules.conf" ;;
+        none) sed -i 's/^load => res_webhook.so/noload => res_webhook.so/' "$PBX/etc/modules.conf" ;;
         curl)
-            sed -i 's/^load => res_webhook.so/noload => res_webhook.so/' "$B/pbx/etc/modules.conf"
-            printf '[globals]\nBENCH_CURL=http://127.0.0.1:%s\n' "$RECV" >"$B/pbx/etc/bench-globals.conf" ;;
+            sed -i 's/^load => res_webhook.so/noload => res_webhook.so/' "$PBX/etc/modules.conf"
+            printf '[globals]\nBENCH_CURL=http://127.0.0.1:%s\n' "$RECV" >"$PBX/etc/bench-globals.conf" ;;
         ami)
-            sed -i 's/^load => res_webhook.so/noload => res_webhook.so/' "$B/pbx/etc/modules.conf"
-            cat >"$B/pbx/etc/manager.conf" <<CONF
+            sed -i 's/^load => res_webhook.so/noload => res_webhook.so/' "$PBX/etc/modules.conf"
+            cat >"$PBX/etc/manager.conf" <<CONF
 [general]
 enabled = yes
 bindaddr = 127.0.0.1
-port = $AMI
+port = $((AMI + OFF))
 timestampevents = yes
 
 [bench]
@@ -106,9 +109,9 @@ eventfilter = Event: Hangup
 CONF
             ;;
         webhook|nats)
-            sed "s|@RECV@|$RECV|g" asterisk/bench-webhook.conf >"$B/pbx/etc/webhook.conf"
+            sed "s|@RECV@|$RECV|g" asterisk/bench-webhook.conf >"$PBX/etc/webhook.conf"
             if [ "$mode" = nats ]; then # the CRM section publishes to JetStream instead
-                sed -i "s|^type = webhook\$|&|; /^\[crm\]/,/^\[analytics\]/ { s|^type = webhook|type = nats|; s|^url = http://127.0.0.1:$RECV/crm|url = nats://127.0.0.1:$NATS\nsubject = pbx.\${direction}.\${event}|; /^method = /d; /^secret = /d }" "$B/pbx/etc/webhook.conf"
+                sed -i "s|^type = webhook\$|&|; /^\[crm\]/,/^\[analytics\]/ { s|^type = webhook|type = nats|; s|^url = http://127.0.0.1:$RECV/crm|url = nats://127.0.0.1:$NATS\nsubject = pbx.\${direction}.\${event}|; /^method = /d; /^secret = /d }" "$PBX/etc/webhook.conf"
                 pkill -f "nats-server.*-p $NATS" 2>/dev/null || true
                 rm -rf "$B/nats" && mkdir -p "$B/nats"
                 nats-server -js -a 127.0.0.1 -p "$NATS" -sd "$B/nats" >/dev/null 2>&1 &
@@ -118,7 +121,7 @@ CONF
             ;;
         webhook3)
             for i in 1 2 3; do
-                cat >>"$B/pbx/etc/webhook.conf" <<CONF
+                cat >>"$PBX/etc/webhook.conf" <<CONF
 [ep$i]
 type = webhook
 url = http://127.0.0.1:$RECV/w$i
@@ -133,18 +136,18 @@ retry = 1s, 2s, 5s, 10s, 10s, 10s, 10s, 10s, 10s, 10s, 10s, 10s, 10s, 10s, 10s, 
 CONF
             done ;;
     esac
-    asterisk/sandbox.sh start "$B/pbx"
+    asterisk/sandbox.sh start "$PBX"
     # BENCH_PIN=1: Asterisk (every thread, and those it starts later) on CPU 1, SIPp and the
     # receivers on CPU 0, so the load generators do not share a core's caches with the PBX.
-    [ -n "${BENCH_PIN:-}" ] && taskset -a -p -c 1 "$(cat "$B/pbx/asterisk.pid")" >/dev/null
+    [ -n "${BENCH_PIN:-}" ] && taskset -a -p -c 1 "$(cat "$PBX/asterisk.pid")" >/dev/null
     return 0
 }
 
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$(cat "$B/pbx/asterisk.pid")/stat"; }
-rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$(cat "$B/pbx/asterisk.pid")/status"; }
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$(cat "$PBX/asterisk.pid")/stat"; }
+rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$(cat "$PBX/asterisk.pid")/status"; }
 
 start_uas() {
-    $GEN sipp -sf tests/sipp/uas_answer.xml -i 127.0.0.1 -p "$UAS" -d 200 -aa -nostdin -nd -l 5000 >/dev/null 2>&1 &
+    $GEN sipp -sf tests/sipp/uas_answer.xml -i 127.0.0.1 -p "$((UAS + OFF))" -d 200 -aa -nostdin -nd -l 5000 >/dev/null 2>&1 &
     pids+=($!)
 }
 
@@ -158,16 +161,17 @@ thread_times() {
 
 place_calls() { # rate count -> prints "successful failed total-seconds"
     local rate=$1 count=$2
-    rm -f "$B"/uac_*screen.log
-    $GEN timeout $((count / rate + 60)) sipp -sf tests/sipp/uac.xml -key caller 79160000000 -s 74951234590 "127.0.0.1:$SIP" \
-        -i 127.0.0.1 -p 25170 -r "$rate" -m "$count" -l 5000 -d 1000 -aa -nostdin -nd \
-        -trace_screen -screen_file "$B/uac_screen.log" >/dev/null 2>&1 || true
+    local screen="$B/uac_screen$OFF.log"
+    rm -f "$screen"
+    $GEN timeout $((count / rate + 60)) sipp -sf tests/sipp/uac.xml -key caller 79160000000 -s 74951234590 "127.0.0.1:$((SIP + OFF))" \
+        -i 127.0.0.1 -p $((25170 + OFF)) -r "$rate" -m "$count" -l 5000 -d 1000 -aa -nostdin -nd \
+        -trace_screen -screen_file "$screen" >/dev/null 2>&1 || true
     local ok failed total
-    ok=$(grep -m1 "Successful call" "$B/uac_screen.log" | awk -F'|' '{gsub(/ /,"",$3); print $3}')
-    failed=$(grep -m1 "Failed call" "$B/uac_screen.log" | awk -F'|' '{gsub(/ /,"",$3); print $3}')
+    ok=$(grep -m1 "Successful call" "$screen" | awk -F'|' '{gsub(/ /,"",$3); print $3}')
+    failed=$(grep -m1 "Failed call" "$screen" | awk -F'|' '{gsub(/ /,"",$3); print $3}')
     # SIPp's Total-time runs from the first INVITE to the last BYE's answer: one talk time more
     # than the span over which calls were started.
-    total=$(awk '/Total-time/ { getline; print $4; exit }' "$B/uac_screen.log")
+    total=$(awk '/Total-time/ { getline; print $4; exit }' "$screen")
     echo "${ok:-0} ${failed:-0} ${total:-0}"
 }
 
@@ -248,6 +252,55 @@ run_mode() { # mode rate seconds round
         "$mode" "$rate" "$round" "$cps" "$ok" "$failed" "$cpu_ms" "$cs" "$lost" "$p50" "$p99" "$extra" "$hook" | tee -a "$ROUNDS"
 }
 
+# The pair mode: *none* and *webhook* at the same time, each Asterisk with its own SIPp pair
+# at the full rate (ports and RTP ranges apart), so whatever else the machine does meanwhile
+# weighs on both alike; rows are named none and webhook, like the sequential modes'.
+run_pair() { # rate seconds round
+    local rate=$1 secs=$2 round=$3 count=$(( $1 * $2 ))
+    PBX="$B/pbx" OFF=0 RTP_START=30000 RTP_END=34998 setup none
+    PBX="$B/pbx2" OFF=100 RTP_START=35000 RTP_END=39998 setup webhook
+    $GEN target/release/examples/load_receiver "127.0.0.1:$RECV" --seconds $((secs + 60)) --idle-exit 3 >"$B/recv.json" 2>/dev/null &
+    local rpid=$!
+    pids+=($rpid)
+    OFF=0 start_uas
+    OFF=100 start_uas
+    sleep 1
+    local pa pb; pa=$(cat "$B/pbx/asterisk.pid"); pb=$(cat "$B/pbx2/asterisk.pid")
+    local a0 b0 a1 b1
+    a0=$(PBX="$B/pbx" cpu_ticks); b0=$(PBX="$B/pbx2" cpu_ticks)
+    perf stat -e context-switches -p "$pa" -x, -o "$B/perfstat-a.txt" & local sa=$!
+    perf stat -e context-switches -p "$pb" -x, -o "$B/perfstat-b.txt" & local sb=$!
+    OFF=0 place_calls "$rate" "$count" >"$B/pair-a.txt" & local ca=$!
+    OFF=100 place_calls "$rate" "$count" >"$B/pair-b.txt" & local cb=$!
+    wait "$ca" "$cb"
+    a1=$(PBX="$B/pbx" cpu_ticks); b1=$(PBX="$B/pbx2" cpu_ticks)
+    kill -INT "$sa" "$sb"; wait "$sa" "$sb" 2>/dev/null || true
+    sleep 2
+    { asterisk/sandbox.sh cli "$B/pbx2" "webhook show status"; asterisk/sandbox.sh cli "$B/pbx2" "webhook show errors"; } >"$B/status-pair-$rate-$round.txt"
+    local hook; hook=$(grep "Hook cost" "$B/status-pair-$rate-$round.txt" | sed 's/.*): //')
+    asterisk/sandbox.sh stop "$B/pbx" >/dev/null 2>&1 || true
+    asterisk/sandbox.sh stop "$B/pbx2" >/dev/null 2>&1 || true
+    wait "$rpid" 2>/dev/null || true
+    local stats; stats=$(cat "$B/recv.json" 2>/dev/null)
+    local m c0 c1 st res ok failed total cps cs cpu_ms calls p50 p99 lost h
+    for m in none webhook; do
+        if [ "$m" = none ]; then c0=$a0; c1=$a1; st="$B/perfstat-a.txt"; res=$(cat "$B/pair-a.txt"); h=""
+        else c0=$b0; c1=$b1; st="$B/perfstat-b.txt"; res=$(cat "$B/pair-b.txt"); h=$hook; fi
+        read -r ok failed total <<<"$res"
+        cps=$(awk -v n="$ok" -v t="$total" 'BEGIN { if (t > 1) printf "%.1f", n / (t - 1); else print "-" }')
+        cs=$(awk -F, -v n="$ok" '$3 == "context-switches" && n > 0 { printf "%.1f", $1 / n }' "$st")
+        cpu_ms=$(awk -v a="$c0" -v b="$c1" -v t="$(getconf CLK_TCK)" -v n="$ok" 'BEGIN { if (n > 0) printf "%.2f", (b - a) * 1000 / t / n; else print "-" }')
+        if [ "$m" = none ]; then lost="-"; p50="-"; p99="-"; else
+            calls=$(echo "$stats" | sed -n 's/.*"distinct_calls":\([0-9]*\).*/\1/p')
+            p50=$(echo "$stats" | sed -n 's/.*"end_delay_ms_p50":\([-0-9.]*\).*/\1/p')
+            p99=$(echo "$stats" | sed -n 's/.*"end_delay_ms_p99":\([-0-9.]*\).*/\1/p')
+            lost=$(( ok - ${calls:-0} ))
+        fi
+        printf "| %-8s | %4s cps | %2s | %6s | %6s | %6s | %8s | %7s | %6s | %8s | %8s | %7s | %s\n" \
+            "$m" "$rate" "$round" "$cps" "$ok" "$failed" "$cpu_ms" "$cs" "$lost" "$p50" "$p99" "-" "$h" | tee -a "$ROUNDS"
+    done
+}
+
 header() {
     echo "| mode     | rate     | round | sustained cps | calls  | failed | CPU ms/call | cs/call | ends lost | end p50 ms | end p99 ms | connector CPU ms/call | hook cost (res_webhook)" | tee -a "$ROUNDS"
     echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|" | tee -a "$ROUNDS"
@@ -298,11 +351,12 @@ cmd_load() {
     local rates=${1:-"20 100 300"} secs=${2:-20}
     local from=1
     [ -f "$ROUNDS" ] && from=$(( $(wc -l <"$ROUNDS") + 1 ))
-    echo "# load $(date -u +%FT%TZ) on $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo): rates $rates, ${secs}s per run, ${BENCH_ROUNDS:-3} rounds of: ${BENCH_MODES:-none idle webhook curl ami}" | tee -a "$ROUNDS" "$RESULTS"
+    echo "# load $(date -u +%FT%TZ) on $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo): rates $rates, ${secs}s per run, ${BENCH_ROUNDS:-3} rounds of: $([ -n "${BENCH_PAIR:-}" ] && echo "none and webhook side by side (BENCH_PAIR)" || echo "${BENCH_MODES:-none idle webhook curl ami}")$([ -n "${BENCH_PIN:-}" ] && echo ", pinned (BENCH_PIN)")" | tee -a "$ROUNDS" "$RESULTS"
     header
     local r round m
     for r in $rates; do
         for round in $(seq 1 "${BENCH_ROUNDS:-3}"); do
+            if [ -n "${BENCH_PAIR:-}" ]; then run_pair "$r" "$secs" "$round"; continue; fi
             for m in ${BENCH_MODES:-none idle webhook curl ami}; do run_mode "$m" "$r" "$secs" "$round"; done
         done
     done
