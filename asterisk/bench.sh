@@ -29,6 +29,13 @@
 #       time, nothing lost, and the time to drain once the endpoint is back.
 #   asterisk/bench.sh smoke                    a few seconds of each mode
 #   asterisk/bench.sh summary [LINE]           the table of medians again, from rounds.txt line N
+# BENCH_PAIR=1 runs *none* and *webhook* side by side instead of in turn: two Asterisks, each
+# with its own SIPp pair at the full rate, measured over the same seconds, so the machine's
+# drift (which moves a mode's CPU per call by ±15 % from one round to the next here) weighs on
+# both alike. Up to ~100 cps on 2 cores (two PBXs at once).
+# BENCH_PIN=1 puts Asterisk (all its threads) on CPU 1 and the load generators on CPU 0. Less
+# spread at 100 cps, but the module's threads then share one core with Asterisk's (more context
+# switches), and one core cannot carry 300 cps.
 # BENCH_THREADS=1 also writes each mode's CPU and context switches per call and Asterisk thread
 # (while the calls ran) to target/bench/threads-<mode>-<rate>.txt.
 # BENCH_PERF=1 records each mode with `perf record -g` into target/bench/perf-<mode>-<rate>.data
