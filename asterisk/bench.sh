@@ -333,6 +333,7 @@ summarize() {
             # is left out, and counted.
             if ($6 + 0 == 0) { invalid[k]++; next }
             rounds[k]++
+            if ($8 + 0 > 0) { percpu[m SUBSEP r SUBSEP ($4 + 0)] = $8 + 0; rnd[r SUBSEP ($4 + 0)] = 1 }
             add(k SUBSEP "cps", $5); calls[k] += $6; failed[k] += $7
             add(k SUBSEP "cpu", $8); add(k SUBSEP "cs", $9)
             if ($10 != "-") { lost[k] += $10; haslost[k] = 1 }
@@ -340,8 +341,8 @@ summarize() {
             if ($14 ~ /p99/) { h = $14; sub(/ over.*/, "", h); hook[k] = hook[k] (hook[k] == "" ? "" : "; ") h }
         }
         END {
-            print "| mode | rate | rounds | sustained cps | calls | failed | CPU ms/call | vs none | cs/call | vs none | ends lost | end p50 ms | end p99 ms | connector CPU ms/call | hook p50 / p99 per round |"
-            print "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+            print "| mode | rate | rounds | sustained cps | calls | failed | CPU ms/call | vs none | vs none, same round | cs/call | vs none | ends lost | end p50 ms | end p99 ms | connector CPU ms/call | hook p50 / p99 per round |"
+            print "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
             for (i = 1; i <= nk; i++) {
                 k = order[i]; split(k, mr, SUBSEP); base = "none" SUBSEP mr[2]
                 cpu = med(k SUBSEP "cpu"); cs = med(k SUBSEP "cs")
@@ -349,7 +350,16 @@ summarize() {
                 dcpu = (bcpu != "-" && bcpu > 0 && cpu != "-") ? sprintf("%+.1f %%", (cpu / bcpu - 1) * 100) : "-"
                 dcs = (bcs != "-" && cs != "-") ? sprintf("%+.1f", cs - bcs) : "-"
                 nr = rounds[k] (invalid[k] ? sprintf(" (+%d unfinished)", invalid[k]) : "")
-                printf "| %s | %d cps | %s | %s | %d | %d | %.2f | %s | %s | %s | %s | %s | %s | %s | %s |\n", mr[1], mr[2], nr, med(k SUBSEP "cps"), calls[k], failed[k], cpu, dcpu, cs, dcs, (k in haslost) ? lost[k] : "-", med(k SUBSEP "p50"), med(k SUBSEP "p99"), med(k SUBSEP "extra"), hook[k] == "" ? "-" : hook[k]
+                # The median of the ratios to none within each round: drift between rounds cancels.
+                delete paired
+                for (rr in rnd) {
+                    split(rr, q, SUBSEP)
+                    if (q[1] == mr[2] && ((mr[1] SUBSEP rr) in percpu) && (("none" SUBSEP rr) in percpu))
+                        vals["paired"] = vals["paired"] " " (percpu[mr[1] SUBSEP rr] / percpu["none" SUBSEP rr] - 1) * 100
+                }
+                pr = (mr[1] != "none" && vals["paired"] != "") ? sprintf("%+.1f %%", med("paired")) : "-"
+                vals["paired"] = ""
+                printf "| %s | %d cps | %s | %s | %d | %d | %.2f | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", mr[1], mr[2], nr, med(k SUBSEP "cps"), calls[k], failed[k], cpu, dcpu, pr, cs, dcs, (k in haslost) ? lost[k] : "-", med(k SUBSEP "p50"), med(k SUBSEP "p99"), med(k SUBSEP "extra"), hook[k] == "" ? "-" : hook[k]
             }
         }' | tee -a "$RESULTS"
 }
