@@ -186,6 +186,30 @@ proc_cpu_ms() { # pid -> user + system ms so far (0 when gone)
     awk -v t="$(getconf CLK_TCK)" '{printf "%.0f", ($14 + $15) * 1000 / t}' "/proc/$1/stat" 2>/dev/null || echo 0
 }
 
+# One round's row of one mode, printed and added to rounds.txt. res: what place_calls printed;
+# t0/t1: the PBX's CPU ticks before and after the calls; cs_file: perf stat's output ("" when
+# not counted); extra_ms: a connector's own CPU; the end latencies come from the receiver's
+# recv.json (none and idle send nothing).
+round_row() { # mode rate round res t0 t1 cs_file extra_ms hook
+    local mode=$1 rate=$2 round=$3 res=$4 t0=$5 t1=$6 cs_file=$7 extra_ms=$8 hook=$9
+    local ok failed total; read -r ok failed total <<<"$res"
+    local cps; cps=$(awk -v n="$ok" -v t="$total" 'BEGIN { if (t > 1) printf "%.1f", n / (t - 1); else print "-" }')
+    local cs="-"
+    [ -n "$cs_file" ] && cs=$(awk -F, -v n="$ok" '$3 == "context-switches" && n > 0 { printf "%.1f", $1 / n }' "$cs_file")
+    local cpu_ms; cpu_ms=$(awk -v a="$t0" -v b="$t1" -v t="$(getconf CLK_TCK)" -v n="$ok" 'BEGIN { if (n > 0) printf "%.2f", (b - a) * 1000 / t / n; else print "-" }')
+    local extra; extra=$(awk -v e="$extra_ms" -v n="$ok" 'BEGIN { if (e > 0 && n > 0) printf "%.2f", e / n; else print "-" }')
+    local lost="-" p50="-" p99="-"
+    if [ "$mode" != none ] && [ "$mode" != idle ]; then
+        local stats calls; stats=$(cat "$B/recv.json" 2>/dev/null)
+        calls=$(echo "$stats" | sed -n 's/.*"distinct_calls":\([0-9]*\).*/\1/p')
+        p50=$(echo "$stats" | sed -n 's/.*"end_delay_ms_p50":\([-0-9.]*\).*/\1/p')
+        p99=$(echo "$stats" | sed -n 's/.*"end_delay_ms_p99":\([-0-9.]*\).*/\1/p')
+        lost=$(( ok - ${calls:-0} ))
+    fi
+    printf "| %-8s | %4s cps | %2s | %6s | %6s | %6s | %8s | %7s | %6s | %8s | %8s | %7s | %s\n" \
+        "$mode" "$rate" "$round" "$cps" "$ok" "$failed" "$cpu_ms" "$cs" "$lost" "$p50" "$p99" "$extra" "$hook" | tee -a "$ROUNDS"
+}
+
 run_mode() { # mode rate seconds round
     local mode=$1 rate=$2 secs=$3 round=${4:-1} count=$(( $2 * $3 ))
     setup "$mode"
@@ -202,7 +226,7 @@ run_mode() { # mode rate seconds round
     start_uas
     sleep 1
     local pid; pid=$(cat "$B/pbx/asterisk.pid")
-    local c0 c1 res ok failed
+    local c0 c1 res
     c0=$(cpu_ticks)
     [ -n "${BENCH_THREADS:-}" ] && thread_times "$pid" >"$B/threads-before.txt"
     local perf_pid=""
@@ -220,12 +244,6 @@ run_mode() { # mode rate seconds round
     kill -INT "$perf_pid"; wait "$perf_pid" 2>/dev/null || true
     local extra_ms=0
     [ -n "$apid" ] && extra_ms=$(proc_cpu_ms "$apid")
-    local total; read -r ok failed total <<<"$res"
-    local cps; cps=$(awk -v n="$ok" -v t="$total" 'BEGIN { if (t > 1) printf "%.1f", n / (t - 1); else print "-" }')
-    local cs="-"
-    if [ -z "${BENCH_PERF:-}" ]; then
-        cs=$(awk -F, -v n="$ok" '$3 == "context-switches" && n > 0 { printf "%.1f", $1 / n }' "$B/perfstat.txt")
-    fi
     local hook=""
     if [ "$mode" = webhook ] || [ "$mode" = webhook3 ] || [ "$mode" = idle ] || [ "$mode" = before ] || [ "$mode" = nats ]; then
         sleep 2
@@ -246,17 +264,8 @@ run_mode() { # mode rate seconds round
     asterisk/sandbox.sh stop "$B/pbx" >/dev/null 2>&1 || true
     wait "$rpid" 2>/dev/null || true
     if [ -n "$apid" ]; then kill "$apid" 2>/dev/null || true; wait "$apid" 2>/dev/null || true; fi
-    local tick; tick=$(getconf CLK_TCK)
-    local cpu_ms; cpu_ms=$(awk -v a="$c0" -v b="$c1" -v t="$tick" -v n="$ok" 'BEGIN { if (n > 0) printf "%.2f", (b - a) * 1000 / t / n; else print "-" }')
-    local extra; extra=$(awk -v e="$extra_ms" -v n="$ok" 'BEGIN { if (e > 0 && n > 0) printf "%.2f", e / n; else print "-" }')
-    local stats; stats=$(cat "$B/recv.json" 2>/dev/null)
-    local calls p50 p99 lost
-    calls=$(echo "$stats" | sed -n 's/.*"distinct_calls":\([0-9]*\).*/\1/p')
-    p50=$(echo "$stats" | sed -n 's/.*"end_delay_ms_p50":\([-0-9.]*\).*/\1/p')
-    p99=$(echo "$stats" | sed -n 's/.*"end_delay_ms_p99":\([-0-9.]*\).*/\1/p')
-    if [ "$mode" = none ] || [ "$mode" = idle ]; then lost="-"; p50="-"; p99="-"; else lost=$(( ok - ${calls:-0} )); fi
-    printf "| %-8s | %4s cps | %2s | %6s | %6s | %6s | %8s | %7s | %6s | %8s | %8s | %7s | %s\n" \
-        "$mode" "$rate" "$round" "$cps" "$ok" "$failed" "$cpu_ms" "$cs" "$lost" "$p50" "$p99" "$extra" "$hook" | tee -a "$ROUNDS"
+    local cs_file="$B/perfstat.txt"; [ -n "${BENCH_PERF:-}" ] && cs_file=""
+    round_row "$mode" "$rate" "$round" "$res" "$c0" "$c1" "$cs_file" "$extra_ms" "$hook"
 }
 
 # The pair mode: *none* and *webhook* at the same time, each Asterisk with its own SIPp pair
@@ -288,24 +297,8 @@ run_pair() { # rate seconds round
     asterisk/sandbox.sh stop "$B/pbx" >/dev/null 2>&1 || true
     asterisk/sandbox.sh stop "$B/pbx2" >/dev/null 2>&1 || true
     wait "$rpid" 2>/dev/null || true
-    local stats; stats=$(cat "$B/recv.json" 2>/dev/null)
-    local m c0 c1 st res ok failed total cps cs cpu_ms calls p50 p99 lost h
-    for m in none webhook; do
-        if [ "$m" = none ]; then c0=$a0; c1=$a1; st="$B/perfstat-a.txt"; res=$(cat "$B/pair-a.txt"); h=""
-        else c0=$b0; c1=$b1; st="$B/perfstat-b.txt"; res=$(cat "$B/pair-b.txt"); h=$hook; fi
-        read -r ok failed total <<<"$res"
-        cps=$(awk -v n="$ok" -v t="$total" 'BEGIN { if (t > 1) printf "%.1f", n / (t - 1); else print "-" }')
-        cs=$(awk -F, -v n="$ok" '$3 == "context-switches" && n > 0 { printf "%.1f", $1 / n }' "$st")
-        cpu_ms=$(awk -v a="$c0" -v b="$c1" -v t="$(getconf CLK_TCK)" -v n="$ok" 'BEGIN { if (n > 0) printf "%.2f", (b - a) * 1000 / t / n; else print "-" }')
-        if [ "$m" = none ]; then lost="-"; p50="-"; p99="-"; else
-            calls=$(echo "$stats" | sed -n 's/.*"distinct_calls":\([0-9]*\).*/\1/p')
-            p50=$(echo "$stats" | sed -n 's/.*"end_delay_ms_p50":\([-0-9.]*\).*/\1/p')
-            p99=$(echo "$stats" | sed -n 's/.*"end_delay_ms_p99":\([-0-9.]*\).*/\1/p')
-            lost=$(( ok - ${calls:-0} ))
-        fi
-        printf "| %-8s | %4s cps | %2s | %6s | %6s | %6s | %8s | %7s | %6s | %8s | %8s | %7s | %s\n" \
-            "$m" "$rate" "$round" "$cps" "$ok" "$failed" "$cpu_ms" "$cs" "$lost" "$p50" "$p99" "-" "$h" | tee -a "$ROUNDS"
-    done
+    round_row none "$rate" "$round" "$(cat "$B/pair-a.txt")" "$a0" "$a1" "$B/perfstat-a.txt" 0 ""
+    round_row webhook "$rate" "$round" "$(cat "$B/pair-b.txt")" "$b0" "$b1" "$B/perfstat-b.txt" 0 "$hook"
 }
 
 header() {
@@ -351,14 +344,13 @@ summarize() {
                 dcs = (bcs != "-" && cs != "-") ? sprintf("%+.1f", cs - bcs) : "-"
                 nr = rounds[k] (invalid[k] ? sprintf(" (+%d unfinished)", invalid[k]) : "")
                 # The median of the ratios to none within each round: drift between rounds cancels.
-                delete paired
+                vals["paired"] = ""
                 for (rr in rnd) {
                     split(rr, q, SUBSEP)
                     if (q[1] == mr[2] && ((mr[1] SUBSEP rr) in percpu) && (("none" SUBSEP rr) in percpu))
                         vals["paired"] = vals["paired"] " " (percpu[mr[1] SUBSEP rr] / percpu["none" SUBSEP rr] - 1) * 100
                 }
                 pr = (mr[1] != "none" && vals["paired"] != "") ? sprintf("%+.1f %%", med("paired")) : "-"
-                vals["paired"] = ""
                 printf "| %s | %d cps | %s | %s | %d | %d | %.2f | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", mr[1], mr[2], nr, med(k SUBSEP "cps"), calls[k], failed[k], cpu, dcpu, pr, cs, dcs, (k in haslost) ? lost[k] : "-", med(k SUBSEP "p50"), med(k SUBSEP "p99"), med(k SUBSEP "extra"), hook[k] == "" ? "-" : hook[k]
             }
         }' | tee -a "$RESULTS"
