@@ -100,6 +100,7 @@ fn policy(name: String, secret: Option<&str>, nats: Option<NatsTarget>) -> Endpo
         secret: secret.map(String::from),
         tls_ca: None,
         concurrency: 4,
+        pipeline: 1,
         rate_limit: None,
         nats,
     }

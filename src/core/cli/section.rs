@@ -57,6 +57,7 @@ pub fn text(s: &Section) -> String {
             let retry: Vec<String> = w.retry.iter().map(|d| duration_text(*d)).collect();
             line(&mut out, "retry", &retry.join(", "));
             line(&mut out, "concurrency", &w.concurrency.to_string());
+            line(&mut out, "pipeline", &w.pipeline.to_string());
             if let Some(r) = &w.rate_limit {
                 let per_s = 1.0 / r.interval.as_secs_f64();
                 line(

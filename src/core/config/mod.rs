@@ -620,6 +620,27 @@ caller = 7916(
     }
 
     #[test]
+    fn pipeline_defaults_to_16_takes_no_and_refuses_what_is_out_of_range() {
+        let hook = "[crm]\ntype = webhook\nurl = http://127.0.0.1:9/hook\n";
+        let (c, errors) = parse(hook);
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(c.webhook("crm").unwrap().pipeline, 16);
+        for (v, want) in [("4", 4), ("1", 1), ("no", 1), ("64", 64)] {
+            let (c, errors) = parse(&format!("{hook}pipeline = {v}\n"));
+            assert!(errors.is_empty(), "{v}: {errors:?}");
+            assert_eq!(c.webhook("crm").unwrap().pipeline, want, "{v}");
+        }
+        for v in ["0", "65", "yes"] {
+            let (_, errors) = parse(&format!("{hook}pipeline = {v}\n"));
+            let e = errors.first().map(ToString::to_string).unwrap_or_default();
+            assert!(
+                e.contains("webhook.conf:4 [crm] pipeline") && e.contains("1 to 64"),
+                "{v}: {e}"
+            );
+        }
+    }
+
+    #[test]
     fn each_bad_line_names_file_line_section_key_and_skips_only_its_section() {
         let text = "
 [ok]

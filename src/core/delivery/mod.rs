@@ -56,6 +56,8 @@ pub struct EndpointPolicy {
     pub tls_ca: Option<PathBuf>,
     /// Calls sent at once (each call's own events stay in order).
     pub concurrency: usize,
+    /// `pipeline`: most calls' requests written at once on one connection (1: one at a time).
+    pub pipeline: usize,
     /// `rate_limit`: requests per time this endpoint is sent at most.
     pub rate_limit: Option<rate_limit::RateLimit>,
     /// `type = nats`: publish to these servers' JetStream instead of HTTP.
@@ -541,6 +543,7 @@ mod tests {
             secret: None,
             tls_ca: None,
             concurrency: 4,
+            pipeline: crate::core::config::webhook::DEFAULT_PIPELINE,
             rate_limit: None,
             nats: None,
         }
@@ -755,6 +758,7 @@ mod tests {
         let d = Dispatcher::open(&dir);
         d.configure(vec![EndpointPolicy {
             concurrency: 3,
+            pipeline: 1,
             rate_limit: None,
             nats: None,
             ..policy("crm", &[50])
@@ -781,6 +785,100 @@ mod tests {
         drop(v);
         d.shutdown();
         server.unblock();
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_burst_goes_out_pipelined_on_one_connection_each_call_in_order() {
+        // A server that reads pipelined requests the way HTTP/1.1 servers do (bytes after one
+        // request are the next one's) and answers each in order; it counts its connections
+        // and how many requests each read brought.
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        #[derive(Default)]
+        struct Seen {
+            connections: usize,
+            reads: usize,
+            bodies: Vec<(String, String)>,
+        }
+        let seen = Arc::new(Mutex::new(Seen::default()));
+        let sn = seen.clone();
+        std::thread::spawn(move || {
+            for mut s in listener.incoming().flatten() {
+                sn.lock().unwrap().connections += 1;
+                let sn = sn.clone();
+                std::thread::spawn(move || {
+                    let (mut got, mut buf) = (Vec::new(), [0u8; 65536]);
+                    loop {
+                        let n = match s.read(&mut buf) {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => n,
+                        };
+                        sn.lock().unwrap().reads += 1;
+                        got.extend_from_slice(&buf[..n]);
+                        let mut answers = Vec::new();
+                        loop {
+                            let mut headers = [httparse::EMPTY_HEADER; 32];
+                            let mut req = httparse::Request::new(&mut headers);
+                            let Ok(httparse::Status::Complete(head)) = req.parse(&got) else {
+                                break;
+                            };
+                            let len: usize = req
+                                .headers
+                                .iter()
+                                .find(|h| h.name.eq_ignore_ascii_case("content-length"))
+                                .map_or(0, |h| {
+                                    std::str::from_utf8(h.value).unwrap().parse().unwrap()
+                                });
+                            if got.len() < head + len {
+                                break;
+                            }
+                            let body = String::from_utf8_lossy(&got[head..head + len]).into_owned();
+                            got.drain(..head + len);
+                            sn.lock().unwrap().bodies.push((String::new(), body));
+                            answers.extend_from_slice(
+                                b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+                            );
+                        }
+                        if s.write_all(&answers).is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        let dir = temp_dir("pipeline");
+        let d = Dispatcher::open(&dir);
+        d.configure(vec![EndpointPolicy {
+            concurrency: 1,
+            pipeline: 16,
+            ..policy("crm", &[50])
+        }]);
+        let mut burst = Vec::new();
+        for e in ["start", "answer", "end"] {
+            for i in 0..16 {
+                burst.push(delivery("crm", &url, &format!("c{i}"), e));
+            }
+        }
+        d.submit_many(burst);
+        wait_until(Duration::from_secs(10), || {
+            seen.lock().unwrap().bodies.len() >= 48
+        });
+        let v = seen.lock().unwrap();
+        assert_eq!(v.bodies.len(), 48, "every delivery arrived once");
+        for (call, events) in per_call(&v.bodies) {
+            assert_eq!(events, ["start", "answer", "end"], "{call} in order");
+        }
+        assert_eq!(v.connections, 1, "one kept-alive connection");
+        assert!(
+            v.reads <= 12,
+            "48 requests came in {} reads: not pipelined",
+            v.reads
+        );
+        eprintln!("48 requests of 16 calls: {} reads", v.reads);
+        drop(v);
+        d.shutdown();
         std::fs::remove_dir_all(dir).unwrap();
     }
 

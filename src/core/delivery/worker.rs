@@ -277,6 +277,37 @@ impl SectionShared {
         self.gate.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// How many calls a lane takes at once: the section's `pipeline` while its client can
+    /// pipeline and its last answer came quickly, else 1 (a slow endpoint gets a lane per
+    /// call instead, so one slow answer holds up no other call's request).
+    fn pipeline(&self) -> usize {
+        if self.slow.load(Ordering::Relaxed) {
+            return 1;
+        }
+        let depth = self
+            .policy
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .pipeline;
+        let pipelines = self
+            .client
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .is_some_and(Client::pipelines);
+        if pipelines
+            && self
+                .nats
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .is_none()
+        {
+            depth.max(1)
+        } else {
+            1
+        }
+    }
+
     fn concurrency(&self) -> usize {
         self.policy
             .read()
@@ -470,7 +501,12 @@ fn lane(s: &Arc<SectionShared>, env: &WorkerEnv, which: Lane) {
             return;
         }
         let hint = coordinate(s, env, false);
-        if let Some(call) = take_call(s) {
+        let mut calls = take_calls(s, s.pipeline());
+        if calls.len() > 1 {
+            send_round(s, env, calls);
+            continue;
+        }
+        if let Some(call) = calls.pop() {
             send_call(s, env, call);
             continue;
         }
@@ -499,15 +535,20 @@ fn take_ready_exists(s: &SectionShared) -> bool {
     !s.sched().ready.is_empty()
 }
 
-/// Takes the oldest call waiting for a lane.
-fn take_call(s: &SectionShared) -> Option<String> {
+/// Takes up to `n` of the calls waiting for a lane, oldest first.
+fn take_calls(s: &SectionShared, n: usize) -> Vec<String> {
     let mut sched = s.sched();
-    let call = sched.ready.pop_front()?;
-    sched.progress = (!sched.ready.is_empty()).then(Instant::now);
-    if let Some(job) = sched.calls.get_mut(&call) {
-        job.lane = true;
+    let n = n.min(sched.ready.len());
+    let calls: Vec<String> = sched.ready.drain(..n).collect();
+    if !calls.is_empty() {
+        sched.progress = (!sched.ready.is_empty()).then(Instant::now);
     }
-    Some(call)
+    for call in &calls {
+        if let Some(job) = sched.calls.get_mut(call) {
+            job.lane = true;
+        }
+    }
+    calls
 }
 
 /// Gives a call back when its lane is done with it, or when the lane unwinds (a panic): the
@@ -551,20 +592,8 @@ fn send_call(s: &Arc<SectionShared>, env: &WorkerEnv, call: String) {
         item: None,
     };
     loop {
-        if s.stop.load(Ordering::SeqCst) {
+        if s.stop.load(Ordering::SeqCst) || !hold.take_next() {
             return;
-        }
-        {
-            let mut sched = s.sched();
-            let Some(item) = sched
-                .calls
-                .get_mut(&hold.call)
-                .and_then(|j| j.items.pop_front())
-            else {
-                return;
-            };
-            sched.waiting = sched.waiting.saturating_sub(1);
-            hold.item = Some(item);
         }
         let item = hold.item.as_mut().expect("just taken");
         fault::point(
@@ -573,71 +602,160 @@ fn send_call(s: &Arc<SectionShared>, env: &WorkerEnv, call: String) {
             &item.spooled.delivery.request.body,
         );
         let verdict = attempt(s, env, &mut item.spooled);
-        let item = hold.item.take().expect("held");
-        if s.slow.load(Ordering::Relaxed) {
-            // A slow endpoint: the calls waiting behind this one get lanes of their own.
-            let waiting = s.sched().ready.len();
-            if waiting > 0 {
-                help(s, env, waiting);
-            }
-        }
-        let retry = matches!(verdict, Verdict::Retry { .. });
-        if item.from_spool {
-            let mut sched = s.sched();
-            sched.done_since.get_or_insert_with(Instant::now);
-            sched.done.push((item.seq, item.spooled, verdict));
-            let mut held = Vec::new();
-            if let Some(job) = sched.calls.get_mut(&hold.call) {
-                job.committing += 1;
-                if retry {
-                    // The rest of the call waits in the spool behind this one.
-                    held = job.items.drain(..).map(|i| i.seq).collect();
-                }
-            }
-            sched.waiting = sched.waiting.saturating_sub(held.len());
-            for seq in held {
-                sched.spool_seqs.remove(&seq);
-            }
-            let stale = sched
-                .done_since
-                .is_some_and(|t| t.elapsed() >= COMMIT_AFTER);
-            drop(sched);
-            if retry {
-                return;
-            }
-            // A slow endpoint: what this call already delivered is recorded now rather than
-            // after its last delivery (fewer re-sends after a crash).
-            if stale {
-                if let Ok(_turn) = s.drain.try_lock() {
-                    commit(s, env, false);
-                }
-            }
-            continue;
-        }
-        match verdict {
-            Verdict::Delivered => {}
-            Verdict::Fail => dead_letter(s, env, item.seq, item.spooled),
-            Verdict::Retry { .. } => {
-                // It and the rest of its call go to the spool, in order, and the section
-                // switches to spool mode. Under the gate, so no later delivery of this call
-                // can be taken from memory meanwhile.
-                let _gate = s.gate();
-                let mut rows = vec![(item.seq, item.spooled)];
-                {
-                    let mut sched = s.sched();
-                    let rest: Vec<Item> = sched
-                        .calls
-                        .get_mut(&hold.call)
-                        .map(|j| j.items.drain(..).collect())
-                        .unwrap_or_default();
-                    sched.waiting = sched.waiting.saturating_sub(rest.len());
-                    rows.extend(rest.into_iter().map(|i| (i.seq, i.spooled)));
-                }
-                spool_locked(s, env, rows);
-                return;
-            }
+        help_if_slow(s, env);
+        if settle_attempt(s, env, &mut hold, verdict).is_break() {
+            return;
         }
     }
+}
+
+/// Sends the next delivery of each of several calls together: one write on one connection
+/// where the endpoint allows it (see [`attempt_all`]). A call with more to send goes back to
+/// the Sched for the next round, so each call's own deliveries still go out one after the
+/// other, never two in one write: a later event must not reach the CRM while an earlier one
+/// may still be retried. A delivery that failed before goes alone, after the others: it is
+/// the likeliest to hang, and on a connection an endpoint answers in order it would hold up
+/// every request written after it.
+fn send_round(s: &Arc<SectionShared>, env: &WorkerEnv, calls: Vec<String>) {
+    let mut holds: Vec<Holding> = calls
+        .into_iter()
+        .map(|call| Holding {
+            s,
+            call,
+            item: None,
+        })
+        .collect();
+    holds.retain_mut(Holding::take_next);
+    if s.stop.load(Ordering::SeqCst) {
+        return;
+    }
+    let (mut fresh, retried): (Vec<Holding>, Vec<Holding>) = holds
+        .into_iter()
+        .partition(|h| h.item.as_ref().is_some_and(|i| i.spooled.attempts == 0));
+    for h in &fresh {
+        let d = &h.item.as_ref().expect("just taken").spooled.delivery;
+        fault::point(fault::Place::Worker, &d.id, &d.request.body);
+    }
+    let verdicts = attempt_all(s, env, &mut fresh);
+    help_if_slow(s, env);
+    for (hold, verdict) in fresh.iter_mut().zip(verdicts) {
+        // `None`: not answered, so not attempted; it stays in the hold, and dropping the hold
+        // puts it back at the front of its call.
+        if let Some(verdict) = verdict {
+            let _ = settle_attempt(s, env, hold, verdict);
+        }
+    }
+    drop(fresh);
+    for mut hold in retried {
+        if s.stop.load(Ordering::SeqCst) {
+            return;
+        }
+        let item = hold.item.as_mut().expect("just taken");
+        fault::point(
+            fault::Place::Worker,
+            &item.spooled.delivery.id,
+            &item.spooled.delivery.request.body,
+        );
+        let verdict = attempt(s, env, &mut item.spooled);
+        help_if_slow(s, env);
+        let _ = settle_attempt(s, env, &mut hold, verdict);
+    }
+}
+
+/// A slow endpoint: the calls waiting behind this lane's get lanes of their own.
+fn help_if_slow(s: &Arc<SectionShared>, env: &WorkerEnv) {
+    if s.slow.load(Ordering::Relaxed) {
+        let waiting = s.sched().ready.len();
+        if waiting > 0 {
+            help(s, env, waiting);
+        }
+    }
+}
+
+impl Holding<'_> {
+    /// Takes the call's next delivery into the hold; false when it has none left.
+    fn take_next(&mut self) -> bool {
+        let mut sched = self.s.sched();
+        let Some(item) = sched
+            .calls
+            .get_mut(&self.call)
+            .and_then(|j| j.items.pop_front())
+        else {
+            return false;
+        };
+        sched.waiting = sched.waiting.saturating_sub(1);
+        self.item = Some(item);
+        true
+    }
+}
+
+/// Acts on the verdict of the delivery in `hold`: records a spooled one for the next commit,
+/// dead-letters one that failed for good, spools one to be retried with the rest of its call.
+/// `Break`: the call's lane is done with it (retried, or stopping).
+fn settle_attempt(
+    s: &SectionShared,
+    env: &WorkerEnv,
+    hold: &mut Holding,
+    verdict: Verdict,
+) -> ControlFlow<()> {
+    let item = hold.item.take().expect("held");
+    let retry = matches!(verdict, Verdict::Retry { .. });
+    if item.from_spool {
+        let mut sched = s.sched();
+        sched.done_since.get_or_insert_with(Instant::now);
+        sched.done.push((item.seq, item.spooled, verdict));
+        let mut held = Vec::new();
+        if let Some(job) = sched.calls.get_mut(&hold.call) {
+            job.committing += 1;
+            if retry {
+                // The rest of the call waits in the spool behind this one.
+                held = job.items.drain(..).map(|i| i.seq).collect();
+            }
+        }
+        sched.waiting = sched.waiting.saturating_sub(held.len());
+        for seq in held {
+            sched.spool_seqs.remove(&seq);
+        }
+        let stale = sched
+            .done_since
+            .is_some_and(|t| t.elapsed() >= COMMIT_AFTER);
+        drop(sched);
+        if retry {
+            return ControlFlow::Break(());
+        }
+        // A slow endpoint: what this call already delivered is recorded now rather than
+        // after its last delivery (fewer re-sends after a crash).
+        if stale {
+            if let Ok(_turn) = s.drain.try_lock() {
+                commit(s, env, false);
+            }
+        }
+        return ControlFlow::Continue(());
+    }
+    match verdict {
+        Verdict::Delivered => {}
+        Verdict::Fail => dead_letter(s, env, item.seq, item.spooled),
+        Verdict::Retry { .. } => {
+            // It and the rest of its call go to the spool, in order, and the section
+            // switches to spool mode. Under the gate, so no later delivery of this call
+            // can be taken from memory meanwhile.
+            let _gate = s.gate();
+            let mut rows = vec![(item.seq, item.spooled)];
+            {
+                let mut sched = s.sched();
+                let rest: Vec<Item> = sched
+                    .calls
+                    .get_mut(&hold.call)
+                    .map(|j| j.items.drain(..).collect())
+                    .unwrap_or_default();
+                sched.waiting = sched.waiting.saturating_sub(rest.len());
+                rows.extend(rest.into_iter().map(|i| (i.seq, i.spooled)));
+            }
+            spool_locked(s, env, rows);
+            return ControlFlow::Break(());
+        }
+    }
+    ControlFlow::Continue(())
 }
 
 /// The coordinator's turn, if no other lane has it: commit, spool the memory queue in spool
@@ -1018,21 +1136,7 @@ fn attempt_and_record(s: &SectionShared, env: &WorkerEnv, item: &mut Spooled) ->
                 policy.timeout,
             )
         }
-        (None, Some(client)) => {
-            // webhook-id always (the same on every re-send, so a CRM can drop duplicates);
-            // with a secret, the Standard Webhooks timestamp and signature too.
-            let extra: Vec<(String, String)> = match &policy.secret {
-                Some(secret) => signing::headers(
-                    secret,
-                    &d.id,
-                    chrono::Utc::now().timestamp(),
-                    &d.request.body,
-                )
-                .to_vec(),
-                None => vec![("webhook-id".to_string(), d.id.clone())],
-            };
-            client::send(&client, &d.request, &extra)
-        }
+        (None, Some(client)) => client::send(&client, &d.request, &extra_headers(&policy, d)),
         (None, None) => Outcome {
             attempt: Attempt::Error("no HTTP client (bad tls_ca?)".into()),
             latency: Duration::ZERO,
@@ -1041,6 +1145,91 @@ fn attempt_and_record(s: &SectionShared, env: &WorkerEnv, item: &mut Spooled) ->
         },
     };
     record(s, env, item, outcome)
+}
+
+/// The headers a delivery adds to its request: `webhook-id` always (the same on every re-send,
+/// so a CRM can drop duplicates); with a secret, the Standard Webhooks timestamp and signature.
+fn extra_headers(policy: &EndpointPolicy, d: &Delivery) -> Vec<(String, String)> {
+    match &policy.secret {
+        Some(secret) => signing::headers(
+            secret,
+            &d.id,
+            chrono::Utc::now().timestamp(),
+            &d.request.body,
+        )
+        .to_vec(),
+        None => vec![("webhook-id".to_string(), d.id.clone())],
+    }
+}
+
+/// One attempt for the delivery in each hold, sent together ([`client::send_all`]: pipelined
+/// when the endpoint is plain HTTP, else one by one); like [`attempt`] for each. `None` for a
+/// delivery the connection closed before: not attempted. A section with a rate limit or NATS
+/// sends one at a time.
+fn attempt_all(s: &SectionShared, env: &WorkerEnv, holds: &mut [Holding]) -> Vec<Option<Verdict>> {
+    let pacer = s.pacer.read().unwrap_or_else(|p| p.into_inner()).is_some();
+    let client = s.client.read().unwrap_or_else(|p| p.into_inner()).clone();
+    let nats = s.nats.read().unwrap_or_else(|p| p.into_inner()).is_some();
+    let items = holds
+        .iter_mut()
+        .map(|h| &mut h.item.as_mut().expect("held").spooled);
+    let Some(client) = client.filter(|_| !pacer && !nats) else {
+        return items.map(|item| Some(attempt(s, env, item))).collect();
+    };
+    let mut items: Vec<&mut Spooled> = items.collect();
+    let n = items.len();
+    s.stats.in_flight.fetch_add(n, Ordering::Relaxed);
+    let started = Instant::now();
+    let sent = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let policy = s.policy.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let requests: Vec<_> = items
+            .iter()
+            .map(|i| (&i.delivery.request, extra_headers(&policy, &i.delivery)))
+            .collect();
+        client::send_all(&client, &requests)
+    }));
+    let outcomes = match sent {
+        Ok((outcomes, broke)) => {
+            if broke {
+                log::warn!(
+                    "[{}] the endpoint stopped answering in the middle of pipelined requests; \
+                     from now on one request at a time (pipeline = 1 says so in webhook.conf), \
+                     the unanswered ones are sent again",
+                    s.name
+                );
+            }
+            outcomes
+        }
+        Err(p) => {
+            s.stats.panics.fetch_add(1, Ordering::Relaxed);
+            let why = format!("internal error: {}", panic::message(&*p));
+            log::error!("[{}] {n} deliveries: {why} (contained; retried)", s.name);
+            (0..n)
+                .map(|_| {
+                    Some(Outcome {
+                        attempt: Attempt::Error(why.clone()),
+                        latency: started.elapsed(),
+                        excerpt: String::new(),
+                        unreachable: false,
+                    })
+                })
+                .collect()
+        }
+    };
+    // Slow is one answer that took long, not a round of many quick ones.
+    let mut before = Duration::ZERO;
+    let mut slowest = Duration::ZERO;
+    for o in outcomes.iter().flatten() {
+        slowest = slowest.max(o.latency.saturating_sub(before));
+        before = o.latency;
+    }
+    s.slow.store(slowest >= LANES_AFTER, Ordering::Relaxed);
+    s.stats.in_flight.fetch_sub(n, Ordering::Relaxed);
+    items
+        .iter_mut()
+        .zip(outcomes)
+        .map(|(item, outcome)| outcome.map(|o| record(s, env, item, o)))
+        .collect()
 }
 
 /// Counts and logs one attempt's outcome; returns the verdict.

@@ -145,15 +145,31 @@ struct Head {
 /// Reads one answer from `r`, using `buf` (kept with the connection) for what is read.
 /// Informational (1xx) heads before it are skipped.
 pub fn read_answer<R: Read>(r: &mut R, buf: &mut Vec<u8>) -> Result<Answer, AnswerError> {
+    let (mut answer, rest) = read_answer_after(r, buf, 0)?;
+    // Bytes after the answer to a single request: the connection is out of step.
+    answer.reusable &= rest == 0;
+    Ok(answer)
+}
+
+/// Reads the next answer of a pipelined exchange: the first `held` bytes of `buf` were read
+/// before (after the previous answer) and belong to this one. Returns the answer and how many
+/// bytes read after it are now at the start of `buf`: the beginning of the next answer. Here
+/// `reusable` says only that the answer was read to its end and neither side asked to close.
+pub fn read_answer_after<R: Read>(
+    r: &mut R,
+    buf: &mut Vec<u8>,
+    held: usize,
+) -> Result<(Answer, usize), AnswerError> {
     if buf.len() < FIRST_BUFFER {
         buf.resize(FIRST_BUFFER, 0);
     }
+    let end = held.min(buf.len());
     let mut input = Input {
         r,
         buf,
         pos: 0,
-        end: 0,
-        received: 0,
+        end,
+        received: end,
     };
     let head = loop {
         let head = read_head(&mut input)?;
@@ -172,12 +188,17 @@ pub fn read_answer<R: Read>(r: &mut R, buf: &mut Vec<u8>) -> Result<Answer, Answ
             false
         }
     };
-    Ok(Answer {
-        status: head.status,
-        retry_after: head.retry_after,
-        body,
-        reusable: ended && !head.close && input.pos == input.end,
-    })
+    let (pos, end) = (input.pos, input.end);
+    buf.copy_within(pos..end, 0);
+    Ok((
+        Answer {
+            status: head.status,
+            retry_after: head.retry_after,
+            body,
+            reusable: ended && !head.close,
+        },
+        end - pos,
+    ))
 }
 
 /// Reads until a whole head is buffered; parses it.

@@ -152,6 +152,11 @@ impl Client {
         })
     }
 
+    /// Whether its plain `http://` requests may still be pipelined ([`send_all`]).
+    pub fn pipelines(&self) -> bool {
+        self.plain.pipelines()
+    }
+
     /// Whether ureq would send a request to `url` through a proxy (one set in the environment
     /// when the agent was made, and `url` not in its NO_PROXY list).
     fn proxied(&self, url: &str) -> bool {
@@ -170,28 +175,77 @@ pub fn send(client: &Client, req: &HttpRequest, extra: &[(String, String)]) -> O
     match plain::route(req, extra) {
         Some(target) if !client.proxied(&req.url) => {
             let bytes = plain::request_bytes(&target, req, extra);
-            plain_outcome(client.plain.send(&target, &bytes, started), started)
+            plain_outcome(
+                client.plain.send(&target, &bytes, started),
+                started.elapsed(),
+            )
         }
         _ => send_with_ureq(&client.agent, req, extra),
     }
 }
 
+/// Sends several requests (each with its `extra` headers), in order. Plain `http://` requests
+/// to one endpoint go out pipelined — one write, the answers read in order
+/// ([`Plain::send_pipelined`]) — while the client still pipelines; anything else one after the
+/// other. Per request, its outcome, or `None` when it was not answered and should simply be
+/// sent again (the connection closed before its turn). The flag: the endpoint just failed at
+/// pipelining, and the client sends one at a time from now on.
+pub fn send_all(
+    client: &Client,
+    requests: &[(&HttpRequest, Vec<(String, String)>)],
+) -> (Vec<Option<Outcome>>, bool) {
+    let one_by_one = || {
+        requests
+            .iter()
+            .map(|(req, extra)| Some(send(client, req, extra)))
+            .collect()
+    };
+    if requests.len() < 2 || !client.plain.pipelines() {
+        return (one_by_one(), false);
+    }
+    let targets: Option<Vec<_>> = requests
+        .iter()
+        .map(|(req, extra)| plain::route(req, extra).filter(|_| !client.proxied(&req.url)))
+        .collect();
+    let Some(targets) = targets else {
+        return (one_by_one(), false);
+    };
+    if targets
+        .iter()
+        .any(|t| t.authority() != targets[0].authority())
+    {
+        return (one_by_one(), false);
+    }
+    let started = Instant::now();
+    let bytes: Vec<Vec<u8>> = targets
+        .iter()
+        .zip(requests)
+        .map(|(t, (req, extra))| plain::request_bytes(t, req, extra))
+        .collect();
+    let (piped, broke) = client.plain.send_pipelined(&targets[0], &bytes, started);
+    let outcomes = piped
+        .into_iter()
+        .map(|r| r.map(|(result, latency)| plain_outcome(result, latency)))
+        .collect();
+    (outcomes, broke)
+}
+
 /// What the plain path got, as an outcome.
-fn plain_outcome(result: Result<Answer, PlainError>, started: Instant) -> Outcome {
+fn plain_outcome(result: Result<Answer, PlainError>, latency: Duration) -> Outcome {
     match result {
         Ok(answer) => Outcome {
             attempt: Attempt::Status {
                 code: answer.status,
                 retry_after: answer.retry_after.as_deref().and_then(parse_retry_after),
             },
-            latency: started.elapsed(),
+            latency,
             excerpt: excerpt(&answer.body),
             unreachable: false,
         },
         Err(e) => Outcome {
             unreachable: e.unreachable(),
             attempt: Attempt::Error(e.to_string()),
-            latency: started.elapsed(),
+            latency,
             excerpt: String::new(),
         },
     }

@@ -14,6 +14,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -21,7 +22,7 @@ use ureq::http::{HeaderName, Uri};
 use ureq::unversioned::resolver::Resolver;
 use ureq::unversioned::transport::NextTimeout;
 
-use super::answer::{read_answer, Answer, AnswerError};
+use super::answer::{read_answer, read_answer_after, Answer, AnswerError};
 use super::client::USER_AGENT;
 use super::conn::{Conn, ConnectError, SendError};
 use super::resolver::CachingResolver;
@@ -75,6 +76,11 @@ pub fn route<'a>(req: &'a HttpRequest, extra: &[(String, String)]) -> Option<Tar
 }
 
 impl<'a> Target<'a> {
+    /// `host[:port]` as written: requests to the same one may share a connection.
+    pub fn authority(&self) -> &'a str {
+        self.authority
+    }
+
     fn parse(url: &'a str) -> Option<Target<'a>> {
         let rest = url.strip_prefix("http://")?;
         let split = rest.find(['/', '?']).unwrap_or(rest.len());
@@ -223,7 +229,15 @@ pub struct Plain {
     /// What ureq's resolver reads (the address family: any).
     resolver_config: ureq::config::Config,
     idle: Mutex<HashMap<String, Vec<Conn>>>,
+    /// Until an endpoint of the section stops answering in the middle of a pipelined
+    /// exchange: then every request goes one at a time.
+    pipelining: AtomicBool,
 }
+
+/// What a pipelined exchange ([`Plain::send_pipelined`]) got, one entry per request in order:
+/// its answer (or why it got none) and when it came, counted from the start; `None` when the
+/// exchange ended before its turn — nothing is known of it, so it is sent again.
+pub type Piped = Vec<Option<(Result<Answer, PlainError>, Duration)>>;
 
 impl fmt::Debug for Plain {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -245,6 +259,97 @@ impl Plain {
             resolver: CachingResolver::default(),
             resolver_config: ureq::Agent::config_builder().build(),
             idle: Mutex::new(HashMap::new()),
+            pipelining: AtomicBool::new(true),
+        }
+    }
+
+    /// Whether requests may still be pipelined (no endpoint has failed at it).
+    pub fn pipelines(&self) -> bool {
+        self.pipelining.load(Ordering::Relaxed)
+    }
+
+    /// Sends several requests (from [`request_bytes`], all to `t`) in one write on one
+    /// connection and reads their answers in order: HTTP/1.1 pipelining. Each answer may take
+    /// the section's timeout, counted from `started` for the first and from the one before it
+    /// for the others. The requests an answer that closes the connection leaves unanswered come
+    /// back as `None` (RFC 9112 §9.3.2: a client retries those). An endpoint that stops
+    /// answering in the middle without saying it closes — a server that reads one request per
+    /// read and drops the rest — gets `None` for the rest too, and from then on this client
+    /// sends one request at a time ([`Plain::pipelines`] turns false). Returns whether that
+    /// happened now.
+    pub fn send_pipelined(
+        &self,
+        t: &Target,
+        requests: &[Vec<u8>],
+        started: Instant,
+    ) -> (Piped, bool) {
+        let mut got: Piped = requests.iter().map(|_| None).collect();
+        let deadline = started + self.timeout;
+        let (mut conn, mut fresh) = match self.take(t.authority) {
+            Some(conn) => (conn, false),
+            None => match self.connect(t, deadline) {
+                Ok(conn) => (conn, true),
+                Err(e) => {
+                    got[0] = Some((Err(e), started.elapsed()));
+                    return (got, false);
+                }
+            },
+        };
+        let bytes = requests.concat();
+        loop {
+            conn.set_deadline(deadline);
+            let sent = conn.send(&bytes).map_err(PlainError::Send);
+            let mut buf = std::mem::take(&mut conn.buf);
+            let first = sent.and_then(|()| {
+                read_answer_after(&mut conn, &mut buf, 0).map_err(PlainError::Answer)
+            });
+            match first {
+                Err(e) if !fresh && e.stale() => match self.connect(t, deadline) {
+                    // The kept-alive connection had been closed: everything again, once.
+                    Ok(c) => {
+                        conn = c;
+                        fresh = true;
+                    }
+                    Err(e) => {
+                        got[0] = Some((Err(e), started.elapsed()));
+                        return (got, false);
+                    }
+                },
+                Err(e) => {
+                    got[0] = Some((Err(e), started.elapsed()));
+                    return (got, false);
+                }
+                Ok((answer, mut held)) => {
+                    let mut keep = answer.reusable;
+                    got[0] = Some((Ok(answer), started.elapsed()));
+                    let mut broke = false;
+                    for slot in got.iter_mut().skip(1) {
+                        if !keep {
+                            break;
+                        }
+                        conn.set_deadline(Instant::now() + self.timeout);
+                        match read_answer_after(&mut conn, &mut buf, held) {
+                            Ok((answer, rest)) => {
+                                keep = answer.reusable;
+                                held = rest;
+                                *slot = Some((Ok(answer), started.elapsed()));
+                            }
+                            Err(_) => {
+                                broke = true;
+                                keep = false;
+                            }
+                        }
+                    }
+                    conn.buf = buf;
+                    if keep && held == 0 {
+                        self.put(t.authority, conn);
+                    }
+                    if broke {
+                        self.pipelining.store(false, Ordering::Relaxed);
+                    }
+                    return (got, broke);
+                }
+            }
         }
     }
 
@@ -550,6 +655,176 @@ mod tests {
         }
         assert_eq!(accepted.load(Ordering::SeqCst), 1);
         assert_eq!(p.idle_count(), 1);
+    }
+
+    /// Reads requests off a connection the way a pipelining server does: bytes after one
+    /// request are the next one's, not thrown away.
+    struct Requests {
+        s: TcpStream,
+        got: Vec<u8>,
+        /// How many reads brought bytes.
+        reads: usize,
+    }
+
+    impl Requests {
+        fn new(s: TcpStream) -> Requests {
+            Requests {
+                s,
+                got: Vec::new(),
+                reads: 0,
+            }
+        }
+
+        /// The next request's body; `None` once the client closes.
+        fn next(&mut self) -> Option<Vec<u8>> {
+            let mut buf = [0u8; 4096];
+            loop {
+                let mut headers = [httparse::EMPTY_HEADER; 32];
+                let mut req = httparse::Request::new(&mut headers);
+                if let Ok(httparse::Status::Complete(head)) = req.parse(&self.got) {
+                    let len: usize = req
+                        .headers
+                        .iter()
+                        .find(|h| h.name.eq_ignore_ascii_case("content-length"))
+                        .map_or(0, |h| {
+                            std::str::from_utf8(h.value).unwrap().parse().unwrap()
+                        });
+                    if self.got.len() >= head + len {
+                        let body = self.got[head..head + len].to_vec();
+                        self.got.drain(..head + len);
+                        return Some(body);
+                    }
+                }
+                match self.s.read(&mut buf) {
+                    Ok(0) | Err(_) => return None,
+                    Ok(n) => {
+                        self.reads += 1;
+                        self.got.extend_from_slice(&buf[..n]);
+                    }
+                }
+            }
+        }
+    }
+
+    fn numbered(url: &str, n: usize) -> Vec<HttpRequest> {
+        (0..n)
+            .map(|i| HttpRequest {
+                body: format!("{i}").into_bytes(),
+                ..post(url)
+            })
+            .collect()
+    }
+
+    fn pipelined(p: &Plain, reqs: &[HttpRequest]) -> (Vec<Option<Answer>>, bool) {
+        let t = route(&reqs[0], &[]).expect("a plain request");
+        let bytes: Vec<Vec<u8>> = reqs.iter().map(|r| request_bytes(&t, r, &[])).collect();
+        let (got, broke) = p.send_pipelined(&t, &bytes, Instant::now());
+        let answers = got
+            .into_iter()
+            .map(|r| r.map(|(a, _)| a.expect("an answer")))
+            .collect();
+        (answers, broke)
+    }
+
+    #[test]
+    fn pipelined_requests_go_in_one_write_and_each_gets_its_own_answer() {
+        // Each answer echoes its request's body; all of them written at once, so several
+        // reach the client in one read.
+        let reads = Arc::new(AtomicUsize::new(0));
+        let r = reads.clone();
+        let (url, accepted) = server(move |_, s| {
+            let mut w = s.try_clone().unwrap();
+            let mut rq = Requests::new(s);
+            let mut out = Vec::new();
+            while let Some(body) = rq.next() {
+                let _ = write!(
+                    out,
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n",
+                    body.len()
+                );
+                out.extend_from_slice(&body);
+                if rq.got.is_empty() {
+                    r.store(rq.reads, Ordering::SeqCst);
+                    if w.write_all(&std::mem::take(&mut out)).is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        let p = plain(5000);
+        for round in 0..2 {
+            let (answers, broke) = pipelined(&p, &numbered(&url, 5));
+            assert!(!broke);
+            let bodies: Vec<String> = answers
+                .into_iter()
+                .map(|a| String::from_utf8(a.unwrap().body).unwrap())
+                .collect();
+            assert_eq!(bodies, ["0", "1", "2", "3", "4"], "round {round}");
+        }
+        assert_eq!(
+            accepted.load(Ordering::SeqCst),
+            1,
+            "one kept-alive connection"
+        );
+        assert_eq!(reads.load(Ordering::SeqCst), 2, "five requests per read");
+        assert_eq!(p.idle_count(), 1);
+        assert!(p.pipelines());
+    }
+
+    #[test]
+    fn requests_after_an_answer_that_closes_come_back_unanswered() {
+        // The second answer says the connection closes (a server's keep-alive limit).
+        let (url, accepted) = server(|_, s| {
+            let mut w = s.try_clone().unwrap();
+            let mut rq = Requests::new(s);
+            for close in [false, true] {
+                if rq.next().is_none() {
+                    return;
+                }
+                let head = if close { "Connection: close\r\n" } else { "" };
+                let _ = write!(w, "HTTP/1.1 200 OK\r\n{head}Content-Length: 2\r\n\r\nok");
+            }
+        });
+        let p = plain(5000);
+        let (answers, broke) = pipelined(&p, &numbered(&url, 4));
+        assert!(!broke, "a close the server announced is no failure");
+        let answered: Vec<bool> = answers.iter().map(Option::is_some).collect();
+        assert_eq!(answered, [true, true, false, false]);
+        assert!(p.pipelines());
+        assert_eq!(p.idle_count(), 0);
+        // The two left are sent again, on a new connection.
+        let (answers, _) = pipelined(&p, &numbered(&url, 2));
+        assert!(answers.iter().all(Option::is_some));
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    }
+
+    #[test]
+    fn a_server_that_drops_pipelined_requests_turns_pipelining_off() {
+        // Reads one request per read and throws the rest away, then waits for more.
+        let (url, _) = server(answer_all(OK));
+        let p = plain(300);
+        let (answers, broke) = pipelined(&p, &numbered(&url, 3));
+        assert!(broke);
+        let answered: Vec<bool> = answers.iter().map(Option::is_some).collect();
+        assert_eq!(answered, [true, false, false], "the rest is sent again");
+        assert!(!p.pipelines(), "one request at a time from now on");
+    }
+
+    #[test]
+    fn a_pipelined_exchange_on_a_dead_endpoint_fails_the_first_and_leaves_the_rest() {
+        let (url, _) = server(|_, _| {});
+        let p = plain(2000);
+        let t_reqs = numbered(&url, 3);
+        let t = route(&t_reqs[0], &[]).unwrap();
+        let bytes: Vec<Vec<u8>> = t_reqs.iter().map(|r| request_bytes(&t, r, &[])).collect();
+        let (got, broke) = p.send_pipelined(&t, &bytes, Instant::now());
+        assert!(!broke);
+        assert!(matches!(got[0], Some((Err(_), _))), "{:?}", got[0]);
+        assert!(got[1].is_none() && got[2].is_none());
+        assert!(
+            p.pipelines(),
+            "an endpoint that is down says nothing about pipelining"
+        );
     }
 
     #[test]

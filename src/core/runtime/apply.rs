@@ -103,6 +103,7 @@ fn endpoint_policies(config: &Config) -> Vec<EndpointPolicy> {
                 secret: w.secret.clone(),
                 tls_ca: w.tls_ca.clone(),
                 concurrency: w.concurrency,
+                pipeline: w.pipeline,
                 rate_limit: w.rate_limit,
                 nats: w.nats.clone(),
             }),
