@@ -91,7 +91,8 @@ const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 /// The body every benchmark delivery carries.
 const BODY: &[u8] = br#"{"call_id":"1700000000.1","event":"end","caller":"79161234567","status":"ANSWER","duration":42}"#;
 
-/// A section's policy: 5 s timeout, one retry, 4 lanes; HTTP unless `nats`.
+/// A section's policy: 5 s timeout, one retry, 4 lanes, `pipeline` as webhook.conf's default
+/// (`RW_BENCH_PIPELINE=1`: one request per write); HTTP unless `nats`.
 fn policy(name: String, secret: Option<&str>, nats: Option<NatsTarget>) -> EndpointPolicy {
     EndpointPolicy {
         name,
@@ -100,7 +101,10 @@ fn policy(name: String, secret: Option<&str>, nats: Option<NatsTarget>) -> Endpo
         secret: secret.map(String::from),
         tls_ca: None,
         concurrency: 4,
-        pipeline: 1,
+        pipeline: std::env::var("RW_BENCH_PIPELINE")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(res_webhook::core::config::webhook::DEFAULT_PIPELINE),
         rate_limit: None,
         nats,
     }
