@@ -255,6 +255,7 @@ mod tests {
                 latency_ms_p50: None,
                 latency_ms_p99: None,
                 last_error: None,
+                pipelining_off: false,
             }],
             section_latency: vec![("crm \"main\"".into(), Buckets::of(&lat))],
             lookup_latency: Buckets::of(&lookup),

@@ -91,6 +91,13 @@ pub fn delivery_text(spool: &SpoolState, sections: &[SectionStatus]) -> String {
                 "", r.panics
             );
         }
+        if r.pipelining_off {
+            let _ = writeln!(
+                out,
+                "{:<20} one request at a time: the endpoint stopped answering pipelined requests (until a reload; pipeline = 1 makes it so)",
+                ""
+            );
+        }
     }
     out
 }

@@ -94,6 +94,9 @@ pub struct SectionStatus {
     pub latency_ms_p50: Option<f64>,
     pub latency_ms_p99: Option<f64>,
     pub last_error: Option<(chrono::DateTime<chrono::Utc>, String)>,
+    /// `pipeline` allows several requests per write, but the endpoint stopped answering in the
+    /// middle of a pipelined exchange: it gets one at a time until the next reload.
+    pub pipelining_off: bool,
 }
 
 /// The spool's state at one moment.
@@ -360,6 +363,7 @@ impl Dispatcher {
                     latency_ms_p50: st.latency_us.quantile(0.5).map(|us| us as f64 / 1000.0),
                     latency_ms_p99: st.latency_us.quantile(0.99).map(|us| us as f64 / 1000.0),
                     last_error: st.last_error(),
+                    pipelining_off: s.pipelining_off(),
                 }
             })
             .collect();
@@ -878,6 +882,70 @@ mod tests {
         );
         eprintln!("48 requests of 16 calls: {} reads", v.reads);
         drop(v);
+        d.shutdown();
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn an_endpoint_that_drops_pipelined_requests_still_gets_every_one_and_status_says_so() {
+        // An old-style server: one read per request; what else the read brought is lost.
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        let got = Arc::new(Mutex::new(Vec::new()));
+        let g = got.clone();
+        std::thread::spawn(move || {
+            for mut s in listener.incoming().flatten() {
+                let g = g.clone();
+                std::thread::spawn(move || {
+                    let mut buf = [0u8; 65536];
+                    while let Ok(n) = s.read(&mut buf) {
+                        if n == 0 {
+                            return;
+                        }
+                        let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+                        let body = text.split("\r\n\r\n").nth(1).unwrap_or_default();
+                        let body: String = body.chars().take_while(|c| *c != 'P').collect();
+                        g.lock().unwrap().push((String::new(), body));
+                        let ok = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+                        if s.write_all(ok).is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        let dir = temp_dir("no-pipeline");
+        let d = Dispatcher::open(&dir);
+        d.configure(vec![EndpointPolicy {
+            concurrency: 1,
+            timeout: Duration::from_millis(500),
+            ..policy("crm", &[50])
+        }]);
+        let burst = (0..6)
+            .map(|i| delivery("crm", &url, &format!("c{i}"), "start"))
+            .collect();
+        d.submit_many(burst);
+        wait_until(Duration::from_secs(10), || got.lock().unwrap().len() >= 6);
+        let mut bodies: Vec<String> = got.lock().unwrap().iter().map(|(_, b)| b.clone()).collect();
+        bodies.sort();
+        assert_eq!(
+            bodies,
+            ["c0:start", "c1:start", "c2:start", "c3:start", "c4:start", "c5:start"],
+            "every call's start arrived once"
+        );
+        let status = status_text(&d);
+        assert!(status.contains("one request at a time"), "{status}");
+        let row = d
+            .status_rows()
+            .into_iter()
+            .find(|r| r.name == "crm")
+            .unwrap();
+        assert_eq!(
+            (row.delivered, row.attempts, row.retries),
+            (6, 6, 0),
+            "the unanswered requests were sent again, not counted as failed attempts"
+        );
         d.shutdown();
         std::fs::remove_dir_all(dir).unwrap();
     }

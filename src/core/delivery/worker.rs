@@ -308,6 +308,22 @@ impl SectionShared {
         }
     }
 
+    /// The section may pipeline, but its client stopped after an endpoint failed at it.
+    pub fn pipelining_off(&self) -> bool {
+        let depth = self
+            .policy
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .pipeline;
+        depth > 1
+            && self
+                .client
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .as_ref()
+                .is_some_and(|c| !c.pipelines())
+    }
+
     fn concurrency(&self) -> usize {
         self.policy
             .read()
