@@ -822,24 +822,11 @@ mod tests {
                         sn.lock().unwrap().reads += 1;
                         got.extend_from_slice(&buf[..n]);
                         let mut answers = Vec::new();
-                        loop {
-                            let mut headers = [httparse::EMPTY_HEADER; 32];
-                            let mut req = httparse::Request::new(&mut headers);
-                            let Ok(httparse::Status::Complete(head)) = req.parse(&got) else {
-                                break;
-                            };
-                            let len: usize = req
-                                .headers
-                                .iter()
-                                .find(|h| h.name.eq_ignore_ascii_case("content-length"))
-                                .map_or(0, |h| {
-                                    std::str::from_utf8(h.value).unwrap().parse().unwrap()
-                                });
-                            if got.len() < head + len {
-                                break;
-                            }
-                            let body = String::from_utf8_lossy(&got[head..head + len]).into_owned();
-                            got.drain(..head + len);
+                        while let Some((len, body)) =
+                            crate::core::http::plain::tests::complete_request(&got)
+                        {
+                            let body = String::from_utf8_lossy(&got[body]).into_owned();
+                            got.drain(..len);
                             sn.lock().unwrap().bodies.push((String::new(), body));
                             answers.extend_from_slice(
                                 b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",

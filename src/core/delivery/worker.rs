@@ -611,18 +611,24 @@ fn send_call(s: &Arc<SectionShared>, env: &WorkerEnv, call: String) {
         if s.stop.load(Ordering::SeqCst) || !hold.take_next() {
             return;
         }
-        let item = hold.item.as_mut().expect("just taken");
-        fault::point(
-            fault::Place::Worker,
-            &item.spooled.delivery.id,
-            &item.spooled.delivery.request.body,
-        );
-        let verdict = attempt(s, env, &mut item.spooled);
-        help_if_slow(s, env);
-        if settle_attempt(s, env, &mut hold, verdict).is_break() {
+        if attempt_held(s, env, &mut hold).is_break() {
             return;
         }
     }
+}
+
+/// Attempts the delivery in `hold` on its own and acts on the verdict.
+fn attempt_held(s: &Arc<SectionShared>, env: &WorkerEnv, hold: &mut Holding) -> ControlFlow<()> {
+    let item = hold.item.as_mut().expect("taken");
+    fault_point(&item.spooled.delivery);
+    let verdict = attempt(s, env, &mut item.spooled);
+    help_if_slow(s, env);
+    settle_attempt(s, env, hold, verdict)
+}
+
+/// Where a test can make a delivery's attempt panic.
+fn fault_point(d: &Delivery) {
+    fault::point(fault::Place::Worker, &d.id, &d.request.body);
 }
 
 /// Sends the next delivery of each of several calls together: one write on one connection
@@ -649,8 +655,7 @@ fn send_round(s: &Arc<SectionShared>, env: &WorkerEnv, calls: Vec<String>) {
         .into_iter()
         .partition(|h| h.item.as_ref().is_some_and(|i| i.spooled.attempts == 0));
     for h in &fresh {
-        let d = &h.item.as_ref().expect("just taken").spooled.delivery;
-        fault::point(fault::Place::Worker, &d.id, &d.request.body);
+        fault_point(&h.item.as_ref().expect("just taken").spooled.delivery);
     }
     let verdicts = attempt_all(s, env, &mut fresh);
     help_if_slow(s, env);
@@ -666,15 +671,7 @@ fn send_round(s: &Arc<SectionShared>, env: &WorkerEnv, calls: Vec<String>) {
         if s.stop.load(Ordering::SeqCst) {
             return;
         }
-        let item = hold.item.as_mut().expect("just taken");
-        fault::point(
-            fault::Place::Worker,
-            &item.spooled.delivery.id,
-            &item.spooled.delivery.request.body,
-        );
-        let verdict = attempt(s, env, &mut item.spooled);
-        help_if_slow(s, env);
-        let _ = settle_attempt(s, env, &mut hold, verdict);
+        let _ = attempt_held(s, env, &mut hold);
     }
 }
 

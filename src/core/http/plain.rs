@@ -468,7 +468,7 @@ fn exchange(conn: &mut Conn, bytes: &[u8]) -> Result<Answer, PlainError> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::io::Read;
     use std::net::{TcpListener, TcpStream};
@@ -498,24 +498,33 @@ mod tests {
         (url, accepted)
     }
 
-    /// Reads one request (head and Content-Length body); `None` once the client closes.
+    /// The first complete request in `got` (head and Content-Length body): its length and
+    /// where its body is; `None` while it is incomplete. For the test servers here and in
+    /// `delivery`.
+    pub(crate) fn complete_request(got: &[u8]) -> Option<(usize, std::ops::Range<usize>)> {
+        let mut headers = [httparse::EMPTY_HEADER; 32];
+        let mut req = httparse::Request::new(&mut headers);
+        let httparse::Status::Complete(head) = req.parse(got).ok()? else {
+            return None;
+        };
+        let len: usize = req
+            .headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case("content-length"))
+            .map_or(0, |h| {
+                std::str::from_utf8(h.value).unwrap().parse().unwrap()
+            });
+        (got.len() >= head + len).then_some((head + len, head..head + len))
+    }
+
+    /// Reads one request; `None` once the client closes. Whatever the last read brought
+    /// after it is thrown away, as a server that does not pipeline does.
     fn read_request(s: &mut TcpStream) -> Option<Vec<u8>> {
         let mut got = Vec::new();
         let mut buf = [0u8; 4096];
         loop {
-            let mut headers = [httparse::EMPTY_HEADER; 32];
-            let mut req = httparse::Request::new(&mut headers);
-            if let Ok(httparse::Status::Complete(head)) = req.parse(&got) {
-                let len: usize = req
-                    .headers
-                    .iter()
-                    .find(|h| h.name.eq_ignore_ascii_case("content-length"))
-                    .map_or(0, |h| {
-                        std::str::from_utf8(h.value).unwrap().parse().unwrap()
-                    });
-                if got.len() >= head + len {
-                    return Some(got);
-                }
+            if complete_request(&got).is_some() {
+                return Some(got);
             }
             match s.read(&mut buf) {
                 Ok(0) | Err(_) => return None,
@@ -679,21 +688,10 @@ mod tests {
         fn next(&mut self) -> Option<Vec<u8>> {
             let mut buf = [0u8; 4096];
             loop {
-                let mut headers = [httparse::EMPTY_HEADER; 32];
-                let mut req = httparse::Request::new(&mut headers);
-                if let Ok(httparse::Status::Complete(head)) = req.parse(&self.got) {
-                    let len: usize = req
-                        .headers
-                        .iter()
-                        .find(|h| h.name.eq_ignore_ascii_case("content-length"))
-                        .map_or(0, |h| {
-                            std::str::from_utf8(h.value).unwrap().parse().unwrap()
-                        });
-                    if self.got.len() >= head + len {
-                        let body = self.got[head..head + len].to_vec();
-                        self.got.drain(..head + len);
-                        return Some(body);
-                    }
+                if let Some((len, body)) = complete_request(&self.got) {
+                    let body = self.got[body].to_vec();
+                    self.got.drain(..len);
+                    return Some(body);
                 }
                 match self.s.read(&mut buf) {
                     Ok(0) | Err(_) => return None,
