@@ -464,6 +464,39 @@ mod tests {
     }
 
     #[test]
+    fn pipelined_answers_are_read_one_after_the_other_however_they_arrive() {
+        // Three answers (length, chunked, no body) back to back, cut at every place.
+        let whole: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\none\
+HTTP/1.1 503 Busy\r\nTransfer-Encoding: chunked\r\n\r\n3\r\ntwo\r\n0\r\n\r\n\
+HTTP/1.1 204 No Content\r\n\r\n";
+        for cut in 1..whole.len() {
+            let mut r = Parts(vec![whole[..cut].to_vec(), whole[cut..].to_vec()]);
+            let mut buf = Vec::new();
+            let mut held = 0;
+            let mut got = Vec::new();
+            for _ in 0..3 {
+                let (a, rest) = read_answer_after(&mut r, &mut buf, held).unwrap();
+                assert!(a.reusable, "cut {cut}");
+                got.push((a.status, String::from_utf8(a.body).unwrap()));
+                held = rest;
+            }
+            assert_eq!(held, 0, "cut {cut}");
+            assert_eq!(
+                got,
+                [
+                    (200, "one".into()),
+                    (503, "two".into()),
+                    (204, String::new())
+                ],
+                "cut {cut}"
+            );
+        }
+        // A single answer with bytes after it: the connection is out of step.
+        let mut r = Parts(vec![whole.to_vec()]);
+        assert!(!read_answer(&mut r, &mut Vec::new()).unwrap().reusable);
+    }
+
+    #[test]
     fn content_length_answer_split_anywhere() {
         let whole = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nRetry-After: 7\r\n\r\nhello";
         for cut in 1..whole.len() {
