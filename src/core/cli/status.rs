@@ -94,7 +94,7 @@ pub fn delivery_text(spool: &SpoolState, sections: &[SectionStatus]) -> String {
         if r.pipelining_off {
             let _ = writeln!(
                 out,
-                "{:<20} one request at a time: the endpoint stopped answering pipelined requests (until a reload; pipeline = 1 makes it so)",
+                "{:<20} one request at a time: the endpoint did not answer pipelined requests (until a reload; pipeline = 1 makes it so)",
                 ""
             );
         }

@@ -94,8 +94,8 @@ pub struct SectionStatus {
     pub latency_ms_p50: Option<f64>,
     pub latency_ms_p99: Option<f64>,
     pub last_error: Option<(chrono::DateTime<chrono::Utc>, String)>,
-    /// `pipeline` allows several requests per write, but the endpoint stopped answering in the
-    /// middle of a pipelined exchange: it gets one at a time until the next reload.
+    /// `pipeline` allows several requests per write, but the endpoint did not answer pipelined
+    /// requests (no keep-alive, or it stopped mid-way): it gets one at a time until a reload.
     pub pipelining_off: bool,
 }
 

@@ -1205,9 +1205,10 @@ fn attempt_all(s: &SectionShared, env: &WorkerEnv, holds: &mut [Holding]) -> Vec
         Ok((outcomes, broke)) => {
             if broke {
                 log::warn!(
-                    "[{}] the endpoint stopped answering in the middle of pipelined requests; \
-                     from now on one request at a time (pipeline = 1 says so in webhook.conf), \
-                     the unanswered ones are sent again",
+                    "[{}] the endpoint did not answer pipelined requests (it closed a new \
+                     connection after one answer, or stopped answering mid-way); from now on \
+                     one request at a time until a reload (pipeline = 1 says so in \
+                     webhook.conf); the unanswered ones are sent again",
                     s.name
                 );
             }

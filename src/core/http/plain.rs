@@ -275,8 +275,9 @@ impl Plain {
     /// back as `None` (RFC 9112 §9.3.2: a client retries those). An endpoint that stops
     /// answering in the middle without saying it closes — a server that reads one request per
     /// read and drops the rest — gets `None` for the rest too, and from then on this client
-    /// sends one request at a time ([`Plain::pipelines`] turns false). Returns whether that
-    /// happened now.
+    /// sends one request at a time ([`Plain::pipelines`] turns false); so does one that closes
+    /// a new connection after its first answer (no keep-alive). Returns whether that happened
+    /// now.
     pub fn send_pipelined(
         &self,
         t: &Target,
@@ -322,7 +323,10 @@ impl Plain {
                 Ok((answer, mut held)) => {
                     let mut keep = answer.reusable;
                     got[0] = Some((Ok(answer), started.elapsed()));
-                    let mut broke = false;
+                    // A new connection closed after its first answer: the endpoint keeps no
+                    // connection alive, so every later request of a pipeline would be written
+                    // for nothing.
+                    let mut broke = fresh && !keep && requests.len() > 1;
                     for slot in got.iter_mut().skip(1) {
                         if !keep {
                             break;
@@ -806,6 +810,23 @@ pub(crate) mod tests {
         let answered: Vec<bool> = answers.iter().map(Option::is_some).collect();
         assert_eq!(answered, [true, false, false], "the rest is sent again");
         assert!(!p.pipelines(), "one request at a time from now on");
+    }
+
+    #[test]
+    fn an_endpoint_without_keep_alive_turns_pipelining_off() {
+        // Every connection: one request, an answer that closes it.
+        let (url, _) = server(|_, mut s| {
+            if read_request(&mut s).is_some() {
+                let _ = s.write_all(
+                    b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok",
+                );
+            }
+        });
+        let p = plain(2000);
+        let (answers, broke) = pipelined(&p, &numbered(&url, 3));
+        let answered: Vec<bool> = answers.iter().map(Option::is_some).collect();
+        assert_eq!(answered, [true, false, false]);
+        assert!(broke && !p.pipelines());
     }
 
     #[test]
