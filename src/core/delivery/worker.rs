@@ -277,45 +277,47 @@ impl SectionShared {
         self.gate.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// How many calls a lane takes at once: the section's `pipeline` while its client can
-    /// pipeline and its last answer came quickly, else 1 (a slow endpoint gets a lane per
-    /// call instead, so one slow answer holds up no other call's request).
-    fn pipeline(&self) -> usize {
-        if self.slow.load(Ordering::Relaxed) {
-            return 1;
-        }
-        let depth = self
-            .policy
+    /// The client requests may be pipelined through: an HTTP section's, while it still
+    /// pipelines, unless the section publishes to NATS or paces its requests (a rate limit
+    /// spaces them one by one).
+    fn pipelining_client(&self) -> Option<Client> {
+        let one_by_one = self
+            .nats
             .read()
             .unwrap_or_else(|p| p.into_inner())
-            .pipeline;
-        let pipelines = self
-            .client
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .as_ref()
-            .is_some_and(Client::pipelines);
-        if pipelines
-            && self
-                .nats
+            .is_some()
+            || self
+                .pacer
                 .read()
                 .unwrap_or_else(|p| p.into_inner())
-                .is_none()
-        {
-            depth.max(1)
-        } else {
-            1
+                .is_some();
+        let client = self.client.read().unwrap_or_else(|p| p.into_inner());
+        client
+            .as_ref()
+            .filter(|c| !one_by_one && c.pipelines())
+            .cloned()
+    }
+
+    fn pipeline_depth(&self) -> usize {
+        self.policy
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .pipeline
+    }
+
+    /// How many calls a lane takes at once: the section's `pipeline` while requests can be
+    /// pipelined and the endpoint's last answer came quickly, else 1 (a slow endpoint gets a
+    /// lane per call instead, so one slow answer holds up no other call's request).
+    fn pipeline(&self) -> usize {
+        if self.slow.load(Ordering::Relaxed) || self.pipelining_client().is_none() {
+            return 1;
         }
+        self.pipeline_depth().max(1)
     }
 
     /// The section may pipeline, but its client stopped after an endpoint failed at it.
     pub fn pipelining_off(&self) -> bool {
-        let depth = self
-            .policy
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .pipeline;
-        depth > 1
+        self.pipeline_depth() > 1
             && self
                 .client
                 .read()
@@ -1180,13 +1182,11 @@ fn extra_headers(policy: &EndpointPolicy, d: &Delivery) -> Vec<(String, String)>
 /// delivery the connection closed before: not attempted. A section with a rate limit or NATS
 /// sends one at a time.
 fn attempt_all(s: &SectionShared, env: &WorkerEnv, holds: &mut [Holding]) -> Vec<Option<Verdict>> {
-    let pacer = s.pacer.read().unwrap_or_else(|p| p.into_inner()).is_some();
-    let client = s.client.read().unwrap_or_else(|p| p.into_inner()).clone();
-    let nats = s.nats.read().unwrap_or_else(|p| p.into_inner()).is_some();
     let items = holds
         .iter_mut()
         .map(|h| &mut h.item.as_mut().expect("held").spooled);
-    let Some(client) = client.filter(|_| !pacer && !nats) else {
+    // A reload may have changed the section since the lane took its calls.
+    let Some(client) = s.pipelining_client() else {
         return items.map(|item| Some(attempt(s, env, item))).collect();
     };
     let mut items: Vec<&mut Spooled> = items.collect();
