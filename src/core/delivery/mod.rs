@@ -797,48 +797,37 @@ mod tests {
         // A server that reads pipelined requests the way HTTP/1.1 servers do (bytes after one
         // request are the next one's) and answers each in order; it counts its connections
         // and how many requests each read brought.
+        use crate::core::http::plain::tests::{complete_request, server};
         use std::io::{Read, Write};
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let url = format!("http://{}/hook", listener.local_addr().unwrap());
         #[derive(Default)]
         struct Seen {
-            connections: usize,
             reads: usize,
             bodies: Vec<(String, String)>,
         }
         let seen = Arc::new(Mutex::new(Seen::default()));
         let sn = seen.clone();
-        std::thread::spawn(move || {
-            for mut s in listener.incoming().flatten() {
-                sn.lock().unwrap().connections += 1;
-                let sn = sn.clone();
-                std::thread::spawn(move || {
-                    let (mut got, mut buf) = (Vec::new(), [0u8; 65536]);
-                    loop {
-                        let n = match s.read(&mut buf) {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => n,
-                        };
-                        sn.lock().unwrap().reads += 1;
-                        got.extend_from_slice(&buf[..n]);
-                        let mut answers = Vec::new();
-                        while let Some((len, body)) =
-                            crate::core::http::plain::tests::complete_request(&got)
-                        {
-                            let body = String::from_utf8_lossy(&got[body]).into_owned();
-                            got.drain(..len);
-                            sn.lock().unwrap().bodies.push((String::new(), body));
-                            answers.extend_from_slice(
-                                b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
-                            );
-                        }
-                        if s.write_all(&answers).is_err() {
-                            return;
-                        }
-                    }
-                });
+        let (base, connections) = server(move |_, mut s| {
+            let (mut got, mut buf) = (Vec::new(), [0u8; 65536]);
+            loop {
+                let n = match s.read(&mut buf) {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => n,
+                };
+                sn.lock().unwrap().reads += 1;
+                got.extend_from_slice(&buf[..n]);
+                let mut answers = Vec::new();
+                while let Some((len, body)) = complete_request(&got) {
+                    let body = String::from_utf8_lossy(&got[body]).into_owned();
+                    got.drain(..len);
+                    sn.lock().unwrap().bodies.push((String::new(), body));
+                    answers.extend_from_slice(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+                }
+                if s.write_all(&answers).is_err() {
+                    return;
+                }
             }
         });
+        let url = format!("{base}/hook");
         let dir = temp_dir("pipeline");
         let d = Dispatcher::open(&dir);
         d.configure(vec![EndpointPolicy {
@@ -861,7 +850,11 @@ mod tests {
         for (call, events) in per_call(&v.bodies) {
             assert_eq!(events, ["start", "answer", "end"], "{call} in order");
         }
-        assert_eq!(v.connections, 1, "one kept-alive connection");
+        assert_eq!(
+            connections.load(Ordering::SeqCst),
+            1,
+            "one kept-alive connection"
+        );
         assert!(
             v.reads <= 12,
             "48 requests came in {} reads: not pipelined",
@@ -876,32 +869,25 @@ mod tests {
     #[test]
     fn an_endpoint_that_drops_pipelined_requests_still_gets_every_one_and_status_says_so() {
         // An old-style server: one read per request; what else the read brought is lost.
+        use crate::core::http::plain::tests::{complete_request, server};
         use std::io::{Read, Write};
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let url = format!("http://{}/hook", listener.local_addr().unwrap());
         let got = Arc::new(Mutex::new(Vec::new()));
         let g = got.clone();
-        std::thread::spawn(move || {
-            for mut s in listener.incoming().flatten() {
-                let g = g.clone();
-                std::thread::spawn(move || {
-                    let mut buf = [0u8; 65536];
-                    while let Ok(n) = s.read(&mut buf) {
-                        if n == 0 {
-                            return;
-                        }
-                        let text = String::from_utf8_lossy(&buf[..n]).into_owned();
-                        let body = text.split("\r\n\r\n").nth(1).unwrap_or_default();
-                        let body: String = body.chars().take_while(|c| *c != 'P').collect();
-                        g.lock().unwrap().push((String::new(), body));
-                        let ok = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
-                        if s.write_all(ok).is_err() {
-                            return;
-                        }
-                    }
-                });
+        let (base, _) = server(move |_, mut s| {
+            let mut buf = [0u8; 65536];
+            while let Ok(n) = s.read(&mut buf) {
+                let Some((_, body)) = complete_request(&buf[..n]) else {
+                    return;
+                };
+                let body = String::from_utf8_lossy(&buf[body]).into_owned();
+                g.lock().unwrap().push((String::new(), body));
+                let ok = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+                if s.write_all(ok).is_err() {
+                    return;
+                }
             }
         });
+        let url = format!("{base}/hook");
         let dir = temp_dir("no-pipeline");
         let d = Dispatcher::open(&dir);
         d.configure(vec![EndpointPolicy {

@@ -142,13 +142,19 @@ struct Head {
     retry_after: Option<String>,
 }
 
-/// Reads one answer from `r`, using `buf` (kept with the connection) for what is read.
+/// Reads the answer to a single request from `r` (what [`super::plain::Plain::send`] does,
+/// through [`read_answer_after`] and [`answer_alone`]), using `buf` for what is read.
 /// Informational (1xx) heads before it are skipped.
+#[cfg(test)]
 pub fn read_answer<R: Read>(r: &mut R, buf: &mut Vec<u8>) -> Result<Answer, AnswerError> {
-    let (mut answer, rest) = read_answer_after(r, buf, 0)?;
-    // Bytes after the answer to a single request: the connection is out of step.
+    read_answer_after(r, buf, 0).map(|(answer, rest)| answer_alone(answer, rest))
+}
+
+/// The answer to a single request, with `rest` bytes read after it: anything there means the
+/// connection is out of step, so it cannot carry another request.
+pub fn answer_alone(mut answer: Answer, rest: usize) -> Answer {
     answer.reusable &= rest == 0;
-    Ok(answer)
+    answer
 }
 
 /// Reads the next answer of a pipelined exchange: the first `held` bytes of `buf` were read

@@ -22,7 +22,7 @@ use ureq::http::{HeaderName, Uri};
 use ureq::unversioned::resolver::Resolver;
 use ureq::unversioned::transport::NextTimeout;
 
-use super::answer::{read_answer, read_answer_after, Answer, AnswerError};
+use super::answer::{answer_alone, read_answer_after, Answer, AnswerError};
 use super::client::USER_AGENT;
 use super::conn::{Conn, ConnectError, SendError};
 use super::resolver::CachingResolver;
@@ -229,8 +229,9 @@ pub struct Plain {
     /// What ureq's resolver reads (the address family: any).
     resolver_config: ureq::config::Config,
     idle: Mutex<HashMap<String, Vec<Conn>>>,
-    /// Until an endpoint of the section stops answering in the middle of a pipelined
-    /// exchange: then every request goes one at a time.
+    /// Until an endpoint of the section fails at pipelining (stops answering in the middle of
+    /// a pipelined exchange, or keeps no connection alive): then every request goes one at a
+    /// time.
     pipelining: AtomicBool,
 }
 
@@ -285,82 +286,69 @@ impl Plain {
         started: Instant,
     ) -> (Piped, bool) {
         let mut got: Piped = requests.iter().map(|_| None).collect();
-        let deadline = started + self.timeout;
-        let (mut conn, mut fresh) = match self.take(t.authority) {
-            Some(conn) => (conn, false),
-            None => match self.connect(t, deadline) {
-                Ok(conn) => (conn, true),
-                Err(e) => {
-                    got[0] = Some((Err(e), started.elapsed()));
-                    return (got, false);
-                }
-            },
+        let first = self.first_answer(t, &requests.concat(), started + self.timeout);
+        let (mut conn, fresh, answer, mut held) = match first {
+            Ok(first) => first,
+            Err(e) => {
+                got[0] = Some((Err(e), started.elapsed()));
+                return (got, false);
+            }
         };
-        let bytes = requests.concat();
-        loop {
-            conn.set_deadline(deadline);
-            let sent = conn.send(&bytes).map_err(PlainError::Send);
-            let mut buf = std::mem::take(&mut conn.buf);
-            let first = sent.and_then(|()| {
-                read_answer_after(&mut conn, &mut buf, 0).map_err(PlainError::Answer)
-            });
-            match first {
-                Err(e) if !fresh && e.stale() => match self.connect(t, deadline) {
-                    // The kept-alive connection had been closed: everything again, once.
-                    Ok(c) => {
-                        conn = c;
-                        fresh = true;
-                    }
-                    Err(e) => {
-                        got[0] = Some((Err(e), started.elapsed()));
-                        return (got, false);
-                    }
-                },
-                Err(e) => {
-                    got[0] = Some((Err(e), started.elapsed()));
-                    return (got, false);
+        let mut keep = answer.reusable;
+        got[0] = Some((Ok(answer), started.elapsed()));
+        // A new connection closed after its first answer: the endpoint keeps no connection
+        // alive, so every later request of a pipeline would be written for nothing.
+        let mut broke = fresh && !keep && requests.len() > 1;
+        let mut buf = std::mem::take(&mut conn.buf);
+        for slot in got.iter_mut().skip(1) {
+            if !keep {
+                break;
+            }
+            conn.set_deadline(Instant::now() + self.timeout);
+            match read_answer_after(&mut conn, &mut buf, held) {
+                Ok((answer, rest)) => {
+                    keep = answer.reusable;
+                    held = rest;
+                    *slot = Some((Ok(answer), started.elapsed()));
                 }
-                Ok((answer, mut held)) => {
-                    let mut keep = answer.reusable;
-                    got[0] = Some((Ok(answer), started.elapsed()));
-                    // A new connection closed after its first answer: the endpoint keeps no
-                    // connection alive, so every later request of a pipeline would be written
-                    // for nothing.
-                    let mut broke = fresh && !keep && requests.len() > 1;
-                    for slot in got.iter_mut().skip(1) {
-                        if !keep {
-                            break;
-                        }
-                        conn.set_deadline(Instant::now() + self.timeout);
-                        match read_answer_after(&mut conn, &mut buf, held) {
-                            Ok((answer, rest)) => {
-                                keep = answer.reusable;
-                                held = rest;
-                                *slot = Some((Ok(answer), started.elapsed()));
-                            }
-                            Err(_) => {
-                                broke = true;
-                                keep = false;
-                            }
-                        }
-                    }
-                    conn.buf = buf;
-                    if keep && held == 0 {
-                        self.put(t.authority, conn);
-                    }
-                    if broke {
-                        self.pipelining.store(false, Ordering::Relaxed);
-                    }
-                    return (got, broke);
+                Err(_) => {
+                    broke = true;
+                    keep = false;
                 }
             }
         }
+        conn.buf = buf;
+        if keep && held == 0 {
+            self.put(t.authority, conn);
+        }
+        if broke {
+            self.pipelining.store(false, Ordering::Relaxed);
+        }
+        (got, broke)
     }
 
     /// Sends `bytes` (from [`request_bytes`]) to `t` and reads the answer, on an idle
     /// connection if one is alive, else a new one; the section's timeout counts from `started`.
     pub fn send(&self, t: &Target, bytes: &[u8], started: Instant) -> Result<Answer, PlainError> {
-        let deadline = started + self.timeout;
+        let (conn, _, answer, held) = self.first_answer(t, bytes, started + self.timeout)?;
+        let answer = answer_alone(answer, held);
+        if answer.reusable {
+            self.put(t.authority, conn);
+        }
+        Ok(answer)
+    }
+
+    /// Writes `bytes` to `t` and reads the first answer after them, by `deadline`, on an idle
+    /// connection if one is alive, else a new one. A kept-alive connection the server had
+    /// already closed is replaced once and everything written again. Returns the connection,
+    /// whether it is new, the answer, and how many bytes read after it wait at the start of the
+    /// connection's buffer.
+    fn first_answer(
+        &self,
+        t: &Target,
+        bytes: &[u8],
+        deadline: Instant,
+    ) -> Result<(Conn, bool, Answer, usize), PlainError> {
         let (mut conn, mut fresh) = match self.take(t.authority) {
             Some(conn) => (conn, false),
             None => (self.connect(t, deadline)?, true),
@@ -368,12 +356,7 @@ impl Plain {
         loop {
             conn.set_deadline(deadline);
             match exchange(&mut conn, bytes) {
-                Ok(answer) => {
-                    if answer.reusable {
-                        self.put(t.authority, conn);
-                    }
-                    return Ok(answer);
-                }
+                Ok((answer, held)) => return Ok((conn, fresh, answer, held)),
                 Err(e) if !fresh && e.stale() => {
                     conn = self.connect(t, deadline)?;
                     fresh = true;
@@ -462,11 +445,12 @@ impl Plain {
     }
 }
 
-/// One request and its answer on `conn`.
-fn exchange(conn: &mut Conn, bytes: &[u8]) -> Result<Answer, PlainError> {
+/// `bytes` written on `conn` and the first answer after them, with how many bytes read after
+/// it are left at the start of `conn.buf`.
+fn exchange(conn: &mut Conn, bytes: &[u8]) -> Result<(Answer, usize), PlainError> {
     conn.send(bytes).map_err(PlainError::Send)?;
     let mut buf = std::mem::take(&mut conn.buf);
-    let answer = read_answer(conn, &mut buf);
+    let answer = read_answer_after(conn, &mut buf, 0);
     conn.buf = buf;
     answer.map_err(PlainError::Answer)
 }
@@ -482,8 +466,9 @@ pub(crate) mod tests {
     const OK: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
 
     /// A local server handing each accepted connection, with its index, to `conn` on a thread
-    /// of its own; its base URL and the count of connections accepted.
-    fn server<F>(conn: F) -> (String, Arc<AtomicUsize>)
+    /// of its own; its base URL and the count of connections accepted. For the test servers
+    /// here and in `delivery`.
+    pub(crate) fn server<F>(conn: F) -> (String, Arc<AtomicUsize>)
     where
         F: Fn(usize, TcpStream) + Send + Sync + 'static,
     {
