@@ -32,7 +32,8 @@
 # BENCH_PAIR=1 runs *none* and *webhook* side by side instead of in turn: two Asterisks, each
 # with its own SIPp pair at the full rate, measured over the same seconds, so the machine's
 # drift (which moves a mode's CPU per call by ±15 % from one round to the next here) weighs on
-# both alike. Up to ~100 cps on 2 cores (two PBXs at once).
+# both alike. Up to ~100 cps on 2 cores (two PBXs at once). BENCH_PAIR_A=before puts the
+# before mode (BENCH_BEFORE_SO) in place of *none*: two builds of the module side by side.
 # BENCH_PIN=1 puts Asterisk (all its threads) on CPU 1 and the load generators on CPU 0. Less
 # spread at 100 cps, but the module's threads then share one core with Asterisk's (more context
 # switches), and one core cannot carry 300 cps.
@@ -235,7 +236,7 @@ run_mode() { # mode rate seconds round
         perf record -q -F 4999 $g -p "$pid" -o "$B/perf-$mode-$rate.data" >/dev/null 2>&1 &
         perf_pid=$!
     else # count Asterisk's context switches (every thread, also ones started later)
-        perf stat -e context-switches -p "$pid" -x, -o "$B/perfstat.txt" &
+        perf stat -e context-switches,page-faults -p "$pid" -x, -o "$B/perfstat.txt" &
         perf_pid=$!
     fi
     res=$(place_calls "$rate" "$count")
@@ -273,19 +274,27 @@ run_mode() { # mode rate seconds round
 # weighs on both alike; rows are named none and webhook, like the sequential modes'.
 run_pair() { # rate seconds round
     local rate=$1 secs=$2 round=$3 count=$(( $1 * $2 ))
-    PBX="$B/pbx" OFF=0 RTP_START=30000 RTP_END=34998 setup none
+    local a=${BENCH_PAIR_A:-none}
+    # Another build in place of none sends to a receiver of its own (its call ids may be the
+    # same as the other PBX's).
+    PBX="$B/pbx" OFF=0 RTP_START=30000 RTP_END=34998 RECV=$((RECV + 100)) setup "$a"
     PBX="$B/pbx2" OFF=100 RTP_START=35000 RTP_END=39998 setup webhook
     $GEN target/release/examples/load_receiver "127.0.0.1:$RECV" --seconds $((secs + 60)) --idle-exit 3 >"$B/recv.json" 2>/dev/null &
-    local rpid=$!
+    local rpid=$! rpid_a=""
     pids+=($rpid)
+    if [ "$a" != none ]; then
+        $GEN target/release/examples/load_receiver "127.0.0.1:$((RECV + 100))" --seconds $((secs + 60)) --idle-exit 3 >"$B/recv-a.json" 2>/dev/null &
+        rpid_a=$!
+        pids+=($rpid_a)
+    fi
     OFF=0 start_uas
     OFF=100 start_uas
     sleep 1
     local pa pb; pa=$(cat "$B/pbx/asterisk.pid"); pb=$(cat "$B/pbx2/asterisk.pid")
     local a0 b0 a1 b1
     a0=$(PBX="$B/pbx" cpu_ticks); b0=$(PBX="$B/pbx2" cpu_ticks)
-    perf stat -e context-switches -p "$pa" -x, -o "$B/perfstat-a.txt" & local sa=$!
-    perf stat -e context-switches -p "$pb" -x, -o "$B/perfstat-b.txt" & local sb=$!
+    perf stat -e context-switches,page-faults -p "$pa" -x, -o "$B/perfstat-a.txt" & local sa=$!
+    perf stat -e context-switches,page-faults -p "$pb" -x, -o "$B/perfstat-b.txt" & local sb=$!
     OFF=0 place_calls "$rate" "$count" >"$B/pair-a.txt" & local ca=$!
     OFF=100 place_calls "$rate" "$count" >"$B/pair-b.txt" & local cb=$!
     wait "$ca" "$cb"
@@ -294,10 +303,17 @@ run_pair() { # rate seconds round
     sleep 2
     { asterisk/sandbox.sh cli "$B/pbx2" "webhook show status"; asterisk/sandbox.sh cli "$B/pbx2" "webhook show errors"; } >"$B/status-pair-$rate-$round.txt"
     local hook; hook=$(grep "Hook cost" "$B/status-pair-$rate-$round.txt" | sed 's/.*): //')
+    local hook_a=""
+    if [ "$a" != none ]; then
+        asterisk/sandbox.sh cli "$B/pbx" "webhook show status" >"$B/status-pair-a-$rate-$round.txt" 2>&1 || true
+        hook_a=$(grep "Hook cost" "$B/status-pair-a-$rate-$round.txt" | sed 's/.*): //')
+    fi
     asterisk/sandbox.sh stop "$B/pbx" >/dev/null 2>&1 || true
     asterisk/sandbox.sh stop "$B/pbx2" >/dev/null 2>&1 || true
     wait "$rpid" 2>/dev/null || true
-    round_row none "$rate" "$round" "$(cat "$B/pair-a.txt")" "$a0" "$a1" "$B/perfstat-a.txt" 0 ""
+    if [ -n "$rpid_a" ]; then wait "$rpid_a" 2>/dev/null || true; cp "$B/recv.json" "$B/recv-b.json"; cp "$B/recv-a.json" "$B/recv.json"; fi
+    round_row "$a" "$rate" "$round" "$(cat "$B/pair-a.txt")" "$a0" "$a1" "$B/perfstat-a.txt" 0 "$hook_a"
+    [ -n "$rpid_a" ] && cp "$B/recv-b.json" "$B/recv.json"
     round_row webhook "$rate" "$round" "$(cat "$B/pair-b.txt")" "$b0" "$b1" "$B/perfstat-b.txt" 0 "$hook"
 }
 
