@@ -10,6 +10,8 @@
 #         webhook  res_webhook, the realistic configuration: a CRM endpoint (POST JSON, signed,
 #                  ~30 fields, start/answer/end) plus an end-only analytics endpoint (GET)
 #         webhook3 res_webhook, the end event to three GET endpoints (like the curl mode)
+#         listen   the webhook mode's configuration wanting only `transfer`, which these calls
+#                  never have: the hook and the call model at work, nothing rendered or sent
 #         nats     the webhook mode with the CRM section as type = nats: published to a local
 #                  nats-server's JetStream (stream PBX) instead of POSTed; the analytics GET
 #                  stays HTTP (it gives the end latency)
@@ -33,7 +35,10 @@
 # with its own SIPp pair at the full rate, measured over the same seconds, so the machine's
 # drift (which moves a mode's CPU per call by ±15 % from one round to the next here) weighs on
 # both alike. Up to ~100 cps on 2 cores (two PBXs at once). BENCH_PAIR_A=before puts the
-# before mode (BENCH_BEFORE_SO) in place of *none*: two builds of the module side by side.
+# before mode (BENCH_BEFORE_SO) in place of *none*: two builds of the module side by side;
+# BENCH_PAIR_B=listen puts the listen mode in place of *webhook*.
+# With BENCH_PERF both PBXs are sampled at BENCH_PERF_HZ (default 999): at 100 cps that
+# overloads two cores, so profile pairs at a lower rate.
 # BENCH_PIN=1 puts Asterisk (all its threads) on CPU 1 and the load generators on CPU 0. Less
 # spread at 100 cps, but the module's threads then share one core with Asterisk's (more context
 # switches), and one core cannot carry 300 cps.
@@ -92,7 +97,7 @@ setup() { # mode: none | idle | webhook | webhook3 | curl | ami | before
     sed -i 's/^enable *= *yes/enable = no/' "$PBX/etc/cel.conf" "$PBX/etc/cdr.conf"
     : >"$PBX/etc/webhook.conf"
     case $mode in
-        idle) ;; # module loaded, no section: the cost of listening alone
+        idle) ;; # module loaded, no section (so nothing subscribed): the cost of being loaded
         none) sed -i 's/^load => res_webhook.so/noload => res_webhook.so/' "$PBX/etc/modules.conf" ;;
         curl)
             sed -i 's/^load => res_webhook.so/noload => res_webhook.so/' "$PBX/etc/modules.conf"
@@ -116,8 +121,11 @@ eventfilter = Event: DialEnd
 eventfilter = Event: Hangup
 CONF
             ;;
-        webhook|nats)
+        webhook|nats|listen)
             sed "s|@RECV@|$RECV|g" asterisk/bench-webhook.conf >"$PBX/etc/webhook.conf"
+            # listen: the same sections, subscribed and correlating, but wanting only the
+            # transfer event, which these calls never have: nothing rendered or sent.
+            [ "$mode" = listen ] && sed -i 's/^events = .*/events = transfer/' "$PBX/etc/webhook.conf"
             if [ "$mode" = nats ]; then # the CRM section publishes to JetStream instead
                 sed -i "s|^type = webhook\$|&|; /^\[crm\]/,/^\[analytics\]/ { s|^type = webhook|type = nats|; s|^url = http://127.0.0.1:$RECV/crm|url = nats://127.0.0.1:$NATS\nsubject = pbx.\${direction}.\${event}|; /^method = /d; /^secret = /d }" "$PBX/etc/webhook.conf"
                 pkill -f "nats-server.*-p $NATS" 2>/dev/null || true
@@ -200,7 +208,7 @@ round_row() { # mode rate round res t0 t1 cs_file extra_ms hook
     local cpu_ms; cpu_ms=$(awk -v a="$t0" -v b="$t1" -v t="$(getconf CLK_TCK)" -v n="$ok" 'BEGIN { if (n > 0) printf "%.2f", (b - a) * 1000 / t / n; else print "-" }')
     local extra; extra=$(awk -v e="$extra_ms" -v n="$ok" 'BEGIN { if (e > 0 && n > 0) printf "%.2f", e / n; else print "-" }')
     local lost="-" p50="-" p99="-"
-    if [ "$mode" != none ] && [ "$mode" != idle ]; then
+    if [ "$mode" != none ] && [ "$mode" != idle ] && [ "$mode" != listen ]; then
         local stats calls; stats=$(cat "$B/recv.json" 2>/dev/null)
         calls=$(echo "$stats" | sed -n 's/.*"distinct_calls":\([0-9]*\).*/\1/p')
         p50=$(echo "$stats" | sed -n 's/.*"end_delay_ms_p50":\([-0-9.]*\).*/\1/p')
@@ -246,7 +254,7 @@ run_mode() { # mode rate seconds round
     local extra_ms=0
     [ -n "$apid" ] && extra_ms=$(proc_cpu_ms "$apid")
     local hook=""
-    if [ "$mode" = webhook ] || [ "$mode" = webhook3 ] || [ "$mode" = idle ] || [ "$mode" = before ] || [ "$mode" = nats ]; then
+    if [ "$mode" = webhook ] || [ "$mode" = webhook3 ] || [ "$mode" = idle ] || [ "$mode" = before ] || [ "$mode" = nats ] || [ "$mode" = listen ]; then
         sleep 2
         { asterisk/sandbox.sh cli "$B/pbx" "webhook show status"; asterisk/sandbox.sh cli "$B/pbx" "webhook show errors"
           [ "$mode" = nats ] && echo "JetStream messages in PBX: $(target/release/examples/nats_stream count "nats://127.0.0.1:$NATS" 2>&1) (3 per call expected)"
@@ -261,7 +269,7 @@ run_mode() { # mode rate seconds round
                   if (d >= 0.5) printf "%8.1f µs %6.2f %6.2f  %s\n", d, ($3 - v[$1]) / ok, ($4 - iv[$1]) / ok, $5 }' \
               "$B/threads-before.txt" "$B/threads-after.txt" | sort -rn | head -n 25; } >"$B/threads-$mode-$rate.txt"
     fi
-    if [ "$mode" = none ] || [ "$mode" = idle ]; then kill "$rpid" 2>/dev/null || true; fi
+    if [ "$mode" = none ] || [ "$mode" = idle ] || [ "$mode" = listen ]; then kill "$rpid" 2>/dev/null || true; fi
     asterisk/sandbox.sh stop "$B/pbx" >/dev/null 2>&1 || true
     wait "$rpid" 2>/dev/null || true
     if [ -n "$apid" ]; then kill "$apid" 2>/dev/null || true; wait "$apid" 2>/dev/null || true; fi
@@ -278,7 +286,8 @@ run_pair() { # rate seconds round
     # Another build in place of none sends to a receiver of its own (its call ids may be the
     # same as the other PBX's).
     PBX="$B/pbx" OFF=0 RTP_START=30000 RTP_END=34998 RECV=$((RECV + 100)) setup "$a"
-    PBX="$B/pbx2" OFF=100 RTP_START=35000 RTP_END=39998 setup webhook
+    local b=${BENCH_PAIR_B:-webhook}
+    PBX="$B/pbx2" OFF=100 RTP_START=35000 RTP_END=39998 setup "$b"
     $GEN target/release/examples/load_receiver "127.0.0.1:$RECV" --seconds $((secs + 60)) --idle-exit 3 >"$B/recv.json" 2>/dev/null &
     local rpid=$! rpid_a=""
     pids+=($rpid)
@@ -293,8 +302,15 @@ run_pair() { # rate seconds round
     local pa pb; pa=$(cat "$B/pbx/asterisk.pid"); pb=$(cat "$B/pbx2/asterisk.pid")
     local a0 b0 a1 b1
     a0=$(PBX="$B/pbx" cpu_ticks); b0=$(PBX="$B/pbx2" cpu_ticks)
-    perf stat -e context-switches,page-faults -p "$pa" -x, -o "$B/perfstat-a.txt" & local sa=$!
-    perf stat -e context-switches,page-faults -p "$pb" -x, -o "$B/perfstat-b.txt" & local sb=$!
+    local sa sb
+    if [ -n "${BENCH_PERF:-}" ]; then # both PBXs sampled over the same seconds
+        local g=-g; [ "$BENCH_PERF" = flat ] && g=""
+        perf record -q -F "${BENCH_PERF_HZ:-999}" $g -p "$pa" -o "$B/perf-pair-$a-$rate.data" >/dev/null 2>&1 & sa=$!
+        perf record -q -F "${BENCH_PERF_HZ:-999}" $g -p "$pb" -o "$B/perf-pair-$b-$rate.data" >/dev/null 2>&1 & sb=$!
+    else
+        perf stat -e context-switches,page-faults -p "$pa" -x, -o "$B/perfstat-a.txt" & sa=$!
+        perf stat -e context-switches,page-faults -p "$pb" -x, -o "$B/perfstat-b.txt" & sb=$!
+    fi
     OFF=0 place_calls "$rate" "$count" >"$B/pair-a.txt" & local ca=$!
     OFF=100 place_calls "$rate" "$count" >"$B/pair-b.txt" & local cb=$!
     wait "$ca" "$cb"
@@ -310,11 +326,14 @@ run_pair() { # rate seconds round
     fi
     asterisk/sandbox.sh stop "$B/pbx" >/dev/null 2>&1 || true
     asterisk/sandbox.sh stop "$B/pbx2" >/dev/null 2>&1 || true
+    [ "$b" = listen ] && { kill "$rpid" 2>/dev/null || true; }
     wait "$rpid" 2>/dev/null || true
     if [ -n "$rpid_a" ]; then wait "$rpid_a" 2>/dev/null || true; cp "$B/recv.json" "$B/recv-b.json"; cp "$B/recv-a.json" "$B/recv.json"; fi
-    round_row "$a" "$rate" "$round" "$(cat "$B/pair-a.txt")" "$a0" "$a1" "$B/perfstat-a.txt" 0 "$hook_a"
+    local cs_a="$B/perfstat-a.txt" cs_b="$B/perfstat-b.txt"
+    [ -n "${BENCH_PERF:-}" ] && cs_a="" cs_b=""
+    round_row "$a" "$rate" "$round" "$(cat "$B/pair-a.txt")" "$a0" "$a1" "$cs_a" 0 "$hook_a"
     [ -n "$rpid_a" ] && cp "$B/recv-b.json" "$B/recv.json"
-    round_row webhook "$rate" "$round" "$(cat "$B/pair-b.txt")" "$b0" "$b1" "$B/perfstat-b.txt" 0 "$hook"
+    round_row "$b" "$rate" "$round" "$(cat "$B/pair-b.txt")" "$b0" "$b1" "$cs_b" 0 "$hook"
 }
 
 header() {

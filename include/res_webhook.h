@@ -35,7 +35,9 @@ enum rw_channel_change {
 	RW_CHANNEL_CHANGED = 4,
 };
 
-/* A channel snapshot, flattened. Every string is non-NULL (possibly ""). */
+/* A channel snapshot, flattened: only what the call model reads for the change. Every field for
+ * NEW; linkedid, uniqueid, appl, appl_data and bridge_id for UP and CHANGED; linkedid, uniqueid,
+ * caller_name, hangup_source and hangup_cause for DEAD. A string not read is NULL, a number 0. */
 struct rw_channel {
 	int change; /* enum rw_channel_change */
 	const char *linkedid;
