@@ -44,6 +44,8 @@
 # switches), and one core cannot carry 300 cps.
 # BENCH_THREADS=1 also writes each mode's CPU and context switches per call and Asterisk thread
 # (while the calls ran) to target/bench/threads-<mode>-<rate>.txt.
+# With BENCH_PAIR, BENCH_THREADS=1 splits each PBX's CPU per call into our threads, Asterisk's
+# long-lived threads and the per-call threads (target/bench/threads-pair.txt).
 # BENCH_PERF=1 records each mode with `perf record -g` into target/bench/perf-<mode>-<rate>.data
 # (read it with `perf report -i target/bench/perf-webhook-100.data --no-children --sort dso,sym`)
 # instead of counting context switches (BENCH_PERF=flat: without call graphs, far less overhead).
@@ -175,6 +177,21 @@ thread_times() {
     done
 }
 
+# Where one PBX's CPU per call went while the calls ran: our threads (webhook-*), Asterisk's
+# threads that lived through the run, and the rest of the process's total (threads that started
+# or ended meanwhile: the per-call PBX threads, on which the hook also runs).
+thread_split() { # mode res t0 t1 before after
+    local ok; ok=$(echo "$2" | cut -d' ' -f1)
+    awk -v mode="$1" -v ok="$ok" -v t0="$3" -v t1="$4" -v tck="$(getconf CLK_TCK)" '
+        NR == FNR { ns[$1] = $2; next }
+        ($1 in ns) { d = ($2 - ns[$1]) / 1000; if ($5 ~ /^webhook/) { ours += d; per[$5] += d } else lived += d }
+        END { if (ok < 1) exit
+              total = (t1 - t0) * 1e6 / tck
+              printf "%-8s total %6.1f µs/call = ours %5.1f + Asterisk long-lived threads %6.1f + short-lived threads %6.1f  (", mode, total / ok, ours / ok, lived / ok, (total - ours - lived) / ok
+              for (t in per) printf " %s %.1f", t, per[t] / ok
+              print " )" }' "$5" "$6"
+}
+
 place_calls() { # rate count -> prints "successful failed total-seconds"
     local rate=$1 count=$2
     local screen="$B/uac_screen$OFF.log"
@@ -302,6 +319,7 @@ run_pair() { # rate seconds round
     local pa pb; pa=$(cat "$B/pbx/asterisk.pid"); pb=$(cat "$B/pbx2/asterisk.pid")
     local a0 b0 a1 b1
     a0=$(PBX="$B/pbx" cpu_ticks); b0=$(PBX="$B/pbx2" cpu_ticks)
+    if [ -n "${BENCH_THREADS:-}" ]; then thread_times "$pa" >"$B/threads-a0.txt"; thread_times "$pb" >"$B/threads-b0.txt"; fi
     local sa sb
     if [ -n "${BENCH_PERF:-}" ]; then # both PBXs sampled over the same seconds
         local g=-g; [ "$BENCH_PERF" = flat ] && g=""
@@ -315,7 +333,13 @@ run_pair() { # rate seconds round
     OFF=100 place_calls "$rate" "$count" >"$B/pair-b.txt" & local cb=$!
     wait "$ca" "$cb"
     a1=$(PBX="$B/pbx" cpu_ticks); b1=$(PBX="$B/pbx2" cpu_ticks)
+    if [ -n "${BENCH_THREADS:-}" ]; then thread_times "$pa" >"$B/threads-a1.txt"; thread_times "$pb" >"$B/threads-b1.txt"; fi
     kill -INT "$sa" "$sb"; wait "$sa" "$sb" 2>/dev/null || true
+    if [ -n "${BENCH_THREADS:-}" ]; then
+        { thread_split "$a" "$(cat "$B/pair-a.txt")" "$a0" "$a1" "$B/threads-a0.txt" "$B/threads-a1.txt"
+          thread_split "$b" "$(cat "$B/pair-b.txt")" "$b0" "$b1" "$B/threads-b0.txt" "$B/threads-b1.txt"
+        } | sed "s/^/$rate cps round $round: /" | tee -a "$B/threads-pair.txt"
+    fi
     sleep 2
     { asterisk/sandbox.sh cli "$B/pbx2" "webhook show status"; asterisk/sandbox.sh cli "$B/pbx2" "webhook show errors"; } >"$B/status-pair-$rate-$round.txt"
     local hook; hook=$(grep "Hook cost" "$B/status-pair-$rate-$round.txt" | sed 's/.*): //')
