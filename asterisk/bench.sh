@@ -177,19 +177,25 @@ thread_times() {
     done
 }
 
+# What each thread present in both snapshots of thread_times ($1 before, $2 after) used in
+# between: tid, CPU ns, voluntary and involuntary context switches, name.
+thread_deltas() {
+    awk 'NR == FNR { ns[$1] = $2; v[$1] = $3; iv[$1] = $4; next }
+         ($1 in ns) { printf "%s %.0f %.0f %.0f %s\n", $1, $2 - ns[$1], $3 - v[$1], $4 - iv[$1], $5 }' "$1" "$2"
+}
+
 # Where one PBX's CPU per call went while the calls ran: our threads (webhook-*), Asterisk's
 # threads that lived through the run, and the rest of the process's total (threads that started
 # or ended meanwhile: the per-call PBX threads, on which the hook also runs).
 thread_split() { # mode res t0 t1 before after
     local ok; ok=$(echo "$2" | cut -d' ' -f1)
-    awk -v mode="$1" -v ok="$ok" -v t0="$3" -v t1="$4" -v tck="$(getconf CLK_TCK)" '
-        NR == FNR { ns[$1] = $2; next }
-        ($1 in ns) { d = ($2 - ns[$1]) / 1000; if ($5 ~ /^webhook/) { ours += d; per[$5] += d } else lived += d }
+    thread_deltas "$5" "$6" | awk -v mode="$1" -v ok="$ok" -v t0="$3" -v t1="$4" -v tck="$(getconf CLK_TCK)" '
+        { d = $2 / 1000; if ($5 ~ /^webhook/) { ours += d; per[$5] += d } else lived += d }
         END { if (ok < 1) exit
               total = (t1 - t0) * 1e6 / tck
               printf "%-8s total %6.1f µs/call = ours %5.1f + Asterisk long-lived threads %6.1f + short-lived threads %6.1f  (", mode, total / ok, ours / ok, lived / ok, (total - ours - lived) / ok
               for (t in per) printf " %s %.1f", t, per[t] / ok
-              print " )" }' "$5" "$6"
+              print " )" }'
 }
 
 place_calls() { # rate count -> prints "successful failed total-seconds"
@@ -280,11 +286,11 @@ run_mode() { # mode rate seconds round
     fi
     if [ -n "${BENCH_THREADS:-}" ]; then # CPU per call of each Asterisk thread while the calls ran
         { echo "per call, while the calls ran: CPU µs, voluntary and involuntary context switches (threads that started or ended meanwhile are missing)"
-          awk -v n="$res" 'BEGIN { split(n, r, " "); ok = r[1] }
-              NR == FNR { ns[$1] = $2; v[$1] = $3; iv[$1] = $4; next }
-              ($1 in ns) && ok > 0 { d = ($2 - ns[$1]) / 1000 / ok
-                  if (d >= 0.5) printf "%8.1f µs %6.2f %6.2f  %s\n", d, ($3 - v[$1]) / ok, ($4 - iv[$1]) / ok, $5 }' \
-              "$B/threads-before.txt" "$B/threads-after.txt" | sort -rn | head -n 25; } >"$B/threads-$mode-$rate.txt"
+          thread_deltas "$B/threads-before.txt" "$B/threads-after.txt" |
+              awk -v n="$res" 'BEGIN { split(n, r, " "); ok = r[1] }
+                  ok > 0 { d = $2 / 1000 / ok
+                      if (d >= 0.5) printf "%8.1f µs %6.2f %6.2f  %s\n", d, $3 / ok, $4 / ok, $5 }' |
+              sort -rn | head -n 25; } >"$B/threads-$mode-$rate.txt"
     fi
     if [ "$mode" = none ] || [ "$mode" = idle ] || [ "$mode" = listen ]; then kill "$rpid" 2>/dev/null || true; fi
     asterisk/sandbox.sh stop "$B/pbx" >/dev/null 2>&1 || true
