@@ -9,7 +9,9 @@ use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use crate::core::model::call::EventKind;
 use crate::core::model::request::{HttpRequest, Method};
 use crate::core::model::value::{FieldSource, Value};
-use crate::core::render::payload::{flat_pairs, json_object, urlencode, Format, Param};
+use crate::core::render::payload::{
+    flat_pairs, is_flat, json_object, urlencode, write_flat_json_object, Format, Param,
+};
 use crate::core::render::template::{DateFormat, FormatContext, Template};
 
 /// Characters a value keeps unescaped inside a URL (RFC 3986 unreserved).
@@ -45,6 +47,10 @@ pub struct RequestSpec {
     /// `None` until set: defaults to `query` for GET and `json` otherwise.
     pub format: Option<Format>,
     pub params: Vec<EventParam>,
+    /// Whether every param is one plain name, none appended or repeated ([`is_flat`]), so a
+    /// JSON body is written straight out instead of built as an object first. Decided here, as
+    /// params are set, rather than for every request; true of any event's share of them too.
+    pub flat_params: bool,
     pub headers: Vec<(String, Template)>,
     pub body: Option<Template>,
     pub content_type: Option<String>,
@@ -62,6 +68,7 @@ impl RequestSpec {
             method: Method::Post,
             format: None,
             params: Vec::new(),
+            flat_params: true,
             headers: Vec::new(),
             body: None,
             content_type: None,
@@ -131,6 +138,7 @@ impl RequestSpec {
         };
         if new.param.append {
             self.params.push(new);
+            self.flat_params = false;
             return;
         }
         // An override keeps the overridden param's place, so presets keep the document's order.
@@ -148,6 +156,7 @@ impl RequestSpec {
             }
             None => self.params.push(new),
         }
+        self.flat_params = is_flat(self.params.iter().map(|p| &p.param));
     }
 
     /// Checks what only makes sense once every key is read.
@@ -193,6 +202,40 @@ impl RequestSpec {
             .collect()
     }
 
+    /// Writes the params' JSON object: straight out when they are flat, else built and then
+    /// serialized.
+    fn write_json_params(
+        &self,
+        out: &mut Vec<u8>,
+        params: &[&Param],
+        src: &dyn FieldSource,
+    ) -> serde_json::Result<()> {
+        if self.flat_params {
+            write_flat_json_object(out, params.iter().copied(), src, &self.ctx)
+        } else {
+            serde_json::to_writer(out, &json_object(params.iter().copied(), src, &self.ctx))
+        }
+    }
+
+    /// Writes `{"jsonrpc":"2.0","method":…,"params":{…},"id":…}`, in that order.
+    fn write_json_rpc(
+        &self,
+        out: &mut Vec<u8>,
+        params: &[&Param],
+        src: &dyn FieldSource,
+        id: &str,
+    ) -> serde_json::Result<()> {
+        let method = self.jsonrpc_method.as_deref().unwrap_or("call.event");
+        out.extend_from_slice(br#"{"jsonrpc":"2.0","method":"#);
+        serde_json::to_writer(&mut *out, method)?;
+        out.extend_from_slice(br#","params":"#);
+        self.write_json_params(out, params, src)?;
+        out.extend_from_slice(br#","id":"#);
+        serde_json::to_writer(&mut *out, id)?;
+        out.push(b'}');
+        Ok(())
+    }
+
     /// Renders the request for one event (or one lookup).
     pub fn render(&self, src: &dyn FieldSource) -> Result<HttpRequest, RenderError> {
         let params = self.params_for(src);
@@ -230,11 +273,8 @@ impl RequestSpec {
             Format::Json => {
                 // Sized for a typical payload: a growing Vec reallocates about ten times.
                 let mut body = Vec::with_capacity(1024);
-                serde_json::to_writer(
-                    &mut body,
-                    &json_object(params.iter().copied(), src, &self.ctx),
-                )
-                .map_err(|e| RenderError(e.to_string()))?;
+                self.write_json_params(&mut body, &params, src)
+                    .map_err(|e| RenderError(e.to_string()))?;
                 body
             }
             Format::JsonRpc => {
@@ -243,13 +283,10 @@ impl RequestSpec {
                     (Some(Value::Str(c)), _) => c,
                     _ => "1".to_string(),
                 };
-                let call = serde_json::json!({
-                    "jsonrpc": "2.0",
-                    "method": self.jsonrpc_method.clone().unwrap_or_else(|| "call.event".into()),
-                    "params": json_object(params.iter().copied(), src, &self.ctx),
-                    "id": id,
-                });
-                serde_json::to_vec(&call).map_err(|e| RenderError(e.to_string()))?
+                let mut body = Vec::with_capacity(1024);
+                self.write_json_rpc(&mut body, &params, src, &id)
+                    .map_err(|e| RenderError(e.to_string()))?;
+                body
             }
             Format::Raw => self
                 .body
@@ -346,4 +383,90 @@ fn parse_header(v: &str) -> Result<(String, Template), String> {
         name.to_string(),
         Template::parse(value.trim()).map_err(|e| e.to_string())?,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    struct Fields(HashMap<&'static str, Value>);
+    impl FieldSource for Fields {
+        fn field(&self, name: &str) -> Option<Value> {
+            self.0.get(name).cloned()
+        }
+    }
+
+    fn spec(format: &str, params: &[&str]) -> RequestSpec {
+        let mut spec = RequestSpec::new(FormatContext::default());
+        for (k, v) in [("url", "http://example.com/hook"), ("format", format)] {
+            spec.apply(k, v).unwrap().unwrap();
+        }
+        for p in params {
+            spec.apply("param", p).unwrap().unwrap();
+        }
+        spec
+    }
+
+    fn fields() -> Fields {
+        Fields(HashMap::from([
+            ("call_id", Value::Str("17.5".into())),
+            ("event", Value::Str("end".into())),
+            ("caller", Value::Str("a \"b\"\n".into())),
+            ("duration", Value::Int(20)),
+        ]))
+    }
+
+    /// The body as it was built before the flat fast path: the object, then the envelope.
+    fn general_body(spec: &RequestSpec, src: &Fields) -> Vec<u8> {
+        let params = spec.params_for(src);
+        let obj = json_object(params.iter().copied(), src, &spec.ctx);
+        match spec.format() {
+            Format::JsonRpc => serde_json::to_vec(&serde_json::json!({
+                "jsonrpc": "2.0",
+                "method": spec.jsonrpc_method.clone().unwrap_or_else(|| "call.event".into()),
+                "params": obj,
+                "id": "17.5-end",
+            }))
+            .unwrap(),
+            _ => serde_json::to_vec(&obj).unwrap(),
+        }
+    }
+
+    #[test]
+    fn json_and_jsonrpc_bodies_are_the_same_flat_or_not() {
+        let flat = [
+            "id => ${call_id}",
+            "caller => ${caller}",
+            "d => ${duration}",
+        ];
+        let nested = [
+            "id => ${call_id}",
+            "x.caller => ${caller}",
+            "tags[] => ${duration}",
+        ];
+        for format in ["json", "jsonrpc"] {
+            for (params, is_flat) in [(&flat, true), (&nested, false)] {
+                let spec = spec(format, params);
+                assert_eq!(spec.flat_params, is_flat);
+                let body = spec.render(&fields()).unwrap().body;
+                assert_eq!(
+                    String::from_utf8(body).unwrap(),
+                    String::from_utf8(general_body(&spec, &fields())).unwrap(),
+                    "{format} {params:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn flat_params_follows_every_param_set() {
+        let mut spec = spec("json", &["a => 1", "b => 2"]);
+        assert!(spec.flat_params);
+        // Replacing a param keeps the set flat; a second `b` for other events does not.
+        spec.apply("param", "a => 3").unwrap().unwrap();
+        assert!(spec.flat_params);
+        spec.set_param(Param::parse("b => 4").unwrap(), Some(vec![EventKind::End]));
+        assert!(!spec.flat_params);
+    }
 }
