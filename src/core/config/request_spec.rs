@@ -9,9 +9,8 @@ use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use crate::core::model::call::EventKind;
 use crate::core::model::request::{HttpRequest, Method};
 use crate::core::model::value::{FieldSource, Value};
-use crate::core::render::payload::{
-    flat_pairs, is_flat, json_object, urlencode, write_flat_json_object, Format, Param,
-};
+use crate::core::render::layout::Layout;
+use crate::core::render::payload::{flat_pairs, json_object, urlencode, Format, Param};
 use crate::core::render::template::{DateFormat, FormatContext, Template};
 
 /// Characters a value keeps unescaped inside a URL (RFC 3986 unreserved).
@@ -39,6 +38,16 @@ pub struct EventParam {
     pub events: Option<Vec<EventKind>>,
 }
 
+/// The events a param set's JSON layout is worked out for (`None`: a request with no event, a
+/// lookup, which gets every param).
+const LAYOUT_EVENTS: [Option<EventKind>; 5] = [
+    None,
+    Some(EventKind::Start),
+    Some(EventKind::Answer),
+    Some(EventKind::Transfer),
+    Some(EventKind::End),
+];
+
 /// How to build one HTTP request from fields.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RequestSpec {
@@ -47,10 +56,9 @@ pub struct RequestSpec {
     /// `None` until set: defaults to `query` for GET and `json` otherwise.
     pub format: Option<Format>,
     pub params: Vec<EventParam>,
-    /// Whether every param is one plain name, none appended or repeated ([`is_flat`]), so a
-    /// JSON body is written straight out instead of built as an object first. Decided here, as
-    /// params are set, rather than for every request; true of any event's share of them too.
-    pub flat_params: bool,
+    /// The JSON layout of each event's share of the params ([`LAYOUT_EVENTS`] order), where it
+    /// is fixed: worked out as params are set rather than for every request.
+    layouts: Vec<Option<Layout>>,
     pub headers: Vec<(String, Template)>,
     pub body: Option<Template>,
     pub content_type: Option<String>,
@@ -68,7 +76,7 @@ impl RequestSpec {
             method: Method::Post,
             format: None,
             params: Vec::new(),
-            flat_params: true,
+            layouts: Vec::new(),
             headers: Vec::new(),
             body: None,
             content_type: None,
@@ -138,7 +146,7 @@ impl RequestSpec {
         };
         if new.param.append {
             self.params.push(new);
-            self.flat_params = false;
+            self.lay_out();
             return;
         }
         // An override keeps the overridden param's place, so presets keep the document's order.
@@ -156,7 +164,15 @@ impl RequestSpec {
             }
             None => self.params.push(new),
         }
-        self.flat_params = is_flat(self.params.iter().map(|p| &p.param));
+        self.lay_out();
+    }
+
+    /// Works out the JSON layout of each event's share of the params.
+    fn lay_out(&mut self) {
+        self.layouts = LAYOUT_EVENTS
+            .iter()
+            .map(|e| Layout::of(&self.params_for_event(*e)))
+            .collect();
     }
 
     /// Checks what only makes sense once every key is read.
@@ -186,11 +202,16 @@ impl RequestSpec {
         Ok(())
     }
 
-    fn params_for(&self, src: &dyn FieldSource) -> Vec<&Param> {
-        let event = match src.field("event") {
+    /// The event a request is for, from the source's `event` field (none for a lookup).
+    fn event_of(src: &dyn FieldSource) -> Option<EventKind> {
+        match src.field("event") {
             Some(Value::Str(e)) => EventKind::parse(&e),
             _ => None,
-        };
+        }
+    }
+
+    /// The params that go with `event`: all of them when there is none.
+    fn params_for_event(&self, event: Option<EventKind>) -> Vec<&Param> {
         self.params
             .iter()
             .filter(|p| match (&p.events, event) {
@@ -202,18 +223,19 @@ impl RequestSpec {
             .collect()
     }
 
-    /// Writes the params' JSON object: straight out when they are flat, else built and then
-    /// serialized.
+    /// Writes the JSON object of `params` (`event`'s share): straight out in its layout when
+    /// that is fixed, else built and then serialized.
     fn write_json_params(
         &self,
         out: &mut Vec<u8>,
+        event: Option<EventKind>,
         params: &[&Param],
         src: &dyn FieldSource,
     ) -> serde_json::Result<()> {
-        if self.flat_params {
-            write_flat_json_object(out, params.iter().copied(), src, &self.ctx)
-        } else {
-            serde_json::to_writer(out, &json_object(params.iter().copied(), src, &self.ctx))
+        let at = LAYOUT_EVENTS.iter().position(|e| *e == event);
+        match at.and_then(|at| self.layouts.get(at)?.as_ref()) {
+            Some(layout) if layout.fits(params.len()) => layout.write(out, params, src, &self.ctx),
+            _ => serde_json::to_writer(out, &json_object(params.iter().copied(), src, &self.ctx)),
         }
     }
 
@@ -221,6 +243,7 @@ impl RequestSpec {
     fn write_json_rpc(
         &self,
         out: &mut Vec<u8>,
+        event: Option<EventKind>,
         params: &[&Param],
         src: &dyn FieldSource,
         id: &str,
@@ -229,7 +252,7 @@ impl RequestSpec {
         out.extend_from_slice(br#"{"jsonrpc":"2.0","method":"#);
         serde_json::to_writer(&mut *out, method)?;
         out.extend_from_slice(br#","params":"#);
-        self.write_json_params(out, params, src)?;
+        self.write_json_params(out, event, params, src)?;
         out.extend_from_slice(br#","id":"#);
         serde_json::to_writer(&mut *out, id)?;
         out.push(b'}');
@@ -238,7 +261,8 @@ impl RequestSpec {
 
     /// Renders the request for one event (or one lookup).
     pub fn render(&self, src: &dyn FieldSource) -> Result<HttpRequest, RenderError> {
-        let params = self.params_for(src);
+        let event = Self::event_of(src);
+        let params = self.params_for_event(event);
         let mut url = if self.subject {
             // A value is one subject token: no separators, wildcards or spaces in it.
             self.url.render_with(src, &self.ctx, &|v| {
@@ -273,7 +297,7 @@ impl RequestSpec {
             Format::Json => {
                 // Sized for a typical payload: a growing Vec reallocates about ten times.
                 let mut body = Vec::with_capacity(1024);
-                self.write_json_params(&mut body, &params, src)
+                self.write_json_params(&mut body, event, &params, src)
                     .map_err(|e| RenderError(e.to_string()))?;
                 body
             }
@@ -284,7 +308,7 @@ impl RequestSpec {
                     _ => "1".to_string(),
                 };
                 let mut body = Vec::with_capacity(1024);
-                self.write_json_rpc(&mut body, &params, src, &id)
+                self.write_json_rpc(&mut body, event, &params, src, &id)
                     .map_err(|e| RenderError(e.to_string()))?;
                 body
             }
@@ -417,9 +441,9 @@ mod tests {
         ]))
     }
 
-    /// The body as it was built before the flat fast path: the object, then the envelope.
+    /// The body as the general path builds it: the object, then the envelope.
     fn general_body(spec: &RequestSpec, src: &Fields) -> Vec<u8> {
-        let params = spec.params_for(src);
+        let params = spec.params_for_event(RequestSpec::event_of(src));
         let obj = json_object(params.iter().copied(), src, &spec.ctx);
         match spec.format() {
             Format::JsonRpc => serde_json::to_vec(&serde_json::json!({
@@ -433,40 +457,72 @@ mod tests {
         }
     }
 
+    fn body(spec: &RequestSpec, src: &Fields) -> String {
+        String::from_utf8(spec.render(src).unwrap().body).unwrap()
+    }
+
     #[test]
-    fn json_and_jsonrpc_bodies_are_the_same_flat_or_not() {
-        let flat = [
-            "id => ${call_id}",
-            "caller => ${caller}",
-            "d => ${duration}",
-        ];
-        let nested = [
+    fn json_and_jsonrpc_bodies_are_the_same_laid_out_or_not() {
+        let fixed = [
             "id => ${call_id}",
             "x.caller => ${caller}",
             "tags[] => ${duration}",
+            "x.d => ${duration}",
+            "tags[] => a",
         ];
+        let merged = ["id => ${call_id}", "x => ${caller}", "x.d => ${duration}"];
         for format in ["json", "jsonrpc"] {
-            for (params, is_flat) in [(&flat, true), (&nested, false)] {
+            for (params, laid_out) in [(&fixed[..], true), (&merged[..], false)] {
                 let spec = spec(format, params);
-                assert_eq!(spec.flat_params, is_flat);
-                let body = spec.render(&fields()).unwrap().body;
+                assert_eq!(spec.layouts[0].is_some(), laid_out, "{params:?}");
                 assert_eq!(
-                    String::from_utf8(body).unwrap(),
+                    body(&spec, &fields()),
                     String::from_utf8(general_body(&spec, &fields())).unwrap(),
                     "{format} {params:?}"
                 );
             }
         }
+        assert_eq!(
+            body(&spec("json", &fixed), &fields()),
+            r#"{"id":"17.5","x":{"caller":"a \"b\"\n","d":20},"tags":[20,"a"]}"#
+        );
     }
 
     #[test]
-    fn flat_params_follows_every_param_set() {
-        let mut spec = spec("json", &["a => 1", "b => 2"]);
-        assert!(spec.flat_params);
-        // Replacing a param keeps the set flat; a second `b` for other events does not.
-        spec.apply("param", "a => 3").unwrap().unwrap();
-        assert!(spec.flat_params);
-        spec.set_param(Param::parse("b => 4").unwrap(), Some(vec![EventKind::End]));
-        assert!(!spec.flat_params);
+    fn each_event_gets_the_layout_of_its_own_params() {
+        // `a.x` only at start: at the end `b` comes first, and `a` holds only `y`.
+        let mut spec = spec("json", &["b => 2", "a.y => ${duration}"]);
+        spec.set_param(
+            Param::parse("a.x => 1").unwrap(),
+            Some(vec![EventKind::Start]),
+        );
+        spec.params.rotate_right(1); // a.x first: the order a preset's document gives
+        spec.lay_out();
+        let mut start = fields();
+        start.0.insert("event", Value::Str("start".into()));
+        assert_eq!(body(&spec, &start), r#"{"a":{"x":"1","y":20},"b":"2"}"#);
+        assert_eq!(body(&spec, &fields()), r#"{"b":"2","a":{"y":20}}"#);
+        // A key used two ways at one event only: that event goes the general way.
+        spec.set_param(
+            Param::parse("b.c => 3").unwrap(),
+            Some(vec![EventKind::End]),
+        );
+        let at = |e| LAYOUT_EVENTS.iter().position(|x| *x == e).unwrap();
+        assert!(spec.layouts[at(Some(EventKind::Start))].is_some());
+        assert!(spec.layouts[at(Some(EventKind::End))].is_none());
+        assert_eq!(
+            body(&spec, &fields()),
+            String::from_utf8(general_body(&spec, &fields())).unwrap()
+        );
+        // Params changed behind the spec's back: the stale layout is not used.
+        spec.params.pop();
+        spec.params.push(EventParam {
+            param: Param::parse("z => 9").unwrap(),
+            events: None,
+        });
+        assert_eq!(
+            body(&spec, &fields()),
+            String::from_utf8(general_body(&spec, &fields())).unwrap()
+        );
     }
 }

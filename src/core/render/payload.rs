@@ -170,7 +170,8 @@ impl Param {
     }
 }
 
-fn to_json(v: Value, ctx: &FormatContext) -> Json {
+/// A value as JSON (times in `ctx`'s format).
+pub(crate) fn to_json(v: Value, ctx: &FormatContext) -> Json {
     match v {
         Value::Null => Json::Null,
         Value::Str(s) => Json::String(s),
@@ -308,52 +309,6 @@ pub fn json_object<'a>(
     root
 }
 
-/// Whether [`write_flat_json_object`] can write these params: every name a single segment, none
-/// appended with `[]`, no name twice. Then nothing nests, merges or replaces, and the object is
-/// the params in order.
-pub fn is_flat<'a>(params: impl IntoIterator<Item = &'a Param>) -> bool {
-    let params: Vec<&Param> = params.into_iter().collect();
-    params.iter().enumerate().all(|(i, p)| {
-        p.path.len() == 1 && !p.append && params[..i].iter().all(|q| q.path[0] != p.path[0])
-    })
-}
-
-/// Writes the JSON object of a flat param set (see [`is_flat`]) straight into `out`: the same
-/// bytes as serializing [`json_object`]'s, without building the object first.
-pub fn write_flat_json_object<'a>(
-    out: &mut Vec<u8>,
-    params: impl IntoIterator<Item = &'a Param>,
-    src: &dyn FieldSource,
-    ctx: &FormatContext,
-) -> serde_json::Result<()> {
-    out.push(b'{');
-    for (i, p) in params.into_iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        serde_json::to_writer(&mut *out, p.path[0].as_str())?;
-        out.push(b':');
-        match (p.value(src, ctx), &p.default) {
-            (Value::Null, Some(d)) => serde_json::to_writer(&mut *out, d)?,
-            (v, _) => write_value(out, v, ctx)?,
-        }
-    }
-    out.push(b'}');
-    Ok(())
-}
-
-/// Writes a value as [`to_json`] would make it, scalars without the detour.
-fn write_value(out: &mut Vec<u8>, v: Value, ctx: &FormatContext) -> serde_json::Result<()> {
-    match v {
-        Value::Null => serde_json::to_writer(out, &()),
-        Value::Str(s) => serde_json::to_writer(out, s.as_str()),
-        Value::Int(i) => serde_json::to_writer(out, &i),
-        Value::Bool(b) => serde_json::to_writer(out, &b),
-        Value::Time(t) => write_value(out, ctx.time(t), ctx),
-        v @ (Value::List(_) | Value::Record(_)) => serde_json::to_writer(out, &to_json(v, ctx)),
-    }
-}
-
 /// Renders params as `name=value` pairs for a query string or form (missing values empty).
 pub fn flat_pairs<'a>(
     params: impl IntoIterator<Item = &'a Param>,
@@ -456,120 +411,6 @@ mod tests {
             serde_json::to_string(&obj).unwrap(),
             r#"{"a":"3","b":"2","x":{"y":"2"},"z":"1","agents":["101","103"],"t":{"ext":"102","answered":"yes"}}"#
         );
-    }
-
-    #[test]
-    fn flat_fast_path_writes_the_general_paths_bytes() {
-        let mut src = src();
-        src.0.extend([
-            ("quoted", Value::Str("say \"hi\" \\ C:\\path".into())),
-            (
-                "control",
-                Value::Str("tab\tnl\ncr\r\u{0}\u{1f}\u{7f}".into()),
-            ),
-            ("unicode", Value::Str("Вася 🙂 \u{2028}\u{2029} é".into())),
-            ("negative", Value::Int(-42)),
-            ("big", Value::Int(i64::MAX)),
-            ("small", Value::Int(i64::MIN)),
-            ("yes", Value::Bool(true)),
-            ("no", Value::Bool(false)),
-            ("nothing", Value::Null),
-            (
-                "at",
-                Value::Time(chrono::DateTime::from_timestamp(1_700_000_000, 0).unwrap()),
-            ),
-            (
-                "agents",
-                Value::List(vec![Value::Str("1\"01".into()), Value::Int(7), Value::Null]),
-            ),
-            (
-                "target",
-                Value::Record(vec![
-                    ("ext", Value::Str("102".into())),
-                    ("ring_seconds", Value::Int(3)),
-                    ("answered", Value::Bool(true)),
-                ]),
-            ),
-        ]);
-        let mut p = params(&[
-            "id => ${call_id}",
-            "quoted => ${quoted}",
-            "control => ${control}",
-            "unicode => ${unicode}",
-            "caller_name => ${caller_name}",
-            "mixed => ${call_id}/${unicode}",
-            "duration => ${duration}",
-            "negative => ${negative}",
-            "big => ${big}",
-            "small => ${small}",
-            "as_text => ${duration}|str",
-            "as_int => ${ORDER_ID}|int",
-            "yes => ${yes}",
-            "no => ${no}",
-            "as_bool => 1|bool",
-            "nothing => ${nothing}",
-            "missing => ${NOPE}",
-            "default_str => ${NOPE}",
-            "default_list => ${nothing}",
-            "default_unused => ${duration}",
-            "at => ${at}",
-            "at_unix => ${at}",
-            "agents => ${agents}",
-            "target => ${target}",
-            "key\"with\\escapes\u{1}é => x",
-        ]);
-        for q in &mut p {
-            match q.path[0].as_str() {
-                "default_str" => q.default = Some(serde_json::json!("n/\"a\"")),
-                "default_list" => q.default = Some(serde_json::json!([{"b": 1, "a": null}])),
-                "default_unused" => q.default = Some(serde_json::json!(0)),
-                "at_unix" => {
-                    q.format = Some(FormatContext {
-                        date_format: crate::core::render::template::DateFormat::Unix,
-                        ..FormatContext::default()
-                    })
-                }
-                _ => {}
-            }
-        }
-        assert!(is_flat(&p));
-        let ctx = FormatContext::default();
-        let general = serde_json::to_string(&json_object(&p, &src, &ctx)).unwrap();
-        let mut fast = Vec::new();
-        write_flat_json_object(&mut fast, &p, &src, &ctx).unwrap();
-        assert_eq!(String::from_utf8(fast).unwrap(), general);
-        // The cases are really there: escapes, a default, a time, a list and a record.
-        for part in [
-            r#""quoted":"say \"hi\" \\ C:\\path""#,
-            r#"\u0000\u001f"#,
-            r#""default_str":"n/\"a\"""#,
-            r#""default_unused":20"#,
-            r#""at":"2023-11-14 22:13:20","at_unix":1700000000"#,
-            r#""agents":["1\"01",7,null]"#,
-            r#""target":{"ext":"102","ring_seconds":3,"answered":true}"#,
-        ] {
-            assert!(general.contains(part), "{part} not in {general}");
-        }
-        // An empty set is an empty object either way.
-        let mut fast = Vec::new();
-        write_flat_json_object(&mut fast, &[], &src, &ctx).unwrap();
-        assert_eq!(
-            fast,
-            serde_json::to_vec(&json_object(&[], &src, &ctx)).unwrap()
-        );
-    }
-
-    #[test]
-    fn dots_appends_and_repeated_names_take_the_general_path() {
-        assert!(is_flat(&params(&["a => 1", "b => 2", "c_d-e => 3"])));
-        for set in [
-            &["a => 1", "visit.utm_source => x"][..],
-            &["a => 1", "tags[] => x"],
-            &["a => 1", "b => 2", "a => 3"],
-            &["tags[] => x", "tags[] => y"],
-        ] {
-            assert!(!is_flat(&params(set)), "{set:?}");
-        }
     }
 
     #[test]
