@@ -9,6 +9,7 @@ use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use crate::core::model::call::EventKind;
 use crate::core::model::request::{HttpRequest, Method};
 use crate::core::model::value::{FieldSource, Value};
+use crate::core::render::layout::Layout;
 use crate::core::render::payload::{flat_pairs, json_object, urlencode, Format, Param};
 use crate::core::render::template::{DateFormat, FormatContext, Template};
 
@@ -37,6 +38,16 @@ pub struct EventParam {
     pub events: Option<Vec<EventKind>>,
 }
 
+/// The events a param set's JSON layout is worked out for (`None`: a request with no event, a
+/// lookup, which gets every param).
+const LAYOUT_EVENTS: [Option<EventKind>; 5] = [
+    None,
+    Some(EventKind::Start),
+    Some(EventKind::Answer),
+    Some(EventKind::Transfer),
+    Some(EventKind::End),
+];
+
 /// How to build one HTTP request from fields.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RequestSpec {
@@ -45,6 +56,9 @@ pub struct RequestSpec {
     /// `None` until set: defaults to `query` for GET and `json` otherwise.
     pub format: Option<Format>,
     pub params: Vec<EventParam>,
+    /// The JSON layout of each event's share of the params ([`LAYOUT_EVENTS`] order), where it
+    /// is fixed: worked out as params are set rather than for every request.
+    layouts: Vec<Option<Layout>>,
     pub headers: Vec<(String, Template)>,
     pub body: Option<Template>,
     pub content_type: Option<String>,
@@ -62,6 +76,7 @@ impl RequestSpec {
             method: Method::Post,
             format: None,
             params: Vec::new(),
+            layouts: Vec::new(),
             headers: Vec::new(),
             body: None,
             content_type: None,
@@ -131,6 +146,7 @@ impl RequestSpec {
         };
         if new.param.append {
             self.params.push(new);
+            self.lay_out();
             return;
         }
         // An override keeps the overridden param's place, so presets keep the document's order.
@@ -148,6 +164,15 @@ impl RequestSpec {
             }
             None => self.params.push(new),
         }
+        self.lay_out();
+    }
+
+    /// Works out the JSON layout of each event's share of the params.
+    fn lay_out(&mut self) {
+        self.layouts = LAYOUT_EVENTS
+            .iter()
+            .map(|e| Layout::of(&self.params_for_event(*e)))
+            .collect();
     }
 
     /// Checks what only makes sense once every key is read.
@@ -177,11 +202,16 @@ impl RequestSpec {
         Ok(())
     }
 
-    fn params_for(&self, src: &dyn FieldSource) -> Vec<&Param> {
-        let event = match src.field("event") {
+    /// The event a request is for, from the source's `event` field (none for a lookup).
+    fn event_of(src: &dyn FieldSource) -> Option<EventKind> {
+        match src.field("event") {
             Some(Value::Str(e)) => EventKind::parse(&e),
             _ => None,
-        };
+        }
+    }
+
+    /// The params that go with `event`: all of them when there is none.
+    fn params_for_event(&self, event: Option<EventKind>) -> Vec<&Param> {
         self.params
             .iter()
             .filter(|p| match (&p.events, event) {
@@ -193,9 +223,46 @@ impl RequestSpec {
             .collect()
     }
 
+    /// Writes the JSON object of `params` (`event`'s share): straight out in its layout when
+    /// that is fixed, else built and then serialized.
+    fn write_json_params(
+        &self,
+        out: &mut Vec<u8>,
+        event: Option<EventKind>,
+        params: &[&Param],
+        src: &dyn FieldSource,
+    ) -> serde_json::Result<()> {
+        let at = LAYOUT_EVENTS.iter().position(|e| *e == event);
+        match at.and_then(|at| self.layouts.get(at)?.as_ref()) {
+            Some(layout) if layout.fits(params.len()) => layout.write(out, params, src, &self.ctx),
+            _ => serde_json::to_writer(out, &json_object(params.iter().copied(), src, &self.ctx)),
+        }
+    }
+
+    /// Writes `{"jsonrpc":"2.0","method":…,"params":{…},"id":…}`, in that order.
+    fn write_json_rpc(
+        &self,
+        out: &mut Vec<u8>,
+        event: Option<EventKind>,
+        params: &[&Param],
+        src: &dyn FieldSource,
+        id: &str,
+    ) -> serde_json::Result<()> {
+        let method = self.jsonrpc_method.as_deref().unwrap_or("call.event");
+        out.extend_from_slice(br#"{"jsonrpc":"2.0","method":"#);
+        serde_json::to_writer(&mut *out, method)?;
+        out.extend_from_slice(br#","params":"#);
+        self.write_json_params(out, event, params, src)?;
+        out.extend_from_slice(br#","id":"#);
+        serde_json::to_writer(&mut *out, id)?;
+        out.push(b'}');
+        Ok(())
+    }
+
     /// Renders the request for one event (or one lookup).
     pub fn render(&self, src: &dyn FieldSource) -> Result<HttpRequest, RenderError> {
-        let params = self.params_for(src);
+        let event = Self::event_of(src);
+        let params = self.params_for_event(event);
         let mut url = if self.subject {
             // A value is one subject token: no separators, wildcards or spaces in it.
             self.url.render_with(src, &self.ctx, &|v| {
@@ -230,11 +297,8 @@ impl RequestSpec {
             Format::Json => {
                 // Sized for a typical payload: a growing Vec reallocates about ten times.
                 let mut body = Vec::with_capacity(1024);
-                serde_json::to_writer(
-                    &mut body,
-                    &json_object(params.iter().copied(), src, &self.ctx),
-                )
-                .map_err(|e| RenderError(e.to_string()))?;
+                self.write_json_params(&mut body, event, &params, src)
+                    .map_err(|e| RenderError(e.to_string()))?;
                 body
             }
             Format::JsonRpc => {
@@ -243,13 +307,10 @@ impl RequestSpec {
                     (Some(Value::Str(c)), _) => c,
                     _ => "1".to_string(),
                 };
-                let call = serde_json::json!({
-                    "jsonrpc": "2.0",
-                    "method": self.jsonrpc_method.clone().unwrap_or_else(|| "call.event".into()),
-                    "params": json_object(params.iter().copied(), src, &self.ctx),
-                    "id": id,
-                });
-                serde_json::to_vec(&call).map_err(|e| RenderError(e.to_string()))?
+                let mut body = Vec::with_capacity(1024);
+                self.write_json_rpc(&mut body, event, &params, src, &id)
+                    .map_err(|e| RenderError(e.to_string()))?;
+                body
             }
             Format::Raw => self
                 .body
@@ -346,4 +407,122 @@ fn parse_header(v: &str) -> Result<(String, Template), String> {
         name.to_string(),
         Template::parse(value.trim()).map_err(|e| e.to_string())?,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    struct Fields(HashMap<&'static str, Value>);
+    impl FieldSource for Fields {
+        fn field(&self, name: &str) -> Option<Value> {
+            self.0.get(name).cloned()
+        }
+    }
+
+    fn spec(format: &str, params: &[&str]) -> RequestSpec {
+        let mut spec = RequestSpec::new(FormatContext::default());
+        for (k, v) in [("url", "http://example.com/hook"), ("format", format)] {
+            spec.apply(k, v).unwrap().unwrap();
+        }
+        for p in params {
+            spec.apply("param", p).unwrap().unwrap();
+        }
+        spec
+    }
+
+    fn fields() -> Fields {
+        Fields(HashMap::from([
+            ("call_id", Value::Str("17.5".into())),
+            ("event", Value::Str("end".into())),
+            ("caller", Value::Str("a \"b\"\n".into())),
+            ("duration", Value::Int(20)),
+        ]))
+    }
+
+    /// The body as the general path builds it: the object, then the envelope.
+    fn general_body(spec: &RequestSpec, src: &Fields) -> Vec<u8> {
+        let params = spec.params_for_event(RequestSpec::event_of(src));
+        let obj = json_object(params.iter().copied(), src, &spec.ctx);
+        match spec.format() {
+            Format::JsonRpc => serde_json::to_vec(&serde_json::json!({
+                "jsonrpc": "2.0",
+                "method": spec.jsonrpc_method.clone().unwrap_or_else(|| "call.event".into()),
+                "params": obj,
+                "id": "17.5-end",
+            }))
+            .unwrap(),
+            _ => serde_json::to_vec(&obj).unwrap(),
+        }
+    }
+
+    fn body(spec: &RequestSpec, src: &Fields) -> String {
+        String::from_utf8(spec.render(src).unwrap().body).unwrap()
+    }
+
+    #[test]
+    fn json_and_jsonrpc_bodies_are_the_same_laid_out_or_not() {
+        let fixed = [
+            "id => ${call_id}",
+            "x.caller => ${caller}",
+            "tags[] => ${duration}",
+            "x.d => ${duration}",
+            "tags[] => a",
+        ];
+        let merged = ["id => ${call_id}", "x => ${caller}", "x.d => ${duration}"];
+        for format in ["json", "jsonrpc"] {
+            for (params, laid_out) in [(&fixed[..], true), (&merged[..], false)] {
+                let spec = spec(format, params);
+                assert_eq!(spec.layouts[0].is_some(), laid_out, "{params:?}");
+                assert_eq!(
+                    body(&spec, &fields()),
+                    String::from_utf8(general_body(&spec, &fields())).unwrap(),
+                    "{format} {params:?}"
+                );
+            }
+        }
+        assert_eq!(
+            body(&spec("json", &fixed), &fields()),
+            r#"{"id":"17.5","x":{"caller":"a \"b\"\n","d":20},"tags":[20,"a"]}"#
+        );
+    }
+
+    #[test]
+    fn each_event_gets_the_layout_of_its_own_params() {
+        // `a.x` only at start: at the end `b` comes first, and `a` holds only `y`.
+        let mut spec = spec("json", &["b => 2", "a.y => ${duration}"]);
+        spec.set_param(
+            Param::parse("a.x => 1").unwrap(),
+            Some(vec![EventKind::Start]),
+        );
+        spec.params.rotate_right(1); // a.x first: the order a preset's document gives
+        spec.lay_out();
+        let mut start = fields();
+        start.0.insert("event", Value::Str("start".into()));
+        assert_eq!(body(&spec, &start), r#"{"a":{"x":"1","y":20},"b":"2"}"#);
+        assert_eq!(body(&spec, &fields()), r#"{"b":"2","a":{"y":20}}"#);
+        // A key used two ways at one event only: that event goes the general way.
+        spec.set_param(
+            Param::parse("b.c => 3").unwrap(),
+            Some(vec![EventKind::End]),
+        );
+        let at = |e| LAYOUT_EVENTS.iter().position(|x| *x == e).unwrap();
+        assert!(spec.layouts[at(Some(EventKind::Start))].is_some());
+        assert!(spec.layouts[at(Some(EventKind::End))].is_none());
+        assert_eq!(
+            body(&spec, &fields()),
+            String::from_utf8(general_body(&spec, &fields())).unwrap()
+        );
+        // Params changed behind the spec's back: the stale layout is not used.
+        spec.params.pop();
+        spec.params.push(EventParam {
+            param: Param::parse("z => 9").unwrap(),
+            events: None,
+        });
+        assert_eq!(
+            body(&spec, &fields()),
+            String::from_utf8(general_body(&spec, &fields())).unwrap()
+        );
+    }
 }

@@ -170,7 +170,8 @@ impl Param {
     }
 }
 
-fn to_json(v: Value, ctx: &FormatContext) -> Json {
+/// A value as JSON (times in `ctx`'s format).
+pub(crate) fn to_json(v: Value, ctx: &FormatContext) -> Json {
     match v {
         Value::Null => Json::Null,
         Value::Str(s) => Json::String(s),
