@@ -204,6 +204,9 @@ impl RequestSpec {
 
     /// The event a request is for, from the source's `event` field (none for a lookup).
     fn event_of(src: &dyn FieldSource) -> Option<EventKind> {
+        if let Some(e) = src.text("event") {
+            return EventKind::parse(e);
+        }
         match src.field("event") {
             Some(Value::Str(e)) => EventKind::parse(&e),
             _ => None,

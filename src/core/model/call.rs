@@ -197,12 +197,6 @@ impl FieldSource for CallEvent {
         let c = &self.call;
         let v = match name {
             "call_id" => Value::Str(c.call_id.clone()),
-            "event" => Value::Str(self.kind.as_str().into()),
-            "direction" => Value::Str(c.direction.as_str().into()),
-            "caller" => Value::non_empty(&c.caller),
-            "caller_name" => Value::non_empty(&c.caller_name),
-            "called" => Value::non_empty(&c.called),
-            "ext" => Value::non_empty(&c.ext),
             "time_start" => Value::Time(c.time_start),
             "time_answer" => opt(c.time_answer, Value::Time),
             "time_end" => opt(c.time_end, Value::Time),
@@ -210,23 +204,10 @@ impl FieldSource for CallEvent {
             "duration" => opt(c.duration(), Value::Int),
             "total_duration" => opt(c.total_duration(), Value::Int),
             "duration_min" => opt(c.duration(), |d| Value::Int((d + 30) / 60)),
-            "client_number" => Value::non_empty(match c.direction {
-                Direction::Out => &c.called,
-                Direction::In | Direction::Internal => &c.caller,
-            }),
             "status" => opt(c.status.clone(), Value::Str),
             "hangup_cause" => opt(c.hangup_cause, |n| Value::Int(n.into())),
-            "recording" => Value::non_empty(&c.recording),
-            "recording_url" => Value::non_empty(&c.recording_url),
             "is_new" => opt(c.is_new, Value::Bool),
             "is_duplicate" => opt(c.is_duplicate, Value::Bool),
-            "context" => Value::non_empty(&c.context),
-            "exten" => Value::non_empty(&c.exten),
-            "channel" => Value::non_empty(&c.channel),
-            "uniqueid" => Value::non_empty(&c.uniqueid),
-            "accountcode" => Value::non_empty(&c.accountcode),
-            "node" => Value::non_empty(&c.node),
-            "answered_by" => Value::non_empty(&c.answered_by),
             "agents" => Value::List(c.agents.iter().map(|a| Value::Str(a.clone())).collect()),
             "targets" => Value::List(
                 c.targets
@@ -241,20 +222,179 @@ impl FieldSource for CallEvent {
                     .collect(),
             ),
             "transfers" => Value::Int(c.transfers.into()),
-            "transferred_from" => Value::non_empty(&c.transferred_from),
-            "queue" => Value::non_empty(&c.queue),
             "queue_wait" => opt(c.queue_wait, Value::Int),
             "hangup_by" => opt(c.hangup_by, |h| Value::Str(h.as_str().into())),
-            "merged_into" => Value::non_empty(&c.merged_into),
-            "forwarded_to" => Value::non_empty(&c.forwarded_to),
             other => {
-                return c
-                    .data
-                    .get(other)
-                    .or_else(|| c.vars.get(other))
-                    .map(|s| Value::non_empty(s))
+                // A text field; else a `WEBHOOK()` value, else a channel variable.
+                let s = self.text(other);
+                return s
+                    .or_else(|| {
+                        c.data
+                            .get(other)
+                            .or_else(|| c.vars.get(other))
+                            .map(|s| s.as_str())
+                    })
+                    .map(Value::non_empty);
             }
         };
         Some(v)
+    }
+
+    /// The call's own text fields (not variables: those stay behind `field`).
+    fn text(&self, name: &str) -> Option<&str> {
+        let c = &self.call;
+        Some(match name {
+            "event" => self.kind.as_str(),
+            "direction" => c.direction.as_str(),
+            "caller" => &c.caller,
+            "caller_name" => &c.caller_name,
+            "called" => &c.called,
+            "ext" => &c.ext,
+            "client_number" => match c.direction {
+                Direction::Out => &c.called,
+                Direction::In | Direction::Internal => &c.caller,
+            },
+            "recording" => &c.recording,
+            "recording_url" => &c.recording_url,
+            "context" => &c.context,
+            "exten" => &c.exten,
+            "channel" => &c.channel,
+            "uniqueid" => &c.uniqueid,
+            "accountcode" => &c.accountcode,
+            "node" => &c.node,
+            "answered_by" => &c.answered_by,
+            "transferred_from" => &c.transferred_from,
+            "queue" => &c.queue,
+            "merged_into" => &c.merged_into,
+            "forwarded_to" => &c.forwarded_to,
+            _ => return None,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::model::synthetic::call_event;
+    use std::time::SystemTime;
+
+    /// Every field name a template can use of a call (`webhook show fields` lists the same).
+    const NAMES: [&str; 42] = [
+        "call_id",
+        "event",
+        "direction",
+        "caller",
+        "caller_name",
+        "called",
+        "ext",
+        "time_start",
+        "time_answer",
+        "time_end",
+        "wait_duration",
+        "duration",
+        "total_duration",
+        "duration_min",
+        "client_number",
+        "status",
+        "hangup_cause",
+        "recording",
+        "recording_url",
+        "is_new",
+        "is_duplicate",
+        "context",
+        "exten",
+        "channel",
+        "uniqueid",
+        "accountcode",
+        "node",
+        "answered_by",
+        "agents",
+        "targets",
+        "transfers",
+        "transferred_from",
+        "queue",
+        "queue_wait",
+        "hangup_by",
+        "merged_into",
+        "forwarded_to",
+        "UTM_SOURCE",
+        "ORDER",
+        "NOPE",
+        "",
+        "event ",
+    ];
+
+    #[test]
+    fn text_fields_are_what_field_gives_and_variables_never_shadow_them() {
+        let mut ev = call_event(EventKind::End, SystemTime::now());
+        let mut empty = ev.clone();
+        for name in NAMES {
+            // A variable (and a WEBHOOK() value) named like every field, and two of their own.
+            ev.call.vars.insert(name.into(), format!("var {name}"));
+            empty.call.data.insert(name.into(), format!("data {name}"));
+        }
+        for text in [
+            "caller",
+            "caller_name",
+            "called",
+            "ext",
+            "recording",
+            "recording_url",
+            "context",
+            "exten",
+            "channel",
+            "uniqueid",
+            "accountcode",
+            "node",
+            "answered_by",
+            "transferred_from",
+            "queue",
+            "merged_into",
+            "forwarded_to",
+        ] {
+            empty.call.vars.remove(text);
+            set_text(&mut empty.call, text, "");
+        }
+        for ev in [&ev, &empty] {
+            for name in NAMES {
+                let field = ev.field(name);
+                if let Some(s) = ev.text(name) {
+                    assert_eq!(field, Some(Value::non_empty(s)), "{name}");
+                }
+                let var = |v: &Option<Value>| matches!(v, Some(Value::Str(s)) if s.starts_with("var ") || s.starts_with("data "));
+                let own = !matches!(name, "UTM_SOURCE" | "ORDER" | "NOPE" | "" | "event ");
+                assert_eq!(var(&field), !own, "{name}: {field:?}");
+                assert!(
+                    ev.text(name).is_none() || own,
+                    "{name}: a variable is no text field"
+                );
+            }
+        }
+        assert_eq!(empty.field("caller"), Some(Value::Null), "empty is missing");
+        assert_eq!(empty.text("caller"), Some(""));
+        assert_eq!(ev.text("event"), Some("end"));
+    }
+
+    fn set_text(c: &mut CallRecord, name: &str, v: &str) {
+        let slot = match name {
+            "caller" => &mut c.caller,
+            "caller_name" => &mut c.caller_name,
+            "called" => &mut c.called,
+            "ext" => &mut c.ext,
+            "recording" => &mut c.recording,
+            "recording_url" => &mut c.recording_url,
+            "context" => &mut c.context,
+            "exten" => &mut c.exten,
+            "channel" => &mut c.channel,
+            "uniqueid" => &mut c.uniqueid,
+            "accountcode" => &mut c.accountcode,
+            "node" => &mut c.node,
+            "answered_by" => &mut c.answered_by,
+            "transferred_from" => &mut c.transferred_from,
+            "queue" => &mut c.queue,
+            "merged_into" => &mut c.merged_into,
+            _ => &mut c.forwarded_to,
+        };
+        *slot = v.into();
     }
 }

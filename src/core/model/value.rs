@@ -33,4 +33,11 @@ impl Value {
 pub trait FieldSource {
     /// The value of `name`, or `None` when this source has no such field at all.
     fn field(&self, name: &str) -> Option<Value>;
+
+    /// `name`'s text, borrowed, when the source holds it as text whose empty value means
+    /// missing (its `field` is then [`Value::non_empty`] of it): rendering writes it without
+    /// a copy. `None`: ask [`FieldSource::field`].
+    fn text(&self, _name: &str) -> Option<&str> {
+        None
+    }
 }

@@ -298,6 +298,14 @@ impl Template {
         out
     }
 
+    /// The field's name when the template is one bare `${field}`.
+    pub fn bare_field(&self) -> Option<&str> {
+        match self.parts.as_slice() {
+            [Part::Field(name)] => Some(name),
+            _ => None,
+        }
+    }
+
     /// The typed value: a template that is one bare `${field}` keeps the field's type (a time
     /// is formatted by `ctx`); anything else is text. A missing field is `Null`.
     pub fn render_value(&self, src: &dyn FieldSource, ctx: &FormatContext) -> Value {
@@ -327,10 +335,13 @@ impl Template {
         for p in &self.parts {
             match p {
                 Part::Text(t) => out.push_str(t),
-                Part::Field(name) => {
-                    let v = src.field(name).unwrap_or(Value::Null);
-                    out.push_str(&escape(&value_text(&v, ctx)));
-                }
+                Part::Field(name) => match src.text(name) {
+                    Some(s) => out.push_str(&escape(s)),
+                    None => {
+                        let v = src.field(name).unwrap_or(Value::Null);
+                        out.push_str(&escape(&value_text(&v, ctx)));
+                    }
+                },
                 Part::Call(f, inner) => {
                     // Hashes are computed over the raw text; the hex digest needs no escaping.
                     out.push_str(&f.apply(&inner.render_text(src, ctx)));
