@@ -450,8 +450,8 @@ impl Correlator {
         call.last_activity = at;
         call.record.merged_into = to.to_string();
         if call.members.is_empty() {
-            let mut call = self.calls.remove(from).expect("present above");
-            Self::finish(&mut call, at, out);
+            let call = self.calls.remove(from).expect("present above");
+            Self::finish(call, at, out);
         }
     }
 
@@ -678,19 +678,20 @@ impl Correlator {
             }
         }
         if call.members.is_empty() {
-            let mut call = self.calls.remove(call_id).expect("present above");
-            Self::finish(&mut call, at, out);
+            let call = self.calls.remove(call_id).expect("present above");
+            Self::finish(call, at, out);
         }
     }
 
-    fn finish(call: &mut CallState, at: SystemTime, out: &mut Vec<CallEvent>) {
+    /// The call's end event; the call is gone from the table, so its record moves into it.
+    fn finish(mut call: CallState, at: SystemTime, out: &mut Vec<CallEvent>) {
         if call.start_pending {
             // Never dialed anything: it stayed inside the PBX.
             call.record.direction = Direction::Internal;
-            Self::send_start(call, out);
+            Self::send_start(&mut call, out);
         }
-        Self::refresh_targets(call, at);
-        Self::leave_queue(call, at);
+        Self::refresh_targets(&mut call, at);
+        Self::leave_queue(&mut call, at);
         let hangup_by = outcome::hangup_by(&Hangups {
             caller_name: &call.caller_name,
             caller_source: &call.caller_hangup_source,
@@ -706,7 +707,7 @@ impl Correlator {
         call.record.time_end = Some(utc(at));
         out.push(CallEvent {
             kind: EventKind::End,
-            call: call.record.clone(),
+            call: call.record,
         });
     }
 
@@ -725,12 +726,12 @@ impl Correlator {
             .collect();
         let mut out = Vec::new();
         for id in stale {
-            if let Some(mut call) = self.calls.remove(&id) {
+            if let Some(call) = self.calls.remove(&id) {
                 log::warn!("call {id}: no hangup seen for 24 h; sending its end event now");
                 for u in &call.members {
                     self.topology.remove(u);
                 }
-                Self::finish(&mut call, now, &mut out);
+                Self::finish(call, now, &mut out);
             }
         }
         out
