@@ -102,7 +102,7 @@ pub struct Config {
 }
 
 /// Names templates may use that are not call data.
-const BUILTIN_FIELDS: &[&str] = &[
+pub(crate) const BUILTIN_FIELDS: &[&str] = &[
     "call_id",
     "node",
     "event",

@@ -415,14 +415,8 @@ fn parse_header(v: &str) -> Result<(String, Template), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::model::value::Fields;
     use std::collections::HashMap;
-
-    struct Fields(HashMap<&'static str, Value>);
-    impl FieldSource for Fields {
-        fn field(&self, name: &str) -> Option<Value> {
-            self.0.get(name).cloned()
-        }
-    }
 
     fn spec(format: &str, params: &[&str]) -> RequestSpec {
         let mut spec = RequestSpec::new(FormatContext::default());

@@ -41,3 +41,14 @@ pub trait FieldSource {
         None
     }
 }
+
+/// Fixed fields by name, for tests.
+#[cfg(test)]
+pub(crate) struct Fields(pub(crate) std::collections::HashMap<&'static str, Value>);
+
+#[cfg(test)]
+impl FieldSource for Fields {
+    fn field(&self, name: &str) -> Option<Value> {
+        self.0.get(name).cloned()
+    }
+}

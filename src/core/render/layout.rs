@@ -179,18 +179,12 @@ fn write_value(out: &mut Vec<u8>, v: Value, ctx: &FormatContext) -> serde_json::
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::model::value::Fields;
     use crate::core::render::payload::json_object;
     use std::collections::HashMap;
 
-    struct Map1(HashMap<&'static str, Value>);
-    impl FieldSource for Map1 {
-        fn field(&self, name: &str) -> Option<Value> {
-            self.0.get(name).cloned()
-        }
-    }
-
-    fn src() -> Map1 {
-        Map1(HashMap::from([
+    fn src() -> Fields {
+        Fields(HashMap::from([
             ("call_id", Value::Str("17.5".into())),
             ("duration", Value::Int(20)),
             ("ORDER_ID", Value::Str("313".into())),
@@ -223,7 +217,7 @@ mod tests {
     }
 
     /// The same fields, its strings also as text (as a call event has them).
-    struct Texts(Map1);
+    struct Texts(Fields);
     impl FieldSource for Texts {
         fn field(&self, name: &str) -> Option<Value> {
             self.0.field(name)

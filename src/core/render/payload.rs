@@ -340,17 +340,11 @@ pub fn urlencode(pairs: &[(String, String)]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::model::value::Fields;
     use std::collections::HashMap;
 
-    struct Map1(HashMap<&'static str, Value>);
-    impl FieldSource for Map1 {
-        fn field(&self, name: &str) -> Option<Value> {
-            self.0.get(name).cloned()
-        }
-    }
-
-    fn src() -> Map1 {
-        Map1(HashMap::from([
+    fn src() -> Fields {
+        Fields(HashMap::from([
             ("call_id", Value::Str("17.5".into())),
             ("duration", Value::Int(20)),
             ("ORDER_ID", Value::Str("313".into())),

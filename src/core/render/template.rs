@@ -382,20 +382,14 @@ pub fn value_text(v: &Value, ctx: &FormatContext) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::model::value::Fields;
     use std::collections::HashMap;
 
-    struct Map(HashMap<&'static str, Value>);
-    impl FieldSource for Map {
-        fn field(&self, name: &str) -> Option<Value> {
-            self.0.get(name).cloned()
-        }
-    }
-
-    fn src() -> Map {
+    fn src() -> Fields {
         let t = DateTime::parse_from_rfc3339("2024-03-01T09:30:05Z")
             .unwrap()
             .with_timezone(&Utc);
-        Map(HashMap::from([
+        Fields(HashMap::from([
             ("call_id", Value::Str("1700000000.12".into())),
             ("duration", Value::Int(42)),
             ("is_new", Value::Bool(true)),
