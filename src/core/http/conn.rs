@@ -147,7 +147,8 @@ impl Conn {
         Ok(())
     }
 
-    /// Writes all of `bytes` (normally one `send`), by the deadline.
+    /// Writes all of `bytes` (normally one `send`), by the deadline, then asks the kernel to
+    /// acknowledge the answer at once ([`Conn::ack_promptly`]).
     pub fn send(&mut self, bytes: &[u8]) -> Result<(), SendError> {
         let mut written = 0;
         while written < bytes.len() {
@@ -166,7 +167,19 @@ impl Conn {
                 Err(error) => return Err(SendError { written, error }),
             }
         }
+        self.ack_promptly();
         Ok(())
+    }
+
+    /// Leaves delayed-ACK ("pingpong") mode, which Linux enters on a connection that sends
+    /// soon after it receives, as a kept-alive one does. An endpoint that writes an answer in
+    /// more than one piece without `TCP_NODELAY` (tiny_http, Python's `http.server`; and with
+    /// pipelining, every answer after the first) holds the later pieces until the first is
+    /// acknowledged (Nagle), and a delayed ACK comes 40 ms later: measured here, pipelined
+    /// batches to tiny_http at 100 calls/s waited 40–45 ms for all but their first answer.
+    /// Best effort: a socket that refuses it only answers later.
+    fn ack_promptly(&self) {
+        let _ = rustix::net::sockopt::set_tcp_quickack(&self.stream, true);
     }
 }
 
