@@ -47,6 +47,20 @@ pub trait FieldSource {
 pub(crate) struct Fields(pub(crate) std::collections::HashMap<&'static str, Value>);
 
 #[cfg(test)]
+impl Fields {
+    /// A call id, a duration and an order id, and `more`.
+    pub(crate) fn with<const N: usize>(more: [(&'static str, Value); N]) -> Fields {
+        let mut fields = std::collections::HashMap::from([
+            ("call_id", Value::Str("17.5".into())),
+            ("duration", Value::Int(20)),
+            ("ORDER_ID", Value::Str("313".into())),
+        ]);
+        fields.extend(more);
+        Fields(fields)
+    }
+}
+
+#[cfg(test)]
 impl FieldSource for Fields {
     fn field(&self, name: &str) -> Option<Value> {
         self.0.get(name).cloned()

@@ -181,13 +181,9 @@ mod tests {
     use super::*;
     use crate::core::model::value::Fields;
     use crate::core::render::payload::json_object;
-    use std::collections::HashMap;
 
     fn src() -> Fields {
-        Fields(HashMap::from([
-            ("call_id", Value::Str("17.5".into())),
-            ("duration", Value::Int(20)),
-            ("ORDER_ID", Value::Str("313".into())),
+        Fields::with([
             ("quoted", Value::Str("say \"hi\" \\ C:\\path".into())),
             (
                 "control",
@@ -213,7 +209,7 @@ mod tests {
                     ("answered", Value::Bool(true)),
                 ]),
             ),
-        ]))
+        ])
     }
 
     /// The same fields, its strings also as text (as a call event has them).

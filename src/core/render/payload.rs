@@ -341,16 +341,12 @@ pub fn urlencode(pairs: &[(String, String)]) -> String {
 mod tests {
     use super::*;
     use crate::core::model::value::Fields;
-    use std::collections::HashMap;
 
     fn src() -> Fields {
-        Fields(HashMap::from([
-            ("call_id", Value::Str("17.5".into())),
-            ("duration", Value::Int(20)),
-            ("ORDER_ID", Value::Str("313".into())),
+        Fields::with([
             ("UTM_SOURCE", Value::Str("google".into())),
             ("caller_name", Value::Str("Вася & Co".into())),
-        ]))
+        ])
     }
 
     fn params(lines: &[&str]) -> Vec<Param> {
