@@ -131,7 +131,7 @@ fn request(out: &mut String, r: &RequestSpec) {
         };
         line(out, "header", &format!("{name}: {shown}"));
     }
-    for ep in &r.params {
+    for ep in r.params() {
         let p = &ep.param;
         let mut text = format!("{} => {}", p.flat_name(), p.template);
         match p.forced {

@@ -164,7 +164,7 @@ impl Preset {
             return;
         }
         let code = spec
-            .params
+            .params()
             .iter()
             .rev()
             .find(|p| p.param.flat_name() == "access_code")

@@ -55,7 +55,8 @@ pub struct RequestSpec {
     pub method: Method,
     /// `None` until set: defaults to `query` for GET and `json` otherwise.
     pub format: Option<Format>,
-    pub params: Vec<EventParam>,
+    /// Set only through [`RequestSpec::set_param`], which keeps `layouts` in step.
+    params: Vec<EventParam>,
     /// The JSON layout of each event's share of the params ([`LAYOUT_EVENTS`] order), where it
     /// is fixed: worked out as params are set rather than for every request.
     layouts: Vec<Option<Layout>>,
@@ -165,6 +166,11 @@ impl RequestSpec {
             None => self.params.push(new),
         }
         self.lay_out();
+    }
+
+    /// The params in order, each with the events it is for.
+    pub fn params(&self) -> &[EventParam] {
+        &self.params
     }
 
     /// Works out the JSON layout of each event's share of the params.
@@ -521,5 +527,12 @@ mod tests {
             body(&spec, &fields()),
             String::from_utf8(general_body(&spec, &fields())).unwrap()
         );
+        // The same with a set that has a layout: one made of fewer params is not used.
+        let mut spec = self::spec("json", &["a => 1"]);
+        spec.params.push(EventParam {
+            param: Param::parse("z => 9").unwrap(),
+            events: None,
+        });
+        assert_eq!(body(&spec, &fields()), r#"{"a":"1","z":"9"}"#);
     }
 }

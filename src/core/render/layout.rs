@@ -47,20 +47,17 @@ impl Layout {
                     _ => return None,
                 };
             }
-            match obj.iter().position(|(k, _)| k == last) {
-                None => {
-                    let slot = if p.append {
-                        Slot::Array(vec![i])
-                    } else {
-                        Slot::Value(i)
-                    };
-                    obj.push((last.clone(), slot));
+            let fresh = || {
+                if p.append {
+                    Slot::Array(Vec::new())
+                } else {
+                    Slot::Value(i)
                 }
-                Some(at) => match (&mut obj[at].1, p.append) {
-                    (Slot::Value(v), false) => *v = i,
-                    (Slot::Array(items), true) => items.push(i),
-                    _ => return None,
-                },
+            };
+            match (slot(obj, last, fresh), p.append) {
+                (Slot::Value(v), false) => *v = i,
+                (Slot::Array(items), true) => items.push(i),
+                _ => return None,
             }
         }
         Some(Layout {
@@ -151,13 +148,12 @@ fn write_param(
         .template
         .bare_field()
         .filter(|_| plain)
-        .and_then(|f| src.text(f));
-    match (text, &p.default) {
-        (Some(""), Some(d)) => return serde_json::to_writer(out, d),
-        (Some(""), None) => return serde_json::to_writer(out, &Json::Null),
-        (Some(s), _) => return serde_json::to_writer(out, s),
-        (None, _) => {}
+        .and_then(|f| src.text(f))
+        .filter(|s| !s.is_empty());
+    if let Some(s) = text {
+        return serde_json::to_writer(out, s);
     }
+    // Empty text is a missing value: the general way below gives it the default or null.
     match (p.value(src, ctx), &p.default) {
         (Value::Null, Some(d)) => serde_json::to_writer(out, d),
         (v, _) => write_value(out, v, ctx),
