@@ -206,6 +206,14 @@ place_calls() { # rate count -> prints "successful failed total-seconds"
         -i 127.0.0.1 -p $((25170 + OFF)) -r "$rate" -m "$count" -l 5000 -d 1000 -aa -nostdin -nd \
         -trace_screen -screen_file "$screen" >/dev/null 2>&1 || true
     local ok failed total
+    # SIPp writes its screen only when it ends: a run killed at its time limit leaves none, and
+    # its round is then reported as unfinished (0 calls), not the whole bench stopped by
+    # pipefail.
+    if ! grep -q "Successful call" "$screen" 2>/dev/null; then
+        echo "bench.sh: SIPp on port $((SIP + OFF)) did not finish within $((count / rate + 60)) s: the round counts as unfinished" >&2
+        echo "0 0 0"
+        return
+    fi
     ok=$(grep -m1 "Successful call" "$screen" | awk -F'|' '{gsub(/ /,"",$3); print $3}')
     failed=$(grep -m1 "Failed call" "$screen" | awk -F'|' '{gsub(/ /,"",$3); print $3}')
     # SIPp's Total-time runs from the first INVITE to the last BYE's answer: one talk time more
