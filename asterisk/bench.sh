@@ -210,7 +210,7 @@ place_calls() { # rate count -> prints "successful failed total-seconds"
     # its round is then reported as unfinished (0 calls), not the whole bench stopped by
     # pipefail.
     if ! grep -q "Successful call" "$screen" 2>/dev/null; then
-        echo "bench.sh: SIPp on port $((SIP + OFF)) did not finish within $((count / rate + 60)) s: the round counts as unfinished" >&2
+        echo "bench.sh: SIPp on port $((SIP + OFF)) left no screen (killed at its $((count / rate + 60)) s limit, or it did not start): the round counts as unfinished" >&2
         echo "0 0 0"
         return
     fi
