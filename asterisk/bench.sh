@@ -209,12 +209,12 @@ place_calls() { # rate count -> prints "successful failed total-seconds"
     # SIPp writes its screen only when it ends: a run killed at its time limit leaves none, and
     # its round is then reported as unfinished (0 calls), not the whole bench stopped by
     # pipefail.
-    if ! grep -q "Successful call" "$screen" 2>/dev/null; then
+    ok=$(grep -m1 "Successful call" "$screen" 2>/dev/null | awk -F'|' '{gsub(/ /,"",$3); print $3}') || true
+    if [ -z "$ok" ]; then
         echo "bench.sh: SIPp on port $((SIP + OFF)) left no screen (killed at its $((count / rate + 60)) s limit, or it did not start): the round counts as unfinished" >&2
         echo "0 0 0"
         return
     fi
-    ok=$(grep -m1 "Successful call" "$screen" | awk -F'|' '{gsub(/ /,"",$3); print $3}')
     failed=$(grep -m1 "Failed call" "$screen" | awk -F'|' '{gsub(/ /,"",$3); print $3}')
     # SIPp's Total-time runs from the first INVITE to the last BYE's answer: one talk time more
     # than the span over which calls were started.
