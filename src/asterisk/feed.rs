@@ -60,6 +60,7 @@ unsafe impl Send for Message {}
 impl Message {
     /// # Safety
     /// `ptr` is a Stasis message on which the caller holds one reference, handed over here.
+    #[inline(always)]
     unsafe fn adopt(ptr: *mut c_void, change: c_int) -> Option<Message> {
         NonNull::new(ptr).map(|ptr| Message { ptr, change })
     }
@@ -202,6 +203,8 @@ pub(super) fn close() {
 }
 
 /// Queues one item; a refused one is dropped here (a message's reference is given back).
+/// Inlined into the hook (see `guard_hook`).
+#[inline(always)]
 fn send(item: Item) -> bool {
     let Some(queue) = QUEUE.get().filter(|_| OPEN.load(Ordering::Relaxed)) else {
         return false;

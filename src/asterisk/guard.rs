@@ -19,7 +19,9 @@ pub fn guard<T>(entry: &'static str, fallback: T, body: impl FnOnce() -> T) -> T
 /// counted here and shown by `webhook show status`.
 pub static HOOK_PANICS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
-/// [`guard`] for the call-path hooks: a panic is counted, not logged.
+/// [`guard`] for the call-path hooks: a panic is counted, not logged. Inlined: the hook's code
+/// spread over functions far apart in the module cost a cold miss each (README, Performance).
+#[inline(always)]
 pub fn guard_hook<T>(fallback: T, body: impl FnOnce() -> T) -> T {
     match catch_unwind(AssertUnwindSafe(body)) {
         Ok(v) => v,
