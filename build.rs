@@ -54,7 +54,8 @@ fn main() {
 
     // The shim's calls into Rust (the hook's among them) bind inside the module: direct calls,
     // not through the PLT and a GOT entry, each one more cache line and page on a cold path
-    // (with the hook's Rust side inlined: its p99 at 20 calls/s 4.1-4.6 -> 3.3-3.6 µs).
+    // (with the hook's Rust side inlined: its p99 at 20 calls/s 3.6-4.6 -> 3.1-3.6 µs, README
+    // Performance).
     println!("cargo:rustc-cdylib-link-arg=-Wl,-Bsymbolic-functions");
     // Whole-archive: otherwise the linker drops the object holding AST_MODULE_INFO's constructor.
     println!("cargo:rustc-cdylib-link-arg=-Wl,--whole-archive");
