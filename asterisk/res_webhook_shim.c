@@ -152,11 +152,15 @@ static void snapshot_cb(struct stasis_message *msg, uint64_t t0)
 		change = RW_CHANNEL_DEAD;
 	} else if (new->state == AST_STATE_UP && old->state != AST_STATE_UP) {
 		change = RW_CHANNEL_UP;
-	} else if (strcmp(new->peer->linkedid, old->peer->linkedid)
-		|| strcmp(new->bridge->id, old->bridge->id)
-		|| (strcmp(new->dialplan->appl, old->dialplan->appl)
+	} else if ((new->peer != old->peer && strcmp(new->peer->linkedid, old->peer->linkedid))
+		|| (new->bridge != old->bridge && strcmp(new->bridge->id, old->bridge->id))
+		|| (new->dialplan != old->dialplan && strcmp(new->dialplan->appl, old->dialplan->appl)
 			&& (!strcmp(new->dialplan->appl, "Queue") || !strcmp(old->dialplan->appl, "Queue")))) {
-		/* Bridges merge calls (linkedid), transfers and pickups move parties (bridge). */
+		/* Bridges merge calls (linkedid), transfers and pickups move parties (bridge). An equal
+		 * pointer is the same segment, so the same strings: Asterisk shares every segment it did
+		 * not invalidate with the old snapshot (ast_channel_snapshot_create), so for most
+		 * snapshots of a call the peer's and the bridge's strings, built long before, are not
+		 * read at all. */
 		change = RW_CHANNEL_CHANGED;
 	} else {
 		return;
